@@ -1,0 +1,197 @@
+"""The schema of a model folder's config.json: the one place where its keys are spelled.
+
+A model folder (models/<name>/) holds config.json; every stage that trains or evaluates that model
+reads it through `load_config`, which fills defaults and rejects unknown keys, wrong types and
+impossible values with an error that names the file and the key.
+
+    {
+      "model": {"hidden_size": 768, "num_layers": 12, "num_heads": 12,
+                "attention": {"type": "nystrom", "num_landmarks": 64}},
+      "pretraining": {"tokenizer": "roberta", "batch_size": 256, "steps": 500000},
+      "glue": {"batch_size": 32, "lr": 3e-5, "epochs": 5},
+      "lra": {"listops": {"steps": 5000}},
+      "from_cp": null
+    }
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from effbert.errors import InputError
+
+CONFIG_FILE = "config.json"
+
+
+class _Section(BaseModel):
+    # strict: "64" is not an int; extra=forbid: a misspelt key is an error, not a silent default
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+# ---- attention: one class per mechanism, selected by "type" ----
+
+class SoftmaxOptions(_Section):
+    """Exact attention through torch.nn.functional.scaled_dot_product_attention."""
+
+    type: Literal["softmax"] = "softmax"
+
+
+class NystromOptions(_Section):
+    """Nystromformer (Xiong et al., AAAI 2021): segment-means landmarks and an iterative pseudoinverse."""
+
+    type: Literal["nystrom"] = "nystrom"
+    num_landmarks: int = Field(64, ge=1, description="m, the number of segment-means landmarks")
+    pinv_iterations: int = Field(6, ge=1, description="Newton-Schulz iterations for the Moore-Penrose inverse")
+    pinv_init: Literal["original", "per_head"] = Field(
+        "original",
+        description="Z0 scaling: 'original' uses the global max over the batch (the paper's code), "
+        "'per_head' the per-(batch, head) max that the authors later recommended",
+    )
+    conv_kernel: int | None = Field(
+        None, ge=1, description="odd kernel size of the depthwise convolution skip on V (the seeds use 35); null: none"
+    )
+
+    @model_validator(mode="after")
+    def _odd_kernel(self) -> NystromOptions:
+        if self.conv_kernel is not None and self.conv_kernel % 2 == 0:
+            raise ValueError(f"conv_kernel must be odd to keep the sequence length (got {self.conv_kernel})")
+        return self
+
+
+AttentionConfig = Annotated[SoftmaxOptions | NystromOptions, Field(discriminator="type")]
+ATTENTION_TYPES = ("softmax", "nystrom")
+
+
+class ModelConfig(_Section):
+    vocab_size: int | None = Field(None, ge=1, description="null: taken from the tokenizer")
+    max_seq_len: int = Field(512, ge=2, description="position embeddings; also the shard length")
+    hidden_size: int = Field(768, ge=1)
+    num_layers: int = Field(12, ge=1)
+    num_heads: int = Field(12, ge=1)
+    ffn_size: int = Field(3072, ge=1)
+    dropout: float = Field(0.1, ge=0.0, lt=1.0)
+    attention_dropout: float = Field(
+        0.1, ge=0.0, lt=1.0, description="on attention weights, where a mechanism has them"
+    )
+    norm: Literal["post", "pre"] = Field("post", description="post: BERT's LayerNorm after each residual; pre: before")
+    layer_norm_eps: float = Field(1e-12, gt=0.0)
+    type_vocab_size: int = Field(2, ge=1)
+    attention: AttentionConfig = SoftmaxOptions()
+
+    @model_validator(mode="after")
+    def _heads_divide_width(self) -> ModelConfig:
+        if self.hidden_size % self.num_heads:
+            raise ValueError(
+                f"hidden_size ({self.hidden_size}) must be divisible by num_heads ({self.num_heads})"
+            )
+        return self
+
+    @property
+    def head_dim(self) -> int:
+        return self.hidden_size // self.num_heads
+
+
+class PretrainConfig(_Section):
+    tokenizer: str = Field("roberta", description="a tokenizer named in the Snakemake config's `tokenizers`")
+    batch_size: int = Field(256, ge=1)
+    lr: float = Field(1e-4, gt=0.0)
+    weight_decay: float = Field(0.01, ge=0.0)
+    warmup_steps: int = Field(10000, ge=0)
+    steps: int = Field(500000, ge=1)
+    grad_clip: float = Field(1.0, gt=0.0)
+    sop: bool = Field(True, description="sentence-order prediction head beside MLM")
+    log_every: int = Field(100, ge=1)
+    eval_every: int = Field(5000, ge=1)
+    eval_batches: int = Field(50, ge=1, description="dev batches per evaluation")
+    checkpoint_every: int = Field(5000, ge=1)
+    seed: int = 0
+
+
+class GlueConfig(_Section):
+    batch_size: int = Field(32, ge=1)
+    lr: float = Field(3e-5, gt=0.0)
+    epochs: int = Field(5, ge=1)
+    weight_decay: float = Field(0.01, ge=0.0)
+    warmup_ratio: float = Field(0.1, ge=0.0, le=1.0)
+    max_seq_len: int | None = Field(None, ge=2, description="null: the model's max_seq_len")
+    checkpoint: str = Field("last", description="'last', a step number, or a cp-NNNN.pt file name")
+    seed: int = 0
+
+
+class LraTaskConfig(_Section):
+    """Overrides of a Long Range Arena task's protocol (null: the published protocol's value)."""
+
+    steps: int | None = Field(None, ge=1)
+    batch_size: int | None = Field(None, ge=1)
+    lr: float | None = Field(None, gt=0.0)
+    warmup_steps: int | None = Field(None, ge=0)
+    eval_every: int | None = Field(None, ge=1)
+    max_len: int | None = Field(None, ge=2)
+    num_layers: int | None = Field(None, ge=1)
+    hidden_size: int | None = Field(None, ge=1)
+    num_heads: int | None = Field(None, ge=1)
+    ffn_size: int | None = Field(None, ge=1)
+    dropout: float | None = Field(None, ge=0.0, lt=1.0)
+    seed: int = 0
+
+
+class LraConfig(_Section):
+    listops: LraTaskConfig = LraTaskConfig()
+
+
+class Config(_Section):
+    model: ModelConfig = ModelConfig()
+    pretraining: PretrainConfig = PretrainConfig()
+    glue: GlueConfig = GlueConfig()
+    lra: LraConfig = LraConfig()
+    from_cp: str | None = Field(
+        None, description="a checkpoint (path relative to the model folder) to initialise pretraining from"
+    )
+
+
+def _describe(error: dict) -> str:
+    # pydantic puts the union tag into the location (model.attention.nystrom.x): drop it
+    loc = [str(p) for p in error["loc"]]
+    loc = [p for i, p in enumerate(loc) if not (i and loc[i - 1] == "attention" and p in ATTENTION_TYPES)]
+    where = ".".join(loc) or "(top level)"
+    if error["type"] == "extra_forbidden":
+        return f"{where}: unknown key"
+    if error["type"] == "union_tag_invalid":
+        tag = error.get("ctx", {}).get("tag")
+        return f"{where}: unknown attention type {tag!r}; expected one of {list(ATTENTION_TYPES)}"
+    msg = error["msg"].removeprefix("Value error, ")
+    return f"{where}: {msg} (got {error['input']!r})" if not isinstance(error["input"], dict) else f"{where}: {msg}"
+
+
+def parse_config(data: object, source: str) -> Config:
+    """Validate a decoded config.json; `source` names the file in errors."""
+    try:
+        return Config.model_validate(data)
+    except ValidationError as e:
+        lines = "\n  ".join(_describe(err) for err in e.errors())
+        raise InputError(f"{source}: invalid config:\n  {lines}") from None
+
+
+def load_config(path: str | Path) -> Config:
+    """Read a config.json (or a model folder holding one)."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / CONFIG_FILE
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise InputError(f"{path}: no such config file") from None
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise InputError(f"{path}: line {e.lineno} column {e.colno}: invalid JSON: {e.msg}") from None
+    return parse_config(data, str(path))
+
+
+def config_json(config: Config) -> dict:
+    """The fully resolved config, as stored inside checkpoints so that a checkpoint explains itself."""
+    return config.model_dump(mode="json")
