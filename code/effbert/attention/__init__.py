@@ -1,0 +1,25 @@
+"""Attention mechanisms, one per file, behind one registry and one call signature.
+
+Every mechanism is an nn.Module built from the model config and called as
+
+    out = attention(q, k, v, mask)    # q, k, v, out: (B, heads, N, head_dim); mask: (B, N) bool, True = real token
+
+Projections and the head split live once, in the encoder block; a mechanism holds only its own math.
+"""
+
+from __future__ import annotations
+
+from torch import nn
+
+from effbert.attention.nystrom import NystromAttention
+from effbert.attention.softmax import SoftmaxAttention
+from effbert.config import ModelConfig
+
+REGISTRY: dict[str, type[nn.Module]] = {
+    "softmax": SoftmaxAttention,
+    "nystrom": NystromAttention,
+}
+
+
+def build_attention(cfg: ModelConfig) -> nn.Module:
+    return REGISTRY[cfg.attention.type](cfg)

@@ -1,0 +1,109 @@
+"""A BERT-style encoder with a pluggable attention mechanism (nanoGPT-plain)."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from effbert.attention import build_attention
+from effbert.config import ModelConfig
+
+
+class Embeddings(nn.Module):
+    def __init__(self, cfg: ModelConfig, vocab_size: int):
+        super().__init__()
+        self.word = nn.Embedding(vocab_size, cfg.hidden_size)
+        self.position = nn.Embedding(cfg.max_seq_len, cfg.hidden_size)
+        self.token_type = nn.Embedding(cfg.type_vocab_size, cfg.hidden_size)
+        self.norm = nn.LayerNorm(cfg.hidden_size, eps=cfg.layer_norm_eps)
+        self.dropout = nn.Dropout(cfg.dropout)
+
+    def forward(self, input_ids: torch.Tensor, token_type_ids: torch.Tensor | None) -> torch.Tensor:
+        n = input_ids.shape[1]
+        if n > self.position.num_embeddings:
+            raise ValueError(f"sequence of {n} tokens is longer than max_seq_len {self.position.num_embeddings}")
+        x = self.word(input_ids) + self.position.weight[:n]
+        if token_type_ids is not None:
+            x = x + self.token_type(token_type_ids)
+        else:
+            x = x + self.token_type.weight[0]
+        return self.dropout(self.norm(x))
+
+
+class SelfAttention(nn.Module):
+    """Projections and head split around one attention mechanism."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.num_heads = cfg.num_heads
+        self.query = nn.Linear(cfg.hidden_size, cfg.hidden_size)
+        self.key = nn.Linear(cfg.hidden_size, cfg.hidden_size)
+        self.value = nn.Linear(cfg.hidden_size, cfg.hidden_size)
+        self.mechanism = build_attention(cfg)
+        self.output = nn.Linear(cfg.hidden_size, cfg.hidden_size)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        b, n, width = x.shape
+
+        def heads(t: torch.Tensor) -> torch.Tensor:
+            return t.view(b, n, self.num_heads, width // self.num_heads).transpose(1, 2)  # (B, H, N, D)
+
+        out = self.mechanism(heads(self.query(x)), heads(self.key(x)), heads(self.value(x)), mask)
+        return self.output(out.transpose(1, 2).reshape(b, n, width))
+
+
+class Block(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.pre_norm = cfg.norm == "pre"
+        self.attention = SelfAttention(cfg)
+        self.attention_norm = nn.LayerNorm(cfg.hidden_size, eps=cfg.layer_norm_eps)
+        self.ffn_in = nn.Linear(cfg.hidden_size, cfg.ffn_size)
+        self.ffn_out = nn.Linear(cfg.ffn_size, cfg.hidden_size)
+        self.ffn_norm = nn.LayerNorm(cfg.hidden_size, eps=cfg.layer_norm_eps)
+        self.dropout = nn.Dropout(cfg.dropout)
+
+    def _ffn(self, x: torch.Tensor) -> torch.Tensor:
+        return self.ffn_out(F.gelu(self.ffn_in(x)))
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        if self.pre_norm:
+            x = x + self.dropout(self.attention(self.attention_norm(x), mask))
+            return x + self.dropout(self._ffn(self.ffn_norm(x)))
+        # post-norm, as BERT: LayerNorm after each residual sum
+        x = self.attention_norm(x + self.dropout(self.attention(x, mask)))
+        return self.ffn_norm(x + self.dropout(self._ffn(x)))
+
+
+class Encoder(nn.Module):
+    def __init__(self, cfg: ModelConfig, vocab_size: int):
+        super().__init__()
+        self.cfg = cfg
+        self.embeddings = Embeddings(cfg, vocab_size)
+        self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.num_layers))
+        self.final_norm = nn.LayerNorm(cfg.hidden_size, eps=cfg.layer_norm_eps) if cfg.norm == "pre" else None
+        self.apply(init_weights)
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        token_type_ids: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        mask = attention_mask.bool()  # (B, N), True = real token
+        x = self.embeddings(input_ids, token_type_ids)  # (B, N, H)
+        for block in self.blocks:
+            x = block(x, mask)
+        return self.final_norm(x) if self.final_norm is not None else x
+
+
+def init_weights(module: nn.Module) -> None:
+    """BERT's initialisation: N(0, 0.02) weights, zero biases, unit LayerNorm."""
+    if isinstance(module, (nn.Linear, nn.Embedding)):
+        nn.init.normal_(module.weight, std=0.02)
+        if isinstance(module, nn.Linear) and module.bias is not None:
+            nn.init.zeros_(module.bias)
+    elif isinstance(module, nn.LayerNorm):
+        nn.init.ones_(module.weight)
+        nn.init.zeros_(module.bias)

@@ -1,0 +1,107 @@
+"""Softmax and Nystrom attention against reference computations and their exact limits."""
+
+import math
+
+import pytest
+import torch
+
+from effbert.attention import build_attention
+from effbert.attention.nystrom import iterative_pinv, segment_means_weights
+from effbert.config import parse_config
+
+
+def model_cfg(**attention):
+    return parse_config({"model": {"hidden_size": 64, "num_heads": 2, "attention": attention or {"type": "softmax"}}},
+                        "test").model
+
+
+def naive_softmax(q, k, v, mask):
+    scores = q @ k.transpose(-1, -2) / math.sqrt(q.shape[-1])
+    scores = scores.masked_fill(~mask[:, None, None, :], float("-inf"))
+    return torch.softmax(scores, -1) @ v
+
+
+def qkv(b=2, n=13, d=32, scale=0.5, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return [torch.randn(b, 2, n, d, generator=g) * s for s in (scale, scale, 1.0)]
+
+
+def lengths_mask(lengths, n):
+    return torch.arange(n)[None, :] < torch.tensor(lengths)[:, None]
+
+
+def test_softmax_matches_naive_with_padding():
+    q, k, v = qkv()
+    mask = lengths_mask([13, 7], 13)
+    attn = build_attention(model_cfg()).eval()
+    torch.testing.assert_close(attn(q, k, v, mask), naive_softmax(q, k, v, mask), atol=1e-5, rtol=1e-5)
+
+
+def test_segment_means_follow_the_extended_rule():
+    # n=10 real tokens, m=4: 10 = 2*2 + 2*3, so the first two landmarks average 2 tokens, the last two 3
+    mask = lengths_mask([10, 3], 13)
+    weights, real = segment_means_weights(mask, 4)
+    sizes = (weights[0] > 0).sum(-1).tolist()
+    assert sizes == [2, 2, 3, 3]
+    assert torch.allclose(weights[0, 0, :2], torch.full((2,), 0.5))
+    assert (weights[:, :, 10:] == 0).all()  # padding never enters a landmark
+    # n=3 < m=4: one landmark per token, the first left empty
+    assert real[1].tolist() == [False, True, True, True]
+    assert ((weights[1] > 0).sum(-1)).tolist() == [0, 1, 1, 1]
+
+
+def test_iterative_pinv_approaches_torch_pinv():
+    a = torch.softmax(torch.randn(2, 3, 16, 16, generator=torch.Generator().manual_seed(1)), -1).double()
+    errors = [float((iterative_pinv(a, it, per_head) - torch.linalg.pinv(a)).abs().max())
+              for per_head in (False, True) for it in (2, 6, 20)]
+    assert errors[2] < 1e-6 and errors[5] < 1e-6
+    assert errors[0] > errors[2] and errors[3] > errors[5]
+
+
+@pytest.mark.parametrize("n", [8, 12])
+def test_nystrom_is_softmax_when_landmarks_cover_the_sequence(n):
+    q, k, v = qkv(n=n)
+    mask = lengths_mask([n, n - 3], n)
+    attn = build_attention(model_cfg(type="nystrom", num_landmarks=12))
+    torch.testing.assert_close(attn(q, k, v, mask), naive_softmax(q, k, v, mask), atol=1e-5, rtol=1e-5)
+
+
+def test_nystrom_short_sequence_in_long_batch_is_exact():
+    # batch padded to 40 > m = 16, but the second sequence has 5 real tokens: every landmark is a token
+    q, k, v = qkv(n=40)
+    mask = lengths_mask([40, 5], 40)
+    attn = build_attention(model_cfg(type="nystrom", num_landmarks=16, pinv_iterations=30, pinv_init="per_head"))
+    torch.testing.assert_close(attn(q, k, v, mask)[1, :, :5], naive_softmax(q, k, v, mask)[1, :, :5],
+                               atol=1e-4, rtol=1e-4)
+
+
+def test_nystrom_error_falls_with_landmarks():
+    q, k, v = qkv(b=1, n=256, seed=3)
+    mask = torch.ones(1, 256, dtype=torch.bool)
+    ref = naive_softmax(q, k, v, mask)
+    errors = []
+    for m in (4, 32, 255):
+        attn = build_attention(model_cfg(type="nystrom", num_landmarks=m, pinv_iterations=20, pinv_init="per_head"))
+        errors.append(float((attn(q, k, v, mask) - ref).abs().mean()))
+    assert errors[0] > errors[1] > errors[2]
+    assert errors[2] < 1e-3
+
+
+@pytest.mark.parametrize("attention", [{"type": "softmax"},
+                                       {"type": "nystrom", "num_landmarks": 8},
+                                       {"type": "nystrom", "num_landmarks": 8, "conv_kernel": 5}])
+def test_padding_never_changes_real_outputs(attention):
+    q, k, v = qkv(b=1, n=20)
+    attn = build_attention(model_cfg(**attention)).eval()
+    real = attn(q, k, v, torch.ones(1, 20, dtype=torch.bool))
+    junk = [torch.randn(1, 2, 11, 32) * 5 for _ in range(3)]
+    padded = [torch.cat([t, j], 2) for t, j in zip((q, k, v), junk, strict=True)]
+    out = attn(*padded, lengths_mask([20], 31))
+    torch.testing.assert_close(out[:, :, :20], real, atol=1e-5, rtol=1e-5)
+
+
+def test_nystrom_backward_is_finite():
+    q, k, v = (t.requires_grad_() for t in qkv(n=30))
+    attn = build_attention(model_cfg(type="nystrom", num_landmarks=8))
+    attn(q, k, v, lengths_mask([30, 17], 30)).sum().backward()
+    assert all(torch.isfinite(t.grad).all() for t in (q, k, v))
