@@ -1,0 +1,1 @@
+"""Data stages: documents, tokenizer, shards, GLUE and LRA inputs."""

@@ -1,0 +1,268 @@
+"""The documents stage: dumps and corpora -> one sentence per line, blank line between documents."""
+
+from __future__ import annotations
+
+import bz2
+import json
+import re
+from pathlib import Path
+from xml.sax.saxutils import escape
+
+import pytest
+
+from effbert.data import sources
+from effbert.data.sources import build_documents, split_sentences
+from effbert.demo.wiki import DEMO_WIKI_NAME, STUB_EVERY, write_demo_wiki
+from effbert.errors import InputError
+
+ROOT = Path(__file__).resolve().parents[1]
+COMMITTED_DEMO_WIKI = ROOT / "demo" / "data-preprocessing" / "wiki" / DEMO_WIKI_NAME
+MARKUP = re.compile(r"\[\[|\]\]|\{\{|\}\}|''|<ref|</ref|&lt;|&gt;|&amp;|==")
+
+ALPHA = """{{Infobox settlement|name=Alpha Town|river=Blue}}
+'''Alpha Town''' is a town in [[Berland|the Berland region]]. \
+It lies on the [[Blue River]].<ref>Some source, 1999.</ref> Dr. Smith lived there.
+
+== History ==
+It was founded in 1820. The town grew quickly!
+
+[[Category:Towns in Berland]]"""
+ALPHA_SENTENCES = [
+    "Alpha Town is a town in the Berland region.",
+    "It lies on the Blue River.",
+    "Dr. Smith lived there.",
+    "It was founded in 1820.",
+    "The town grew quickly!",
+]
+BETA = "The '''Beta fox''' is a small [[fox]]. It is red. {{animal-stub}}\n\n[[Category:Foxes]]"
+BETA_SENTENCES = ["The Beta fox is a small fox.", "It is red."]
+
+SITEINFO = """  <siteinfo>
+    <sitename>Test</sitename>
+    <namespaces>
+      <namespace key="0" case="first-letter" />
+      <namespace key="10" case="first-letter">Template</namespace>
+    </namespaces>
+  </siteinfo>
+"""
+
+
+def dump_xml(pages: list[tuple[str, str]], siteinfo: bool = True) -> str:
+    body = "".join(
+        f"  <page>\n    <title>{escape(title)}</title>\n    <ns>0</ns>\n    <id>{i}</id>\n    <revision>\n"
+        f"      <id>{100 + i}</id>\n      <timestamp>2001-01-01T00:00:00Z</timestamp>\n"
+        f'      <text xml:space="preserve">{escape(text)}</text>\n    </revision>\n  </page>\n'
+        for i, (title, text) in enumerate(pages, 1)
+    )
+    root = '<mediawiki xmlns="http://www.mediawiki.org/xml/export-0.10/" version="0.10" xml:lang="en">\n'
+    return root + (SITEINFO if siteinfo else "") + body + "</mediawiki>\n"
+
+
+def write_dump(path: Path, pages: list[tuple[str, str]], siteinfo: bool = True) -> Path:
+    data = dump_xml(pages, siteinfo).encode("utf-8")
+    path.write_bytes(bz2.compress(data) if path.name.endswith(".bz2") else data)
+    return path
+
+
+def read_documents(out: Path) -> list[list[str]]:
+    documents = []
+    for part in sorted(out.glob("part-*.txt")):
+        text = part.read_text(encoding="utf-8").strip("\n")
+        documents += [block.split("\n") for block in text.split("\n\n")] if text else []
+    return documents
+
+
+def assert_no_output(out: Path) -> None:
+    assert not out.exists()
+    assert [p.name for p in out.parent.iterdir() if p.name.startswith(f".{out.name}")] == []
+
+
+# ---- Wikipedia ------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("name", "siteinfo"), [("dump.xml.bz2", True), ("dump.xml", False)])
+def test_wiki_dump_gives_the_prose_without_markup(tmp_path, name, siteinfo):
+    dump = write_dump(tmp_path / name, [("Alpha Town", ALPHA), ("Beta fox", BETA)], siteinfo)
+    stats = build_documents("wiki", dump, tmp_path / "out", min_words=0)
+    assert read_documents(tmp_path / "out") == [ALPHA_SENTENCES, BETA_SENTENCES]
+    text = (tmp_path / "out" / "part-00000.txt").read_text(encoding="utf-8")
+    assert text == "\n".join(ALPHA_SENTENCES) + "\n\n" + "\n".join(BETA_SENTENCES) + "\n"
+    assert stats == json.loads((tmp_path / "out" / "stats.json").read_text())
+    assert stats["documents"] == 2 and stats["sentences"] == 7 and stats["skipped"] == {}
+    assert stats["words"] == sum(len(s.split()) for s in ALPHA_SENTENCES + BETA_SENTENCES) == 38
+
+
+def test_min_words_filter_counts_what_it_skips(tmp_path):
+    pages = [("Alpha Town", ALPHA), ("Beta fox", BETA), ("Gamma", "{{only a template}}")]
+    dump = write_dump(tmp_path / "dump.xml.bz2", pages)
+    stats = build_documents("wiki", dump, tmp_path / "out", min_words=11)  # Alpha has 28 words, Beta 10
+    assert read_documents(tmp_path / "out") == [ALPHA_SENTENCES]
+    assert stats["skipped"] == {"too_short": 1, "empty": 1}
+    default = build_documents("wiki", dump, tmp_path / "out")  # Wikipedia's default: 128 words
+    assert default["min_words"] == 128 and default["documents"] == 0
+    assert default["skipped"] == {"too_short": 2, "empty": 1}
+    assert (tmp_path / "out" / "part-00000.txt").read_text() == ""
+
+
+def test_truncated_bz2_dump_is_an_input_error_and_leaves_nothing(tmp_path):
+    whole = bz2.compress(dump_xml([("Alpha Town", ALPHA), ("Beta fox", BETA)] * 20).encode())
+    dump = tmp_path / "cut.xml.bz2"
+    dump.write_bytes(whole[: len(whole) // 2])
+    with pytest.raises(InputError, match=r"cut\.xml\.bz2.*truncated"):
+        build_documents("wiki", dump, tmp_path / "out")
+    assert_no_output(tmp_path / "out")
+
+
+def test_malformed_xml_names_the_line(tmp_path):
+    dump = tmp_path / "bad.xml"
+    dump.write_text(dump_xml([("Alpha Town", ALPHA)]).replace("</title>", "</titel>"), encoding="utf-8")
+    with pytest.raises(InputError, match=r"bad\.xml: line \d+: malformed XML"):
+        build_documents("wiki", dump, tmp_path / "out")
+    assert_no_output(tmp_path / "out")
+
+
+def test_missing_or_empty_inputs_are_input_errors(tmp_path):
+    with pytest.raises(InputError, match="does not exist"):
+        build_documents("wiki", tmp_path / "nowhere.xml.bz2", tmp_path / "out")
+    (tmp_path / "empty.xml").write_bytes(b"")
+    with pytest.raises(InputError, match=r"empty\.xml: input file is empty"):
+        build_documents("wiki", tmp_path / "empty.xml", tmp_path / "out")
+    (tmp_path / "folder").mkdir()
+    with pytest.raises(InputError, match="no wiki input files"):
+        build_documents("wiki", tmp_path / "folder", tmp_path / "out")
+    assert_no_output(tmp_path / "out")
+
+
+def test_a_folder_of_dumps_is_read_in_name_order(tmp_path):
+    folder = tmp_path / "dumps"
+    folder.mkdir()
+    write_dump(folder / "b.xml.bz2", [("Alpha Town", ALPHA)])
+    write_dump(folder / "a.xml", [("Beta fox", BETA)])
+    (folder / "notes.txt").write_text("not a dump")
+    stats = build_documents("wiki", folder, tmp_path / "out", min_words=0, processes=2)
+    assert read_documents(tmp_path / "out") == [BETA_SENTENCES, ALPHA_SENTENCES]
+    assert stats["inputs"] == [str(folder / "a.xml"), str(folder / "b.xml.bz2")]
+
+
+# ---- other sources --------------------------------------------------------------------------------------
+
+
+def test_realnews_reads_the_text_field(tmp_path):
+    path = tmp_path / "news.jsonl"
+    records = [{"title": "T", "text": "First paragraph here. Second sentence.\nNew paragraph."}, {"text": ""}]
+    path.write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
+    stats = build_documents("realnews", path, tmp_path / "out", min_words=0)
+    assert read_documents(tmp_path / "out") == [["First paragraph here.", "Second sentence.", "New paragraph."]]
+    assert stats["skipped"] == {"empty": 1}
+    assert build_documents("realnews", path, tmp_path / "out")["skipped"] == {"empty": 1, "too_short": 1}
+
+
+@pytest.mark.parametrize("bad_line", ['{"text": "cut off', '{"title": "no text"}', '["a list"]'])
+def test_realnews_bad_line_names_file_and_line(tmp_path, bad_line):
+    path = tmp_path / "news.jsonl"
+    path.write_text(json.dumps({"text": "Fine."}) + "\n" + bad_line + "\n", encoding="utf-8")
+    with pytest.raises(InputError, match=r"news\.jsonl: line 2: "):
+        build_documents("realnews", path, tmp_path / "out", min_words=0)
+    assert_no_output(tmp_path / "out")
+
+
+def test_bookcorpus_runs_between_blank_lines_are_documents(tmp_path):
+    path = tmp_path / "books_large_p1.txt"
+    path.write_text("the first book begins .\nit ends here .\n\n\nthe second book .\n", encoding="utf-8")
+    build_documents("bookcorpus", path, tmp_path / "out")
+    assert read_documents(tmp_path / "out") == [["the first book begins .", "it ends here ."], ["the second book ."]]
+
+
+def test_bookcorpus_folder_gives_one_document_per_book(tmp_path, monkeypatch):
+    books = tmp_path / "books"
+    books.mkdir()
+    for i in range(5):
+        (books / f"book{i}.txt").write_text(f"Book {i} starts. It goes on.\nThe end.\n", encoding="utf-8")
+    monkeypatch.setattr(sources, "DOCUMENTS_PER_PART", 2)
+    stats = build_documents("bookcorpus", books, tmp_path / "out")
+    assert stats["documents"] == 5 and stats["parts"] == 3
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [
+        "part-00000.txt", "part-00001.txt", "part-00002.txt", "stats.json"
+    ]
+    assert read_documents(tmp_path / "out")[3] == ["Book 3 starts.", "It goes on.", "The end."]
+
+
+def test_stories_one_document_per_file(tmp_path):
+    folder = tmp_path / "stories"
+    folder.mkdir()
+    (folder / "s1.txt").write_text("Once upon a time. A fox lived.\n\nThe fox slept.\n", encoding="utf-8")
+    (folder / "s2.txt").write_text('He said "Go home." Then he left.\n', encoding="utf-8")
+    stats = build_documents("stories", folder, tmp_path / "out")
+    assert read_documents(tmp_path / "out") == [
+        ["Once upon a time.", "A fox lived.", "The fox slept."],
+        ['He said "Go home."', "Then he left."],
+    ]
+    assert stats["min_words"] == 0
+
+
+def test_non_utf8_text_names_the_line(tmp_path):
+    path = tmp_path / "story.txt"
+    path.write_bytes(b"Good line.\nBad \xff line.\n")
+    with pytest.raises(InputError, match=r"story\.txt: line 2: not UTF-8"):
+        build_documents("stories", path, tmp_path / "out")
+
+
+def test_split_sentences_keeps_abbreviations_and_initials():
+    text = "Dr. J. R. Smith met Mr. Brown in the U.S. in 1820. It rained (a lot). Then? Yes! 3 left."
+    assert split_sentences(text) == [
+        "Dr. J. R. Smith met Mr. Brown in the U.S. in 1820.",
+        "It rained (a lot).",
+        "Then?",
+        "Yes!",
+        "3 left.",
+    ]
+
+
+# ---- the demo dump --------------------------------------------------------------------------------------
+
+
+def test_demo_wiki_is_deterministic_and_committed(tmp_path):
+    write_demo_wiki(tmp_path / "a.xml.bz2")
+    write_demo_wiki(tmp_path / "b.xml.bz2")
+    assert (tmp_path / "a.xml.bz2").read_bytes() == (tmp_path / "b.xml.bz2").read_bytes()
+    write_demo_wiki(tmp_path / "c.xml.bz2", seed=1)
+    assert (tmp_path / "c.xml.bz2").read_bytes() != (tmp_path / "a.xml.bz2").read_bytes()
+    assert COMMITTED_DEMO_WIKI.read_bytes() == (tmp_path / "a.xml.bz2").read_bytes(), (
+        "demo/data-preprocessing/wiki is stale: rewrite it with effbert.demo.wiki.write_demo_wiki"
+    )
+
+
+def test_demo_wiki_gives_clean_consistent_prose(tmp_path):
+    write_demo_wiki(tmp_path / "demo.xml.bz2", pages=120)
+    stats = build_documents("wiki", tmp_path / "demo.xml.bz2", tmp_path / "out")
+    assert stats["skipped"] == {"too_short": 120 // STUB_EVERY}  # the stubs, and only they
+    assert stats["documents"] == 120 - 120 // STUB_EVERY
+    documents = read_documents(tmp_path / "out")
+    text = "\n".join(sentence for document in documents for sentence in document)
+    assert not MARKUP.search(text)
+    # a fact stated anywhere agrees with the town's own article
+    river = {m[0]: m[1] for m in re.findall(r"^(\w+) is a town in .*\n.* lies on the river (\w+)", text, re.M)}
+    born = re.findall(r"was born in \d+ in (\w+), a town on the river (\w+)\.", text)
+    assert river and born
+    assert all(river[town] == r for town, r in born if town in river)
+
+
+# ---- conformance on real-format samples -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("name", "pages"), [("testcorpus.xml.bz2", 9), ("enwiki-table-markup.xml.bz2", 5)])
+def test_real_dumps(shared_fixtures, tmp_path, name, pages):
+    stats = build_documents("wiki", shared_fixtures / "wikipedia" / name, tmp_path / "out", min_words=0)
+    documents = read_documents(tmp_path / "out")
+    assert stats["documents"] == len(documents) == pages
+    assert all(documents) and all(sentence.strip() for document in documents for sentence in document)
+    text = "\n".join(sentence for document in documents for sentence in document)
+    assert not MARKUP.search(text) and "{|" not in text and "|-" not in text and "<" not in text
+
+
+def test_real_realnews(shared_fixtures, tmp_path):
+    stats = build_documents("realnews", shared_fixtures / "realnews" / "realnews_tiny.jsonl", tmp_path / "out",
+                            min_words=0)
+    assert stats["documents"] == len(read_documents(tmp_path / "out")) == 5
+    assert build_documents("realnews", shared_fixtures / "realnews" / "realnews_tiny.jsonl",
+                           tmp_path / "out")["skipped"] == {"too_short": 5}  # all under 1000 words
