@@ -1,0 +1,152 @@
+"""Tokenizer stage: training (both kinds, deterministic), the pair layout, imports, special-token checks."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from tokenizers import Tokenizer, models
+
+from effbert.data.tokenizer import (
+    import_tokenizer,
+    load_tokenizer,
+    special_tokens,
+    train_tokenizer,
+)
+from effbert.errors import InputError
+
+SPECIAL_NAMES = {
+    "wordpiece": {"pad": "[PAD]", "cls": "[CLS]", "sep": "[SEP]", "mask": "[MASK]", "unk": "[UNK]"},
+    "bpe": {"pad": "<pad>", "cls": "<s>", "sep": "</s>", "mask": "<mask>", "unk": "<unk>"},
+}
+
+
+def write_corpus(folder: Path, n_docs: int = 60, seed: int = 0) -> list[list[str]]:
+    """A documents folder (two part files) of made-up words; returns the documents as lists of sentences.
+    Some documents have one sentence and some sentences are long, so packing has edge cases to meet."""
+    rng = random.Random(seed)
+    letters = "abcdefghijklmnopqrstuvwxyz"
+    words = ["".join(rng.choice(letters) for _ in range(rng.randint(2, 9))) for _ in range(300)]
+    documents = []
+    for d in range(n_docs):
+        sentences = []
+        for _ in range(1 if d % 10 == 3 else rng.randint(2, 14)):
+            count = rng.randint(40, 60) if rng.random() < 0.05 else rng.randint(3, 18)
+            sentence = [rng.choice(words) for _ in range(count)]
+            sentence[0] = sentence[0].capitalize()
+            sentences.append(" ".join(sentence) + rng.choice([".", "!", "?", ", ok."]))
+        documents.append(sentences)
+    folder.mkdir(parents=True, exist_ok=True)
+    half = n_docs // 2
+    for number, part in enumerate([documents[:half], documents[half:]]):
+        text = "\n\n".join("\n".join(doc) for doc in part) + "\n"
+        (folder / f"part-{number:05d}.txt").write_text(text, encoding="utf-8")
+    return documents
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("text")
+    write_corpus(folder)
+    return folder
+
+
+@pytest.mark.parametrize("kind", ["wordpiece", "bpe"])
+def test_trained_tokenizer_has_specials_meta_and_pair_layout(corpus, tmp_path, kind):
+    path = train_tokenizer(kind, 600, [corpus], tmp_path / kind)
+    tok = load_tokenizer(tmp_path / kind)
+    ids = special_tokens(tok)
+    for name, token in SPECIAL_NAMES[kind].items():
+        assert tok.id_to_token(getattr(ids, name)) == token
+
+    meta = json.loads((tmp_path / kind / "meta.json").read_text())
+    assert meta["kind"] == kind
+    assert meta["vocab_size"] == tok.get_vocab_size() == 600
+    assert meta["sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
+    assert {n: s["token"] for n, s in meta["specials"].items()} == SPECIAL_NAMES[kind]
+
+    a, b = "Hello there, world.", "A second sentence"
+    pair = tok.encode(a, b)
+    a_ids = tok.encode(a, add_special_tokens=False).ids
+    b_ids = tok.encode(b, add_special_tokens=False).ids
+    assert pair.ids == [ids.cls, *a_ids, ids.sep, *b_ids, ids.sep]
+    assert pair.type_ids == [0] * (len(a_ids) + 2) + [1] * (len(b_ids) + 1)
+
+
+@pytest.mark.parametrize("kind", ["wordpiece", "bpe"])
+def test_training_is_byte_identical_across_processes(corpus, tmp_path, kind):
+    # Separate processes: the tokenizers trainer iterates hash maps whose seeds differ per process.
+    script = (
+        "import sys; from pathlib import Path; from effbert.data.tokenizer import train_tokenizer; "
+        "train_tokenizer(sys.argv[1], 600, [Path(sys.argv[2])], Path(sys.argv[3]))"
+    )
+    outputs = []
+    for run in range(3):
+        out = tmp_path / f"run{run}"
+        subprocess.run([sys.executable, "-c", script, kind, str(corpus), str(out)], check=True)
+        outputs.append((out / "tokenizer.json").read_bytes())
+    assert outputs[0] == outputs[1] == outputs[2]
+
+
+def test_lowercase_wordpiece_ignores_case(corpus, tmp_path):
+    train_tokenizer("wordpiece", 600, [corpus], tmp_path / "uncased", lowercase=True)
+    tok = load_tokenizer(tmp_path / "uncased")
+    assert tok.encode("HELLO World").ids == tok.encode("hello world").ids
+
+
+def test_import_bert_vocab_detects_case(tmp_path):
+    specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    uncased = tmp_path / "uncased.txt"
+    uncased.write_text("\n".join([*specials, "the", "quick", "fox", "##es", "jump", "##ed", "."]) + "\n")
+    import_tokenizer(uncased, tmp_path / "u")
+    tok = load_tokenizer(tmp_path / "u")
+    assert tok.encode("The quick foxes jumped.", add_special_tokens=False).tokens == [
+        "the", "quick", "fox", "##es", "jump", "##ed", ".",
+    ]  # fmt: skip
+    assert tok.encode("fox", "jump").tokens == ["[CLS]", "fox", "[SEP]", "jump", "[SEP]"]
+    meta = json.loads((tmp_path / "u" / "meta.json").read_text())
+    assert (meta["kind"], meta["lowercase"], meta["vocab_size"]) == ("wordpiece", True, 12)
+
+    cased = tmp_path / "cased.txt"
+    cased.write_text("\n".join([*specials, "The", "the", "fox"]) + "\n")
+    import_tokenizer(cased, tmp_path / "c")
+    assert load_tokenizer(tmp_path / "c").encode("The the", add_special_tokens=False).ids == [5, 6]
+
+
+def test_import_tokenizer_json_keeps_the_vocabulary(corpus, tmp_path):
+    original = train_tokenizer("bpe", 600, [corpus], tmp_path / "a")
+    copy = import_tokenizer(original, tmp_path / "b")
+    assert load_tokenizer(copy).get_vocab() == load_tokenizer(original).get_vocab()
+    assert json.loads((tmp_path / "b" / "meta.json").read_text())["kind"] == "bpe"
+
+
+def test_tokenizer_without_specials_is_an_input_error(tmp_path):
+    bare = Tokenizer(models.WordLevel({"a": 0, "b": 1, "<unk>": 2}, unk_token="<unk>"))
+    path = tmp_path / "tokenizer.json"
+    bare.save(str(path))
+    with pytest.raises(InputError, match="tokenizer.json.*special tokens"):
+        load_tokenizer(path)
+    with pytest.raises(InputError, match="lacks special tokens"):
+        special_tokens(bare)
+    with pytest.raises(InputError):
+        import_tokenizer(path, tmp_path / "out")
+    no_mask = tmp_path / "vocab.txt"
+    no_mask.write_text("[PAD]\n[UNK]\n[CLS]\n[SEP]\nthe\n")
+    with pytest.raises(InputError, match=r"vocab.txt.*\[MASK\]"):
+        import_tokenizer(no_mask, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
+def test_folder_without_documents_is_an_input_error(tmp_path):
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(InputError, match="empty.*part-"):
+        train_tokenizer("wordpiece", 100, [tmp_path / "empty"], tmp_path / "tok")
+    (tmp_path / "blank").mkdir()
+    (tmp_path / "blank" / "part-00000.txt").write_text("\n\n")
+    with pytest.raises(InputError, match="blank.*no sentences"):
+        train_tokenizer("wordpiece", 100, [tmp_path / "blank"], tmp_path / "tok")
