@@ -1,0 +1,1 @@
+"""Training: one loop (loop.py) and thin per-stage drivers (pretrain, glue, lra)."""

@@ -1,0 +1,78 @@
+"""Checkpoint files models/<name>/checkpoints/cp-NNNN.pt (NNNN = optimizer step).
+
+A checkpoint explains itself: it carries the resolved config, the vocabulary size and the tokenizer
+(tokenizer.json text), so fine-tuning needs nothing but the file. Loading never runs code from it
+(torch.load with weights_only=True).
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from effbert.errors import InputError
+from effbert.files import atomic_path
+
+CHECKPOINT_DIR = "checkpoints"
+_NAME = re.compile(r"cp-(\d+)\.pt$")
+
+
+def checkpoint_name(step: int) -> str:
+    return f"cp-{step:04d}.pt"
+
+
+def save_checkpoint(path: Path, **content: object) -> None:
+    with atomic_path(path) as tmp:
+        torch.save(content, tmp)
+
+
+def read_checkpoint(path: str | Path) -> dict:
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise InputError(f"{path}: no such checkpoint") from None
+    except Exception as e:  # a truncated or foreign file: say which
+        raise InputError(f"{path}: not a readable effbert checkpoint ({e})") from None
+
+
+def list_checkpoints(model_dir: str | Path) -> list[Path]:
+    """The model's checkpoints, oldest step first."""
+    folder = Path(model_dir) / CHECKPOINT_DIR
+    found = [(int(m.group(1)), p) for p in folder.glob("cp-*.pt") if (m := _NAME.search(p.name))]
+    return [p for _, p in sorted(found)]
+
+
+def find_checkpoint(model_dir: str | Path, spec: str | int = "last") -> Path:
+    """'last' (the newest), a step number (as the seeds' --checkpoint 99), a file name, or a path."""
+    model_dir = Path(model_dir)
+    spec = str(spec)
+    if spec == "last":
+        found = list_checkpoints(model_dir)
+        if not found:
+            raise InputError(f"{model_dir / CHECKPOINT_DIR}: no cp-NNNN.pt checkpoint; pretrain the model first")
+        return found[-1]
+    candidates = [Path(spec), model_dir / CHECKPOINT_DIR / spec]
+    if spec.isdigit():
+        candidates.insert(0, model_dir / CHECKPOINT_DIR / checkpoint_name(int(spec)))
+    for candidate in candidates:
+        if candidate.is_file():
+            return candidate
+    raise InputError(f"checkpoint {spec!r} not found for {model_dir} (looked at {', '.join(map(str, candidates))})")
+
+
+def load_encoder_weights(encoder: nn.Module, checkpoint: str | Path | dict) -> None:
+    """Load the `encoder.*` weights of a pretraining checkpoint into a bare Encoder (shapes must match)."""
+    state = checkpoint if isinstance(checkpoint, dict) else read_checkpoint(checkpoint)
+    prefix = "encoder."
+    weights = {k[len(prefix):]: v for k, v in state["model"].items() if k.startswith(prefix)}
+    try:
+        missing, unexpected = encoder.load_state_dict(weights, strict=False)
+    except RuntimeError as e:  # shape mismatch: a checkpoint of another model size
+        raise InputError(f"checkpoint does not fit this encoder: {e}") from None
+    if missing or unexpected:
+        raise InputError(
+            f"checkpoint does not fit this encoder: missing {sorted(missing)[:5]}, unexpected {sorted(unexpected)[:5]}"
+        )
