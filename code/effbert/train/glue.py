@@ -1,0 +1,212 @@
+"""Fine-tune a pretrained checkpoint on one GLUE task and score it on the dev set(s).
+
+Thin by design: the task table (effbert.data.glue) says what differs between tasks, the shared loop
+(effbert.train.loop.fit) trains. Pairs are encoded with the checkpoint's own tokenizer, truncated to
+the model's length, padded per batch to the longest sequence in it, and the attention mask always
+reaches the encoder (the seeds' run_glue.py dropped it, so padding leaked into every attention row).
+
+Result: models/<name>/glue/<TASK>.json (training log beside it as <TASK>.jsonl).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tokenizers import Tokenizer
+from torch import nn
+
+from effbert.config import ModelConfig, load_config, parse_config
+from effbert.data.glue import GlueSplit, compute_metrics, get_task, load_split
+from effbert.data.tokenizer import special_tokens
+from effbert.errors import InputError
+from effbert.files import write_json
+from effbert.model.encoder import Encoder
+from effbert.model.heads import ClassificationHead
+from effbert.train.checkpoints import find_checkpoint, load_encoder_weights, read_checkpoint
+from effbert.train.device import pick_device, seed_everything
+from effbert.train.loop import fit
+
+EVAL_BATCH_SIZE = 128
+
+
+class SequenceClassifier(nn.Module):
+    """Encoder + BERT's pooled classification head; one output means regression (STS-B)."""
+
+    def __init__(self, cfg: ModelConfig, vocab_size: int, num_labels: int):
+        super().__init__()
+        self.encoder = Encoder(cfg, vocab_size)
+        self.head = ClassificationHead(cfg.hidden_size, num_labels, cfg.dropout)
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        hidden = self.encoder(batch["input_ids"], batch["attention_mask"], batch["token_type_ids"])  # (B, N, H)
+        return self.head(hidden, batch["attention_mask"])  # (B, num_labels)
+
+
+class Encoded:
+    """A split's token ids and segment ids (one array per example) and labels, ready to batch."""
+
+    def __init__(self, split: GlueSplit, tok: Tokenizer, type_vocab_size: int):
+        pairs = list(zip(split.texts_a, split.texts_b, strict=True)) if split.texts_b is not None else split.texts_a
+        encodings = tok.encode_batch(pairs)
+        self.ids = [np.asarray(e.ids, dtype=np.int64) for e in encodings]
+        # models without segment embeddings (type_vocab_size 1, RoBERTa-style) see segment 0 everywhere
+        self.types = [np.minimum(np.asarray(e.type_ids, dtype=np.int64), type_vocab_size - 1) for e in encodings]
+        self.labels = split.labels
+        self.pad_id = special_tokens(tok).pad
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def batch(self, indices, device: torch.device) -> dict[str, torch.Tensor]:
+        """Padded to the longest example of this batch."""
+        n = max(len(self.ids[i]) for i in indices)
+        input_ids = torch.full((len(indices), n), self.pad_id, dtype=torch.long)
+        token_type_ids = torch.zeros((len(indices), n), dtype=torch.long)
+        attention_mask = torch.zeros((len(indices), n), dtype=torch.bool)
+        for row, i in enumerate(indices):
+            length = len(self.ids[i])
+            input_ids[row, :length] = torch.from_numpy(self.ids[i])
+            token_type_ids[row, :length] = torch.from_numpy(self.types[i])
+            attention_mask[row, :length] = True
+        batch = {"input_ids": input_ids, "token_type_ids": token_type_ids, "attention_mask": attention_mask}
+        if self.labels is not None:
+            batch["labels"] = torch.tensor([self.labels[i] for i in indices])
+        return {k: v.to(device) for k, v in batch.items()}
+
+
+def _shuffled_batches(data: Encoded, batch_size: int, seed: int, device: torch.device):
+    """Endless epochs, each a fresh seeded permutation cut into batches (the last one may be short)."""
+    rng = np.random.default_rng(seed)
+    while True:
+        order = rng.permutation(len(data))
+        for start in range(0, len(order), batch_size):
+            yield data.batch(order[start:start + batch_size], device)
+
+
+def _loss(model: nn.Module, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
+    logits = model(batch).float()
+    if logits.shape[-1] == 1:
+        return F.mse_loss(logits.squeeze(-1), batch["labels"].float()), {}
+    return F.cross_entropy(logits, batch["labels"]), {}
+
+
+def predict(model: nn.Module, data: Encoded, device: torch.device) -> np.ndarray:
+    """Label indices (classification) or scores (regression), in the split's order."""
+    order = np.argsort([len(ids) for ids in data.ids], kind="stable")  # similar lengths: little padding
+    out = np.empty(len(data), dtype=np.float64)
+    for start in range(0, len(order), EVAL_BATCH_SIZE):
+        indices = order[start:start + EVAL_BATCH_SIZE]
+        logits = model(data.batch(indices, device)).float()
+        out[indices] = (logits.squeeze(-1) if logits.shape[-1] == 1 else logits.argmax(-1)).cpu().numpy()
+    return out
+
+
+def _metric_suffix(split: str, dev_splits: tuple[str, ...]) -> str:
+    """'' for a task's only dev set; '_matched' / '_mismatched' for MNLI's two."""
+    return "" if len(dev_splits) == 1 else "_" + split.removeprefix("dev_")
+
+
+def finetune(
+    model_dir: Path,
+    task: str,
+    glue_dir: Path,
+    *,
+    checkpoint: str | None = None,
+    batch_size: int | None = None,
+    lr: float | None = None,
+    epochs: int | None = None,
+    seed: int | None = None,
+    device: str | None = None,
+) -> dict:
+    """Fine-tune the model's checkpoint on `task` and write models/<name>/glue/<TASK>.json.
+
+    Every argument left None comes from the model config's "glue" section."""
+    start_time = time.perf_counter()
+    model_dir, glue_dir = Path(model_dir), Path(glue_dir)
+    glue_cfg = load_config(model_dir).glue
+    spec = get_task(task)
+    if spec.label is None:
+        raise InputError(f"GLUE task {task} has no labelled training data to fine-tune on")
+    checkpoint = checkpoint if checkpoint is not None else glue_cfg.checkpoint
+    batch_size = batch_size or glue_cfg.batch_size
+    lr = lr or glue_cfg.lr
+    epochs = epochs or glue_cfg.epochs
+    seed = glue_cfg.seed if seed is None else seed
+
+    # read the data first: a missing file fails before minutes of checkpoint loading
+    train = load_split(glue_dir, task, "train")
+    devs = {split: load_split(glue_dir, task, split) for split in spec.dev_splits}
+    for split in [train, *devs.values()]:
+        if not len(split):
+            raise InputError(f"{glue_dir / spec.folder / spec.file_name(split.split)}: no examples")
+
+    cp_path = find_checkpoint(model_dir, checkpoint)
+    state = read_checkpoint(cp_path)
+    saved = state["config"]  # the resolved config the weights were saved with: its shapes are the truth
+    model_cfg = parse_config(saved if "model" in saved else {"model": saved}, str(cp_path)).model
+    max_len = glue_cfg.max_seq_len or model_cfg.max_seq_len
+    if max_len > model_cfg.max_seq_len:
+        raise InputError(
+            f"{model_dir}/config.json: glue.max_seq_len {max_len} exceeds the model's max_seq_len "
+            f"{model_cfg.max_seq_len} (position embeddings)"
+        )
+    tok = Tokenizer.from_str(state["tokenizer"])
+    tok.enable_truncation(max_len)  # the longer text of a pair loses tokens first; specials always fit
+
+    device_ = pick_device(device)
+    seed_everything(seed)  # the head's initialisation
+    model = SequenceClassifier(model_cfg, state["vocab_size"], spec.num_labels)
+    load_encoder_weights(model.encoder, state)
+    model.to(device_)
+    del state
+
+    train_data = Encoded(train, tok, model_cfg.type_vocab_size)
+    dev_data = {split: Encoded(data, tok, model_cfg.type_vocab_size) for split, data in devs.items()}
+    steps_per_epoch = math.ceil(len(train_data) / batch_size)
+    steps = epochs * steps_per_epoch
+    warmup_steps = int(glue_cfg.warmup_ratio * steps)
+
+    def evaluate(m: nn.Module) -> dict[str, float]:
+        metrics = {}
+        for split, data in dev_data.items():
+            found = compute_metrics(task, predict(m, data, device_), data.labels)
+            suffix = _metric_suffix(split, spec.dev_splits)
+            metrics |= {f"{name}{suffix}": value for name, value in found.items()}
+        return metrics
+
+    out_dir = model_dir / "glue"
+    records = fit(
+        model, _loss, _shuffled_batches(train_data, batch_size, seed, device_),
+        steps=steps, lr=lr, weight_decay=glue_cfg.weight_decay, warmup_steps=warmup_steps,
+        log_every=max(1, min(50, steps_per_epoch)), eval_every=steps_per_epoch, evaluate=evaluate,
+        metrics_path=out_dir / f"{task}.jsonl", desc=f"glue {task}", seed=seed,
+    )
+    final = {k: v for k, v in records[-1].items() if k not in ("step", "split")}  # the end-of-training eval
+    main = spec.metric + _metric_suffix(spec.dev_splits[0], spec.dev_splits)
+    try:
+        checkpoint_name = str(cp_path.resolve().relative_to(model_dir.resolve()))
+    except ValueError:
+        checkpoint_name = str(cp_path)
+    result = {
+        "task": task,
+        "metric": main,
+        "score": final[main],
+        "metrics": final,
+        "dev_examples": len(devs[spec.dev_splits[0]]),
+        "dev_splits": {split: len(data) for split, data in devs.items()},
+        "train_examples": len(train),
+        "checkpoint": checkpoint_name,
+        "hyperparameters": {
+            "batch_size": batch_size, "lr": lr, "epochs": epochs, "steps": steps, "warmup_steps": warmup_steps,
+            "weight_decay": glue_cfg.weight_decay, "max_seq_len": max_len, "seed": seed,
+        },
+        "device": str(device_),
+        "seconds": round(time.perf_counter() - start_time, 2),
+    }
+    write_json(out_dir / f"{task}.json", result)
+    return result
