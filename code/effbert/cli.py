@@ -1,0 +1,175 @@
+"""`effbert <stage>`: argument parsing only; every stage is an importable function that reads and writes files."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from effbert.errors import InputError
+
+
+def _documents(a: argparse.Namespace) -> None:
+    from effbert.data.sources import build_documents
+
+    build_documents(a.source, a.input, a.out, min_words=a.min_words, processes=a.processes)
+
+
+def _tokenizer(a: argparse.Namespace) -> None:
+    from effbert.data.tokenizer import import_tokenizer, train_tokenizer
+
+    if a.from_file:
+        import_tokenizer(a.from_file, a.out)
+    else:
+        if not a.text:
+            raise InputError("tokenizer: give --text folders to train on, or --from a tokenizer.json / vocab.txt")
+        train_tokenizer(a.kind, a.vocab_size, a.text, a.out, lowercase=a.lowercase)
+
+
+def _shards(a: argparse.Namespace) -> None:
+    from effbert.data.shards import build_shards
+
+    build_shards(
+        a.text, a.tokenizer, a.out, max_seq_len=a.max_seq_len, dev_fraction=a.dev_fraction, seed=a.seed,
+        masked_lm_prob=a.masked_lm_prob, short_seq_prob=a.short_seq_prob, dupe_factor=a.dupe_factor,
+    )
+
+
+def _pretrain(a: argparse.Namespace) -> None:
+    from effbert.train.pretrain import pretrain
+
+    pretrain(a.model, a.shards, device=a.device, threads=a.threads)
+
+
+def _glue(a: argparse.Namespace) -> None:
+    from effbert.train.device import set_threads
+    from effbert.train.glue import finetune
+
+    set_threads(a.threads)
+    finetune(a.model, a.task, a.glue_dir, checkpoint=a.checkpoint, batch_size=a.batch_size, lr=a.lr,
+             epochs=a.epoch, seed=a.seed, device=a.device)
+
+
+def _lra_data(a: argparse.Namespace) -> None:
+    from effbert.data.lra.listops import generate_listops
+
+    generate_listops(a.out, train=a.train, val=a.val, test=a.test, min_length=a.min_length,
+                     max_length=a.max_length, seed=a.seed)
+
+
+def _lra(a: argparse.Namespace) -> None:
+    from effbert.train.device import set_threads
+    from effbert.train.lra import train_lra
+
+    set_threads(a.threads)
+    train_lra(a.model, a.task, a.lra_dir, device=a.device)
+
+
+def _report(a: argparse.Namespace) -> None:
+    from effbert.report.tables import write_report
+
+    tables = write_report(a.models, a.out)
+    if a.print:
+        for name, markdown in tables.items():
+            print(f"\n## {name}\n\n{markdown}")
+
+
+def _demo_data(a: argparse.Namespace) -> None:
+    from effbert.demo import write_demo
+
+    write_demo(a.out)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="effbert", description=__doc__)
+    sub = p.add_subparsers(dest="stage", required=True, metavar="STAGE")
+
+    def stage(name: str, run, help: str) -> argparse.ArgumentParser:
+        s = sub.add_parser(name, help=help, description=help)
+        s.set_defaults(run=run)
+        return s
+
+    def runtime(s: argparse.ArgumentParser) -> None:
+        s.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: $EFFBERT_DEVICE, else a GPU if present)")
+        s.add_argument("--threads", type=int, help="CPU threads for torch (Snakemake passes the job's threads)")
+
+    s = stage("documents", _documents, "raw dump -> documents (one sentence per line, blank line between documents)")
+    s.add_argument("--source", required=True, choices=["wiki", "bookcorpus", "stories", "realnews"])
+    s.add_argument("--input", required=True, type=Path, help="a dump file or a folder of them")
+    s.add_argument("--out", required=True, type=Path)
+    s.add_argument("--min_words", type=int, help="drop shorter documents (default: wiki 128, realnews 1000)")
+    s.add_argument("--processes", type=int, default=1)
+
+    s = stage("tokenizer", _tokenizer, "train a tokenizer on documents, or import a tokenizer.json / vocab.txt")
+    s.add_argument("--kind", choices=["bpe", "wordpiece"], default="bpe",
+                   help="bpe: byte-level BPE (RoBERTa); wordpiece: BERT")
+    s.add_argument("--vocab_size", type=int, default=50265)
+    s.add_argument("--text", type=Path, nargs="+", help="documents folders to train on")
+    s.add_argument("--from", dest="from_file", type=Path, help="a tokenizer.json or vocab.txt to import instead")
+    s.add_argument("--lowercase", action="store_true")
+    s.add_argument("--out", required=True, type=Path)
+
+    s = stage("shards", _shards, "documents -> fixed-length MLM + SOP instances (numpy shards + manifest.json)")
+    s.add_argument("--text", required=True, type=Path, nargs="+")
+    s.add_argument("--tokenizer", required=True, type=Path)
+    s.add_argument("--out", required=True, type=Path)
+    s.add_argument("--max_seq_len", required=True, type=int)
+    s.add_argument("--dev_fraction", type=float, default=0.01)
+    s.add_argument("--masked_lm_prob", type=float, default=0.15)
+    s.add_argument("--short_seq_prob", type=float, default=0.1)
+    s.add_argument("--dupe_factor", type=int, default=1)
+    s.add_argument("--seed", type=int, default=0)
+
+    s = stage("pretrain", _pretrain, "pretrain a model folder's config.json on a shard set")
+    s.add_argument("--model", required=True, type=Path, help="models/<name> (holding config.json)")
+    s.add_argument("--shards", required=True, type=Path)
+    runtime(s)
+
+    s = stage("glue", _glue, "fine-tune a checkpoint on a GLUE task; writes models/<name>/glue/<TASK>.json")
+    s.add_argument("--model", required=True, type=Path)
+    s.add_argument("--task", required=True, help="official task name: CoLA, SST-2, MRPC, STS-B, QQP, MNLI, ...")
+    s.add_argument("--glue_dir", type=Path, default=Path("glue"))
+    s.add_argument("--checkpoint", default=None, help="'last', a step number or a cp-NNNN.pt name")
+    s.add_argument("--batch_size", type=int)
+    s.add_argument("--lr", type=float)
+    s.add_argument("--epoch", type=int)
+    s.add_argument("--seed", type=int)
+    runtime(s)
+
+    s = stage("lra-data", _lra_data, "generate ListOps in the LRA release layout (basic_{train,val,test}.tsv)")
+    s.add_argument("--out", required=True, type=Path)
+    s.add_argument("--train", type=int, default=96000)
+    s.add_argument("--val", type=int, default=2000)
+    s.add_argument("--test", type=int, default=2000)
+    s.add_argument("--min_length", type=int, default=500)
+    s.add_argument("--max_length", type=int, default=2000)
+    s.add_argument("--seed", type=int, default=0)
+
+    s = stage("lra", _lra, "train a model folder's attention on a Long Range Arena task")
+    s.add_argument("--model", required=True, type=Path)
+    s.add_argument("--task", default="listops", choices=["listops"])
+    s.add_argument("--lra_dir", type=Path, default=Path("lra/lra_release"))
+    runtime(s)
+
+    s = stage("report", _report, "collect every model's scores into results/{pretrain,glue,lra}.{csv,md}")
+    s.add_argument("--models", required=True, type=Path, nargs="+", help="model folders")
+    s.add_argument("--out", type=Path, default=Path("results"))
+    s.add_argument("--print", action="store_true", help="print the Markdown tables")
+
+    s = stage("demo-data", _demo_data, "write the demo's inputs (a MediaWiki dump and GLUE-layout tasks)")
+    s.add_argument("--out", type=Path, default=Path("demo"))
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        args.run(args)
+    except InputError as e:
+        print(f"effbert {args.stage}: error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

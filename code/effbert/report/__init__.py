@@ -1,0 +1,1 @@
+"""Result tables (pandas -> CSV and Markdown) with the published numbers beside ours."""
