@@ -64,25 +64,31 @@ def _task_rows(model_dirs: list[Path], folder: str, score_key: str, reference: d
     return pd.DataFrame(rows, columns=["model", "attention", "task", "metric", "score", "published"])
 
 
-def wide(tidy: pd.DataFrame) -> pd.DataFrame:
-    """One row per model; each task's score followed by the published number where there is one."""
+def wide(tidy: pd.DataFrame, reference: dict[str, dict[str, float]]) -> pd.DataFrame:
+    """One row per model; each task's score, then the published number for its attention type where there is one.
+
+    `average` is the mean of the model's own scores over the tasks shown.
+    """
     if tidy.empty:
         return pd.DataFrame(columns=["model", "attention"])
     out = tidy.pivot_table(index=["model", "attention"], columns="task", values="score", sort=False)
-    out["average"] = out.mean(axis=1)
+    average = out.mean(axis=1)
     columns = []
-    for task in [c for c in out.columns if c != "average"]:
+    attentions = out.index.get_level_values("attention")
+    for task in list(out.columns):
         columns.append(task)
-        pub = tidy[tidy.task == task].groupby("model", sort=False)["published"].first()
-        if pub.notna().any():
-            out[f"{task} (published)"] = pub.reindex(out.index.get_level_values("model")).to_numpy()
+        published = [reference.get(attention, {}).get(task) for attention in attentions]
+        if any(p is not None for p in published):
+            out[f"{task} (published)"] = pd.array(published, dtype="Float64")
             columns.append(f"{task} (published)")
-    return out[columns + ["average"]].reset_index()
+    out = out[columns]
+    out["average"] = average
+    return out.reset_index()
 
 
 def glue_table(model_dirs: list[Path]) -> pd.DataFrame:
     return _task_rows(model_dirs, "glue", "score", published.GLUE,
-                      extra={"MNLI-mm": ("MNLI", "mismatched_accuracy")})
+                      extra={"MNLI-mm": ("MNLI", "accuracy_mismatched")})
 
 
 def lra_table(model_dirs: list[Path]) -> pd.DataFrame:
@@ -93,6 +99,7 @@ def write_report(model_dirs: list[Path], out_dir: Path) -> dict[str, str]:
     """Write the tables; returns name -> Markdown."""
     model_dirs = [Path(d) for d in model_dirs]
     tidy = {"pretrain": pretrain_table(model_dirs), "glue": glue_table(model_dirs), "lra": lra_table(model_dirs)}
+    references = {"glue": published.GLUE, "lra": published.LRA}
     notes = {
         "pretrain": "Dev-set masked-LM and sentence-order accuracy (%) of the last checkpoint.",
         "glue": f"Dev-set official metric (x100) per task. Published: {published.GLUE_SOURCE}.",
@@ -100,8 +107,9 @@ def write_report(model_dirs: list[Path], out_dir: Path) -> dict[str, str]:
     }
     markdown = {}
     for name, table in tidy.items():
-        shown = table if name == "pretrain" else wide(table)
-        markdown[name] = f"{notes[name]}\n\n" + shown.to_markdown(index=False, floatfmt=".2f") + "\n"
+        shown = table if name == "pretrain" else wide(table, references[name])
+        shown = shown.astype(object).where(shown.notna(), None)  # a task a model has not run shows as "-"
+        markdown[name] = f"{notes[name]}\n\n" + shown.to_markdown(index=False, floatfmt=".2f", missingval="-") + "\n"
         write_text(Path(out_dir) / f"{name}.csv", table.to_csv(index=False))
         write_text(Path(out_dir) / f"{name}.md", f"# {name}\n\n{markdown[name]}")
     return markdown
