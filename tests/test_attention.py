@@ -105,3 +105,10 @@ def test_nystrom_backward_is_finite():
     attn = build_attention(model_cfg(type="nystrom", num_landmarks=8))
     attn(q, k, v, lengths_mask([30, 17], 30)).sum().backward()
     assert all(torch.isfinite(t.grad).all() for t in (q, k, v))
+
+
+def test_nystrom_gradcheck_float64():
+    q, k, v = (t.double().requires_grad_() for t in qkv(b=1, n=11, d=4))
+    attn = build_attention(model_cfg(type="nystrom", num_landmarks=3, pinv_iterations=4, conv_kernel=3)).double()
+    mask = lengths_mask([9], 11)
+    assert torch.autograd.gradcheck(lambda a, b, c: attn(a, b, c, mask), (q, k, v), eps=1e-6, atol=1e-5)

@@ -5,6 +5,8 @@ Every mechanism is an nn.Module built from the model config and called as
     out = attention(q, k, v, mask)    # q, k, v, out: (B, heads, N, head_dim); mask: (B, N) bool, True = real token
 
 Projections and the head split live once, in the encoder block; a mechanism holds only its own math.
+A mechanism that replaces the whole sublayer (FNet) sets `mixes_hidden_states = True` and is called as
+`attention(x, mask)` with x: (B, N, hidden).
 """
 
 from __future__ import annotations
@@ -21,5 +23,7 @@ REGISTRY: dict[str, type[nn.Module]] = {
 }
 
 
-def build_attention(cfg: ModelConfig) -> nn.Module:
-    return REGISTRY[cfg.attention.type](cfg)
+def build_attention(cfg: ModelConfig, shared: dict | None = None) -> nn.Module:
+    """The mechanism named by cfg.attention.type. `shared` is one dict handed to every layer of a model,
+    where a mechanism keeps parameters tied across layers."""
+    return REGISTRY[cfg.attention.type](cfg, shared)

@@ -63,7 +63,7 @@ def iterative_pinv(a: torch.Tensor, iterations: int, per_head_init: bool) -> tor
 
 
 class NystromAttention(nn.Module):
-    def __init__(self, cfg: ModelConfig):
+    def __init__(self, cfg: ModelConfig, shared: dict | None = None):
         super().__init__()
         opts = cfg.attention
         self.num_landmarks = opts.num_landmarks
@@ -81,7 +81,9 @@ class NystromAttention(nn.Module):
             # every token is its own landmark: the approximation is exact softmax, so compute that directly
             out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask[:, None, None, :])
         else:
-            out = self._nystrom(q.float(), k.float(), v.float(), mask).to(v.dtype)
+            # the pseudoinverse iteration is unstable in half precision: compute in at least float32
+            wide = torch.promote_types(q.dtype, torch.float32)
+            out = self._nystrom(q.to(wide), k.to(wide), v.to(wide), mask).to(v.dtype)
         if self.conv is not None:
             out = out + self.conv(v * mask[:, None, :, None].to(v.dtype))
         return out
@@ -90,7 +92,7 @@ class NystromAttention(nn.Module):
         scale = 1.0 / math.sqrt(math.sqrt(q.shape[-1]))
         q, k = q * scale, k * scale  # so that q @ k^T carries 1/sqrt(d)
         weights, real = segment_means_weights(mask, self.num_landmarks)  # (B, m, N), (B, m)
-        weights = weights[:, None]  # (B, 1, m, N): shared by the heads
+        weights = weights[:, None].to(q.dtype)  # (B, 1, m, N): shared by the heads
         q_land, k_land = weights @ q, weights @ k  # (B, H, m, d)
 
         neg = torch.finfo(q.dtype).min

@@ -10,7 +10,7 @@ from effbert.config import ModelConfig
 
 
 class SoftmaxAttention(nn.Module):
-    def __init__(self, cfg: ModelConfig):
+    def __init__(self, cfg: ModelConfig, shared: dict | None = None):
         super().__init__()
         self.dropout = cfg.attention_dropout
 

@@ -32,18 +32,26 @@ class Embeddings(nn.Module):
 
 
 class SelfAttention(nn.Module):
-    """Projections and head split around one attention mechanism."""
+    """Projections and head split around one attention mechanism.
 
-    def __init__(self, cfg: ModelConfig):
+    A mechanism that mixes tokens without queries and keys (FNet) declares `mixes_hidden_states` and gets
+    the hidden states themselves, with no projections around it.
+    """
+
+    def __init__(self, cfg: ModelConfig, shared: dict):
         super().__init__()
         self.num_heads = cfg.num_heads
-        self.query = nn.Linear(cfg.hidden_size, cfg.hidden_size)
-        self.key = nn.Linear(cfg.hidden_size, cfg.hidden_size)
-        self.value = nn.Linear(cfg.hidden_size, cfg.hidden_size)
-        self.mechanism = build_attention(cfg)
-        self.output = nn.Linear(cfg.hidden_size, cfg.hidden_size)
+        self.mechanism = build_attention(cfg, shared)
+        self.projected = not getattr(self.mechanism, "mixes_hidden_states", False)
+        if self.projected:
+            self.query = nn.Linear(cfg.hidden_size, cfg.hidden_size)
+            self.key = nn.Linear(cfg.hidden_size, cfg.hidden_size)
+            self.value = nn.Linear(cfg.hidden_size, cfg.hidden_size)
+            self.output = nn.Linear(cfg.hidden_size, cfg.hidden_size)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        if not self.projected:
+            return self.mechanism(x, mask)
         b, n, width = x.shape
 
         def heads(t: torch.Tensor) -> torch.Tensor:
@@ -54,10 +62,10 @@ class SelfAttention(nn.Module):
 
 
 class Block(nn.Module):
-    def __init__(self, cfg: ModelConfig):
+    def __init__(self, cfg: ModelConfig, shared: dict):
         super().__init__()
         self.pre_norm = cfg.norm == "pre"
-        self.attention = SelfAttention(cfg)
+        self.attention = SelfAttention(cfg, shared)
         self.attention_norm = nn.LayerNorm(cfg.hidden_size, eps=cfg.layer_norm_eps)
         self.ffn_in = nn.Linear(cfg.hidden_size, cfg.ffn_size)
         self.ffn_out = nn.Linear(cfg.ffn_size, cfg.hidden_size)
@@ -81,7 +89,8 @@ class Encoder(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.embeddings = Embeddings(cfg, vocab_size)
-        self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.num_layers))
+        shared: dict = {}  # parameters a mechanism ties across layers (Linformer's share="layers")
+        self.blocks = nn.ModuleList(Block(cfg, shared) for _ in range(cfg.num_layers))
         self.final_norm = nn.LayerNorm(cfg.hidden_size, eps=cfg.layer_norm_eps) if cfg.norm == "pre" else None
         self.apply(init_weights)
 
