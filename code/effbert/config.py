@@ -34,13 +34,27 @@ class _Section(BaseModel):
 
 # ---- attention: one class per mechanism, selected by "type" ----
 
+class _ConvSkip(_Section):
+    """An optional depthwise convolution over the sequence on V, added to the output (Nystromformer, YOSO-C)."""
+
+    conv_kernel: int | None = Field(
+        None, ge=1, description="odd kernel size of the depthwise convolution skip on V (the seeds use 35); null: none"
+    )
+
+    @model_validator(mode="after")
+    def _odd_kernel(self) -> _ConvSkip:
+        if self.conv_kernel is not None and self.conv_kernel % 2 == 0:
+            raise ValueError(f"conv_kernel must be odd to keep the sequence length (got {self.conv_kernel})")
+        return self
+
+
 class SoftmaxOptions(_Section):
     """Exact attention through torch.nn.functional.scaled_dot_product_attention."""
 
     type: Literal["softmax"] = "softmax"
 
 
-class NystromOptions(_Section):
+class NystromOptions(_ConvSkip):
     """Nystromformer (Xiong et al., AAAI 2021): segment-means landmarks and an iterative pseudoinverse."""
 
     type: Literal["nystrom"] = "nystrom"
@@ -51,19 +65,73 @@ class NystromOptions(_Section):
         description="Z0 scaling: 'original' uses the global max over the batch (the paper's code), "
         "'per_head' the per-(batch, head) max that the authors later recommended",
     )
-    conv_kernel: int | None = Field(
-        None, ge=1, description="odd kernel size of the depthwise convolution skip on V (the seeds use 35); null: none"
+
+
+class YosoOptions(_ConvSkip):
+    """YOSO (Zeng et al., ICML 2021): Bernoulli sampling attention by LSH (random-projection hashing)."""
+
+    type: Literal["yoso"] = "yoso"
+    hash_bits: int = Field(8, ge=1, le=24, description="tau, bits per hash code (the seeds: 9 for BERT, 10-12 for LRA)")
+    num_hashes: int = Field(32, ge=1, description="m, the number of hash functions whose samples are averaged")
+    expectation: bool = Field(False, description="YOSO-E: the closed-form expectation (1 - arccos(q.k)/pi)^tau, O(n^2)")
+    fast_hash: bool = Field(True, description="hash by fast Hadamard transforms of randomly signed inputs")
+    # conv_kernel (inherited): YOSO-C
+
+
+class LinformerOptions(_Section):
+    """Linformer (Wang et al., 2020): keys and values projected along the sequence to k rows."""
+
+    type: Literal["linformer"] = "linformer"
+    k: int = Field(256, ge=1, description="projected length")
+    share: Literal["none", "heads", "kv", "layers"] = Field(
+        "heads",
+        description="parameter sharing of the projections E (keys) and F (values): 'none' one pair per head, "
+        "'heads' one pair per layer, 'kv' one matrix per layer for both, 'layers' one matrix for the whole model",
     )
 
-    @model_validator(mode="after")
-    def _odd_kernel(self) -> NystromOptions:
-        if self.conv_kernel is not None and self.conv_kernel % 2 == 0:
-            raise ValueError(f"conv_kernel must be odd to keep the sequence length (got {self.conv_kernel})")
-        return self
+
+class PerformerOptions(_Section):
+    """Performer (Choromanski et al., ICLR 2021): FAVOR+ positive orthogonal random features."""
+
+    type: Literal["performer"] = "performer"
+    num_features: int = Field(256, ge=1, description="random features per head")
+    kernel: Literal["softmax", "relu"] = Field("softmax", description="softmax: FAVOR+ positive features; relu")
+    redraw_interval: int | None = Field(1000, ge=1, description="redraw the features every N training calls")
 
 
-AttentionConfig = Annotated[SoftmaxOptions | NystromOptions, Field(discriminator="type")]
-ATTENTION_TYPES = ("softmax", "nystrom")
+class ReformerOptions(_Section):
+    """Reformer (Kitaev et al., ICLR 2020): LSH bucketed attention with shared query-key projections."""
+
+    type: Literal["reformer"] = "reformer"
+    num_hashes: int = Field(2, ge=1, description="rounds of hashing")
+    bucket_size: int = Field(32, ge=1, description="chunk length; a chunk attends to itself and the one before")
+
+
+class FnetOptions(_Section):
+    """FNet (Lee-Thorp et al., NAACL 2022): the real part of a 2-D Fourier transform instead of attention."""
+
+    type: Literal["fnet"] = "fnet"
+
+
+class LinearOptions(_Section):
+    """Linear attention (Katharopoulos et al., ICML 2020): feature map elu(x) + 1."""
+
+    type: Literal["linear"] = "linear"
+
+
+class LocalOptions(_Section):
+    """Sliding-window attention: each token attends to the tokens within `window` positions on either side."""
+
+    type: Literal["local"] = "local"
+    window: int = Field(64, ge=1)
+
+
+AttentionConfig = Annotated[
+    SoftmaxOptions | NystromOptions | YosoOptions | LinformerOptions | PerformerOptions | ReformerOptions
+    | FnetOptions | LinearOptions | LocalOptions,
+    Field(discriminator="type"),
+]
+ATTENTION_TYPES = ("softmax", "nystrom", "yoso", "linformer", "performer", "reformer", "fnet", "linear", "local")
 
 
 class ModelConfig(_Section):

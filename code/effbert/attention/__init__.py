@@ -6,24 +6,36 @@ Every mechanism is an nn.Module built from the model config and called as
 
 Projections and the head split live once, in the encoder block; a mechanism holds only its own math.
 A mechanism that replaces the whole sublayer (FNet) sets `mixes_hidden_states = True` and is called as
-`attention(x, mask)` with x: (B, N, hidden).
+`attention(x, mask)` with x: (B, N, hidden); one that sets `shares_query_key = True` (Reformer) gets the
+queries as keys, and the block builds no key projection for it. `padding_invariant = False` marks a
+mechanism whose outputs at real tokens depend on the padded length (FNet).
 """
 
 from __future__ import annotations
 
 from torch import nn
 
+from effbert.attention.fnet import FnetMixing
+from effbert.attention.local import LocalAttention
 from effbert.attention.nystrom import NystromAttention
+from effbert.attention.reformer import ReformerAttention
 from effbert.attention.softmax import SoftmaxAttention
 from effbert.config import ModelConfig
+from effbert.errors import InputError
 
 REGISTRY: dict[str, type[nn.Module]] = {
     "softmax": SoftmaxAttention,
     "nystrom": NystromAttention,
+    "reformer": ReformerAttention,
+    "fnet": FnetMixing,
+    "local": LocalAttention,
 }
 
 
 def build_attention(cfg: ModelConfig, shared: dict | None = None) -> nn.Module:
     """The mechanism named by cfg.attention.type. `shared` is one dict handed to every layer of a model,
     where a mechanism keeps parameters tied across layers."""
-    return REGISTRY[cfg.attention.type](cfg, shared)
+    name = cfg.attention.type
+    if name not in REGISTRY:
+        raise InputError(f"attention type {name!r} is in the config schema but not implemented in this version")
+    return REGISTRY[name](cfg, shared)

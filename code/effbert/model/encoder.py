@@ -35,7 +35,8 @@ class SelfAttention(nn.Module):
     """Projections and head split around one attention mechanism.
 
     A mechanism that mixes tokens without queries and keys (FNet) declares `mixes_hidden_states` and gets
-    the hidden states themselves, with no projections around it.
+    the hidden states themselves, with no projections around it; one that shares queries and keys
+    (Reformer) declares `shares_query_key` and gets no key projection.
     """
 
     def __init__(self, cfg: ModelConfig, shared: dict):
@@ -45,7 +46,8 @@ class SelfAttention(nn.Module):
         self.projected = not getattr(self.mechanism, "mixes_hidden_states", False)
         if self.projected:
             self.query = nn.Linear(cfg.hidden_size, cfg.hidden_size)
-            self.key = nn.Linear(cfg.hidden_size, cfg.hidden_size)
+            shared_qk = getattr(self.mechanism, "shares_query_key", False)
+            self.key = None if shared_qk else nn.Linear(cfg.hidden_size, cfg.hidden_size)
             self.value = nn.Linear(cfg.hidden_size, cfg.hidden_size)
             self.output = nn.Linear(cfg.hidden_size, cfg.hidden_size)
 
@@ -57,7 +59,9 @@ class SelfAttention(nn.Module):
         def heads(t: torch.Tensor) -> torch.Tensor:
             return t.view(b, n, self.num_heads, width // self.num_heads).transpose(1, 2)  # (B, H, N, D)
 
-        out = self.mechanism(heads(self.query(x)), heads(self.key(x)), heads(self.value(x)), mask)
+        q = heads(self.query(x))
+        k = q if self.key is None else heads(self.key(x))
+        out = self.mechanism(q, k, heads(self.value(x)), mask)
         return self.output(out.transpose(1, 2).reshape(b, n, width))
 
 
