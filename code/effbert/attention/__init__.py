@@ -16,8 +16,11 @@ from __future__ import annotations
 from torch import nn
 
 from effbert.attention.fnet import FnetMixing
+from effbert.attention.linear import LinearAttention
+from effbert.attention.linformer import LinformerAttention
 from effbert.attention.local import LocalAttention
 from effbert.attention.nystrom import NystromAttention
+from effbert.attention.performer import PerformerAttention
 from effbert.attention.reformer import ReformerAttention
 from effbert.attention.softmax import SoftmaxAttention
 from effbert.config import ModelConfig
@@ -26,8 +29,11 @@ from effbert.errors import InputError
 REGISTRY: dict[str, type[nn.Module]] = {
     "softmax": SoftmaxAttention,
     "nystrom": NystromAttention,
+    "linformer": LinformerAttention,
+    "performer": PerformerAttention,
     "reformer": ReformerAttention,
     "fnet": FnetMixing,
+    "linear": LinearAttention,
     "local": LocalAttention,
 }
 

@@ -1,0 +1,77 @@
+"""Linformer attention (Wang et al., "Linformer: Self-Attention with Linear Complexity", 2020).
+
+Keys and values are projected along the sequence to k rows by learned E, F (k x n):
+    head = softmax(Q (E K)^T / sqrt(d)) (F V)          eq. (7) of the paper
+The projections have cfg.max_seq_len columns; a batch of length n < max_seq_len uses the first n (a
+longer one is an error). They start with N(0, 1/k) entries, the random projection in the proof of the
+paper's Theorem 2 (E = delta R, R_ij ~ N(0, 1/k)). (The Nystromformer seeds use N(0, 0.02^2), one matrix
+per head shared by layers, keys and values; lucidrains' linformer U(-1/sqrt(k), 1/sqrt(k)).)
+
+Sharing (Sec. 4, "Additional efficiency techniques"):
+    'none'   one (E, F) pair per head
+    'heads'  one (E, F) pair per layer, shared by its heads (headwise sharing)
+    'kv'     one matrix per layer, E = F, shared by its heads (key-value sharing)
+    'layers' one matrix for the whole model (layerwise sharing): kept in the model's `shared` dict, so every
+             layer registers the same nn.Parameter (the optimizer and parameters() see it once; the state
+             dict lists it under every layer, and loading restores the one tensor)
+
+Padding: padded keys and values are zeroed before the projection, so E K and F V sum over real tokens
+only and appending padding leaves every output at a real token unchanged. The k projected rows are never
+masked: a row of E K that no real token reaches is a zero key (score 0) with a zero value. So with padding
+Linformer is not masked softmax even when E = F = identity; without padding and k = n it is exactly.
+k > n is allowed: E K still has k rows (rank at most n), as the paper's formula gives.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from effbert.config import ModelConfig
+
+SHARED_KEY = "linformer_projection"
+
+
+def _projection(*shape: int) -> nn.Parameter:
+    k = shape[-2]
+    return nn.Parameter(torch.randn(*shape) / math.sqrt(k))  # N(0, 1/k), as in the proof of Theorem 2
+
+
+class LinformerAttention(nn.Module):
+    def __init__(self, cfg: ModelConfig, shared: dict | None = None):
+        super().__init__()
+        opts = cfg.attention
+        self.k, self.share, self.max_seq_len = opts.k, opts.share, cfg.max_seq_len
+        self.dropout = cfg.attention_dropout
+        shape = (cfg.num_heads, self.k, self.max_seq_len) if self.share == "none" else (self.k, self.max_seq_len)
+        self.proj_v: nn.Parameter | None = None
+        if self.share == "layers":
+            store = shared if shared is not None else {}
+            if SHARED_KEY not in store:
+                store[SHARED_KEY] = _projection(*shape)
+            if store[SHARED_KEY].shape != shape:
+                raise ValueError(f"shared {SHARED_KEY} has shape {tuple(store[SHARED_KEY].shape)}, expected {shape}")
+            self.proj_k = store[SHARED_KEY]  # (k, L): E = F for every layer
+        else:
+            self.proj_k = _projection(*shape)  # E: (H, k, L) or (k, L)
+            if self.share != "kv":
+                self.proj_v = _projection(*shape)  # F
+
+    def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        n = k.shape[-2]
+        if n > self.max_seq_len:
+            raise ValueError(f"Linformer projections have {self.max_seq_len} columns (max_seq_len); got {n} tokens")
+        # softmax and the sums along the sequence lose too much in bfloat16: compute in at least float32
+        dtype, wide = v.dtype, torch.promote_types(q.dtype, torch.float32)
+        padded = ~mask[:, None, :, None]  # (B, 1, N, 1)
+        k = k.to(wide).masked_fill(padded, 0.0)
+        v = v.to(wide).masked_fill(padded, 0.0)
+        e = self.proj_k[..., :n].to(wide)  # (H, k, n) or (k, n): the first n columns
+        f = e if self.proj_v is None else self.proj_v[..., :n].to(wide)
+        k_proj, v_proj = e @ k, f @ v  # (B, H, k, D)
+        scores = q.to(wide) @ k_proj.transpose(-1, -2) / math.sqrt(q.shape[-1])  # (B, H, N, k)
+        weights = F.dropout(torch.softmax(scores, -1), self.dropout, self.training)
+        return (weights @ v_proj).to(dtype)  # eq. (7)

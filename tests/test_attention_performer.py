@@ -1,0 +1,125 @@
+"""Performer FAVOR+: unbiased positive features, orthogonal draws, convergence to softmax, padding, redrawing."""
+
+import math
+
+import pytest
+import torch
+
+from effbert.attention.performer import PerformerAttention, orthogonal_gaussian, softmax_kernel_exponent
+from effbert.config import parse_config
+
+
+def performer(num_features=64, kernel="softmax", redraw_interval=None, head_dim=16, seed=0):
+    cfg = parse_config({"model": {"hidden_size": 2 * head_dim, "num_heads": 2,
+                                  "attention": {"type": "performer", "num_features": num_features, "kernel": kernel,
+                                                "redraw_interval": redraw_interval}}}, "test").model
+    torch.manual_seed(seed)  # the features are drawn from torch's global RNG
+    return PerformerAttention(cfg).double()
+
+
+def qkv(b=2, n=13, d=16, scale=0.5, seed=0, dtype=torch.float64):
+    g = torch.Generator().manual_seed(seed)
+    return [torch.randn(b, 2, n, d, generator=g, dtype=dtype) * s for s in (scale, scale, 1.0)]
+
+
+def lengths_mask(lengths, n):
+    return torch.arange(n)[None, :] < torch.tensor(lengths)[:, None]
+
+
+def naive_softmax(q, k, v, mask):
+    scores = q @ k.transpose(-1, -2) / math.sqrt(q.shape[-1])
+    return torch.softmax(scores.masked_fill(~mask[:, None, None, :], -math.inf), -1) @ v
+
+
+def test_orthogonal_features_are_orthogonal_blocks_with_chi_norms():
+    torch.manual_seed(0)
+    w = orthogonal_gaussian(20, 8).double()  # two full blocks of 8 rows and one of 4
+    for block in (w[:8], w[8:16], w[16:]):
+        gram = block @ block.T
+        torch.testing.assert_close(gram, torch.diag(torch.diagonal(gram)), atol=1e-5, rtol=0)
+    norms2 = torch.cat([orthogonal_gaussian(64, 8) for _ in range(200)]).double().square().sum(-1)
+    assert abs(norms2.mean().item() - 8) < 0.2  # E|w|^2 = d: each row is marginally N(0, I_d)
+
+
+def test_positive_features_estimate_the_softmax_kernel_without_bias():
+    # Lemma 1: E_w[exp(w.x - |x|^2/2) exp(w.y - |y|^2/2)] = exp(x.y); average phi(x).phi(y) over many draws
+    g = torch.Generator().manual_seed(0)
+    x, y = (torch.randn(8, generator=g, dtype=torch.float64) * 0.4 for _ in range(2))
+    torch.manual_seed(1)
+    estimates = []
+    for _ in range(400):
+        w = orthogonal_gaussian(32, 8).double()
+        phi_x, phi_y = (torch.exp(softmax_kernel_exponent(t[None], w)) / math.sqrt(32) for t in (x, y))
+        estimates.append((phi_x * phi_y).sum())
+    estimates = torch.stack(estimates)
+    assert (estimates > 0).all()  # positive features: never a negative weight
+    standard_error = estimates.std().item() / math.sqrt(len(estimates))
+    assert abs(estimates.mean().item() - math.exp(x @ y)) < 4 * standard_error + 1e-3
+
+
+def test_error_to_softmax_falls_as_features_grow():
+    q, k, v = qkv(b=1, n=64)
+    mask = torch.ones(1, 64, dtype=torch.bool)
+    ref = naive_softmax(q, k, v, mask)
+    errors = []
+    for m in (16, 128, 1024):
+        runs = [(performer(m, seed=s).eval()(q, k, v, mask) - ref).abs().mean().item() for s in range(4)]
+        errors.append(sum(runs) / len(runs))
+    assert errors[0] > errors[1] > errors[2]
+    assert errors[2] < errors[0] / 3
+
+
+@pytest.mark.parametrize("kernel", ["softmax", "relu"])
+def test_padding_never_changes_real_outputs(kernel):
+    # padded keys must leave the normaliser too (zeroing only their values would not pass this)
+    attn = performer(kernel=kernel).eval()
+    q, k, v = qkv(b=1, n=17)
+    alone = attn(q, k, v, torch.ones(1, 17, dtype=torch.bool))
+    junk = qkv(b=1, n=9, seed=5, scale=5.0)
+    padded = [torch.cat([t, j], 2) for t, j in zip((q, k, v), junk, strict=True)]
+    out = attn(*padded, lengths_mask([17], 26))
+    torch.testing.assert_close(out[:, :, :17], alone, atol=1e-10, rtol=1e-10)
+
+
+def test_output_is_a_positive_weighted_average_of_real_values():
+    # positive features give convex weights: with v = 1 at real tokens the output is exactly 1
+    q, k, _ = qkv(n=20, scale=2.0)
+    mask = lengths_mask([20, 9], 20)
+    for kernel in ("softmax", "relu"):
+        out = performer(kernel=kernel).eval()(q, k, torch.ones(2, 2, 20, 3, dtype=torch.float64), mask)
+        torch.testing.assert_close(out, torch.ones_like(out), atol=1e-10, rtol=1e-10)
+
+
+def test_features_redraw_every_interval_in_training_only():
+    attn = performer(redraw_interval=2)
+    q, k, v = qkv()
+    mask = torch.ones(2, 13, dtype=torch.bool)
+    seen = []
+    for _ in range(5):
+        attn(q, k, v, mask)
+        seen.append(attn.features.clone())
+    # calls 1-2 use the initial draw, 3-4 a second, 5 a third
+    assert torch.equal(seen[0], seen[1]) and not torch.equal(seen[1], seen[2])
+    assert torch.equal(seen[2], seen[3]) and not torch.equal(seen[3], seen[4])
+    attn.eval()
+    for _ in range(4):
+        attn(q, k, v, mask)
+    assert torch.equal(attn.features, seen[4])
+    # the draws come from torch's global RNG: the same seed gives the same features
+    assert torch.equal(performer(seed=3).features, performer(seed=3).features)
+    assert not torch.equal(performer(seed=3).features, performer(seed=4).features)
+
+
+def test_bfloat16_in_bfloat16_out():
+    attn = performer().to(torch.bfloat16)
+    q, k, v = qkv(n=40, dtype=torch.bfloat16)
+    out = attn(q, k, v, lengths_mask([40, 3], 40))
+    assert out.dtype == torch.bfloat16 and torch.isfinite(out.float()).all()
+
+
+@pytest.mark.parametrize("kernel", ["softmax", "relu"])
+def test_gradcheck_float64(kernel):
+    attn = performer(num_features=8, kernel=kernel, head_dim=4).eval()  # fixed features
+    q, k, v = (t.requires_grad_() for t in qkv(b=1, n=7, d=4))
+    mask = lengths_mask([5], 7)
+    assert torch.autograd.gradcheck(lambda a, b, c: attn(a, b, c, mask), (q, k, v))
