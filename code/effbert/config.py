@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
@@ -131,7 +131,7 @@ AttentionConfig = Annotated[
     | FnetOptions | LinearOptions | LocalOptions,
     Field(discriminator="type"),
 ]
-ATTENTION_TYPES = ("softmax", "nystrom", "yoso", "linformer", "performer", "reformer", "fnet", "linear", "local")
+ATTENTION_TYPES = tuple(options.model_fields["type"].default for options in get_args(get_args(AttentionConfig)[0]))
 
 
 class ModelConfig(_Section):

@@ -1,0 +1,205 @@
+"""YOSO against independent truth: the closed-form kernel (numpy), dense evaluations of the sampled matrix
+and of the paper's backward with the same hash draws, convergence in the number of hashes, padding, bf16."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+import effbert.attention.yoso as yoso
+from effbert.attention.yoso import LshCumulation, YosoAttention, fast_hash, gaussian_hash
+from effbert.config import parse_config
+
+
+def build(hidden=32, heads=2, **options):
+    cfg = parse_config({"model": {"hidden_size": hidden, "num_heads": heads,
+                                  "attention": {"type": "yoso", **options}}}, "test").model
+    return YosoAttention(cfg)
+
+
+def qkv(b=2, n=13, d=16, seed=0, dtype=torch.float64):
+    g = torch.Generator().manual_seed(seed)
+    return [torch.randn(b, 2, n, d, generator=g, dtype=dtype) for _ in range(3)]
+
+
+def lengths_mask(lengths, n):
+    return torch.arange(n)[None, :] < torch.tensor(lengths)[:, None]
+
+
+def unit(x):
+    return x / np.linalg.norm(x, axis=-1, keepdims=True)
+
+
+def numpy_yoso_e(q, k, v, mask, tau):
+    """(1 - arccos(q.k)/pi)^tau on unit vectors, padded keys weightless, rows L2-normalised."""
+    q, k, v, mask = (t.numpy() for t in (q, k, v, mask))
+    weights = (1 - np.arccos(np.clip(unit(q) @ unit(k).swapaxes(-1, -2), -1, 1)) / np.pi) ** tau
+    out = (weights * mask[:, None, None, :]) @ v
+    return unit(out)
+
+
+def test_expectation_is_the_closed_form():
+    q, k, v = qkv()
+    mask = lengths_mask([13, 6], 13)
+    out = build(hash_bits=5, expectation=True)(q, k, v, mask)
+    expected = numpy_yoso_e(q, k, v, mask, 5)
+    real = mask[:, None, :, None].expand_as(out).numpy()
+    np.testing.assert_allclose(out.numpy()[real], expected[real], rtol=1e-10, atol=1e-12)
+    assert torch.isfinite(out).all()
+
+
+def test_conv_variant_adds_a_depthwise_convolution_of_masked_values():
+    q, k, v = qkv(n=11)
+    mask = lengths_mask([11, 7], 11)
+    with_conv = build(hash_bits=3, expectation=True, conv_kernel=5).double()
+    torch.nn.init.normal_(with_conv.conv.weight)
+    skip = (with_conv(q, k, v, mask) - build(hash_bits=3, expectation=True)(q, k, v, mask)).detach().numpy()
+    w = with_conv.conv.weight.detach().numpy()[:, 0, :, 0]  # (heads, 5)
+    vm = np.pad((v * mask[:, None, :, None]).numpy(), ((0, 0), (0, 0), (2, 2), (0, 0)))
+    expected = sum(w[None, :, t, None, None] * vm[:, :, t:t + 11] for t in range(5))
+    np.testing.assert_allclose(skip, expected, atol=1e-10)
+
+
+def dense_collisions(q_codes, k_codes):
+    return (q_codes[:, :, None, :] == k_codes[:, None, :, :]).double().mean(-1)  # (BH, Nq, Nk)
+
+
+@pytest.mark.parametrize("hash_fn", [gaussian_hash, fast_hash])
+def test_custom_backward_is_the_papers_formula_with_the_same_draws(hash_fn):
+    # dense O(n^2) evaluation of Y = B V and of the paper's gradients with the very hash codes the op used
+    torch.manual_seed(0)
+    bh, n, d, tau, m = 4, 19, 8, 3, 6
+    q, k = (F.normalize(torch.randn(bh, n, d, dtype=torch.float64), dim=-1).requires_grad_() for _ in range(2))
+    v = torch.randn(bh, n, d, dtype=torch.float64, requires_grad=True)
+    q_mask = (torch.arange(n) < 15).double()[None, :, None].expand(bh, n, 1)
+    k_mask = (torch.arange(n) < 12).double()[None, :, None].expand(bh, n, 1)
+    q_codes, k_codes = hash_fn(q.detach(), k.detach(), m, tau)
+    assert q_codes.shape == (bh, n, m) and 0 <= int(q_codes.min()) and int(q_codes.max()) < 2 ** tau
+    out = LshCumulation.apply(q, k, v, q_codes, k_codes, q_mask, k_mask, tau)
+    grad = torch.randn_like(out)
+    (out * grad).sum().backward()
+
+    b = dense_collisions(q_codes, k_codes) * q_mask * k_mask.transpose(1, 2)
+    torch.testing.assert_close(out, b @ v.detach())
+    s = (grad @ v.detach().transpose(1, 2)) * b * (tau / 2)
+    torch.testing.assert_close(q.grad, s @ k.detach())
+    torch.testing.assert_close(k.grad, s.transpose(1, 2) @ q.detach())
+    torch.testing.assert_close(v.grad, b.transpose(1, 2) @ grad)
+    assert (k.grad[:, 12:] == 0).all() and (v.grad[:, 12:] == 0).all()  # padded keys get nothing
+
+
+def test_backward_estimates_the_lower_bound_gradient_of_the_expectation():
+    # many hashes: B -> E[B] = (1 - arccos(q.k)/pi)^tau, so dL/dQ -> ((G V^T) * (tau/2) E[B]) K
+    torch.manual_seed(1)
+    bh, n, d, tau = 2, 16, 8, 2
+    q, k = (F.normalize(torch.randn(bh, n, d, dtype=torch.float64), dim=-1).requires_grad_() for _ in range(2))
+    v = torch.randn(bh, n, d, dtype=torch.float64)
+    ones = torch.ones(bh, n, 1, dtype=torch.float64)
+    codes = gaussian_hash(q.detach(), k.detach(), 8192, tau)
+    grad = torch.randn(bh, n, d, dtype=torch.float64)
+    (LshCumulation.apply(q, k, v, *codes, ones, ones, tau) * grad).sum().backward()
+    qn, kn = q.detach().numpy(), k.detach().numpy()
+    e = (1 - np.arccos(np.clip(qn @ kn.swapaxes(1, 2), -1, 1)) / np.pi) ** tau
+    s = (grad.numpy() @ v.numpy().swapaxes(1, 2)) * e * tau / 2
+    for got, want in ((q.grad, s @ kn), (k.grad, s.swapaxes(1, 2) @ qn)):
+        assert np.linalg.norm(got.numpy() - want) / np.linalg.norm(want) < 0.05
+
+
+def test_chunked_tables_give_the_same_result(monkeypatch):
+    torch.manual_seed(2)
+    q, k, v = (t.requires_grad_() for t in qkv(n=17))
+    mask = lengths_mask([17, 9], 17)
+    attn = build(hash_bits=4, num_hashes=5)
+    results = []
+    for limit in (yoso._CHUNK_ELEMENTS, 1):  # 1: one hash and one weight column per step
+        monkeypatch.setattr(yoso, "_CHUNK_ELEMENTS", limit)
+        torch.manual_seed(3)
+        out = attn(q, k, v, mask)
+        results.append([out, *torch.autograd.grad(out.square().sum(), (q, k, v))])
+    for a, b in zip(*results, strict=True):
+        torch.testing.assert_close(a, b)
+
+
+def test_gaussian_codes_collide_with_the_closed_form_probability():
+    torch.manual_seed(4)
+    q, k = (F.normalize(torch.randn(2, 12, 8, dtype=torch.float64), dim=-1) for _ in range(2))
+    tau = 3
+    b = dense_collisions(*gaussian_hash(q, k, 8192, tau))
+    e = (1 - torch.arccos((q @ k.transpose(1, 2)).clamp(-1, 1)) / math.pi) ** tau
+    assert float((b - e).abs().max()) < 0.03
+
+
+def test_fast_hash_bits_are_unbiased_and_any_width_works():
+    # one bit per code: each Hadamard output is a hyperplane through the origin, so P(collide) = 1 - angle/pi
+    torch.manual_seed(5)
+    q, k = (F.normalize(torch.randn(2, 12, 16, dtype=torch.float64), dim=-1) for _ in range(2))
+    b = dense_collisions(*fast_hash(q, k, 8192, 1))
+    e = 1 - torch.arccos((q @ k.transpose(1, 2)).clamp(-1, 1)) / math.pi
+    assert float((b - e).abs().max()) < 0.03
+    # width 12 (not a power of two) and tau > width: zero-padded to 16, codes stay in range and scale-free
+    x = torch.randn(3, 7, 12, dtype=torch.float64)
+    torch.manual_seed(6)
+    codes = fast_hash(x, x, 9, 13)[0]
+    torch.manual_seed(6)
+    assert codes.shape == (3, 7, 9) and int(codes.max()) < 2 ** 13
+    assert torch.equal(codes, fast_hash(5 * x, x, 9, 13)[0])
+
+
+@pytest.mark.parametrize("fast", [False, True])
+def test_error_to_expectation_falls_with_hashes(fast):
+    q, k, v = qkv(b=1, n=48, seed=7)
+    mask = torch.ones(1, 48, dtype=torch.bool)
+    exact = build(hash_bits=4, expectation=True)(q, k, v, mask)
+    errors = []
+    for m in (4, 32, 256):
+        attn = build(hash_bits=4, num_hashes=m, fast_hash=fast)
+        runs = []
+        for seed in range(3):
+            torch.manual_seed(seed)
+            runs.append(float((attn(q, k, v, mask) - exact).norm() / exact.norm()))
+        errors.append(sum(runs) / len(runs))
+    # the Monte Carlo error falls as 1/sqrt(m) (8x fewer at m=256 than m=4); the fast hash's orthogonal bits
+    # within a code add a small bias of their own, which only shows at much larger m
+    assert errors[0] > errors[1] > errors[2]
+    assert errors[2] < errors[0] / 3
+
+
+@pytest.mark.parametrize("options", [{"expectation": True},
+                                     {"fast_hash": False},
+                                     {"fast_hash": True},
+                                     {"fast_hash": True, "conv_kernel": 5}])
+def test_padding_never_changes_real_outputs(options):
+    q, k, v = qkv(b=1, n=20, seed=8)
+    attn = build(hash_bits=4, num_hashes=8, **options).double()
+    torch.manual_seed(0)
+    alone = attn(q, k, v, torch.ones(1, 20, dtype=torch.bool))
+    junk = [5 * t for t in qkv(b=1, n=9, seed=9)]
+    torch.manual_seed(0)
+    padded = attn(*(torch.cat([t, j], 2) for t, j in zip((q, k, v), junk, strict=True)), lengths_mask([20], 29))
+    torch.testing.assert_close(padded[:, :, :20], alone, atol=1e-12, rtol=1e-12)
+    assert torch.isfinite(padded).all()
+
+
+@pytest.mark.parametrize("conv", [None, 3])
+def test_gradcheck_expectation(conv):
+    q, k, v = (t.requires_grad_() for t in qkv(b=1, n=6, d=4, seed=10))
+    attn = build(hidden=8, hash_bits=3, expectation=True, conv_kernel=conv).double()
+    mask = lengths_mask([4], 6)
+    assert torch.autograd.gradcheck(lambda *t: attn(*t, mask), (q, k, v))
+
+
+@pytest.mark.parametrize("options", [{"expectation": True}, {"fast_hash": True, "conv_kernel": 3},
+                                     {"fast_hash": False}])
+def test_bfloat16_in_bfloat16_out(options):
+    q, k, v = (t.to(torch.bfloat16).requires_grad_() for t in qkv(n=23, dtype=torch.float32))
+    attn = build(hash_bits=4, num_hashes=8, **options).to(torch.bfloat16)
+    mask = lengths_mask([23, 11], 23)
+    out = attn(q, k, v, mask)
+    assert out.dtype == torch.bfloat16 and torch.isfinite(out.float()).all()
+    out.float().square().sum().backward()
+    assert all(t.grad.dtype == torch.bfloat16 and torch.isfinite(t.grad.float()).all() for t in (q, k, v))
+    if options.get("expectation"):  # deterministic: float32 math on the bf16 inputs, rounded once
+        ref = attn.float()(q.float(), k.float(), v.float(), mask)
+        torch.testing.assert_close(out.float(), ref, atol=1e-2, rtol=1e-2)
