@@ -74,6 +74,16 @@ def _report(a: argparse.Namespace) -> None:
             print(f"\n## {name}\n\n{markdown}")
 
 
+def _bench(a: argparse.Namespace) -> None:
+    from effbert.bench.attention import bench_attention
+    from effbert.train.device import set_threads
+
+    set_threads(a.threads)
+    table = bench_attention(a.out, a.plot, device=a.device, lengths=a.lengths, mechanisms=a.mechanisms,
+                            dtype=a.dtype, repeats=a.repeats)
+    print(table.to_string(index=False))
+
+
 def _demo_data(a: argparse.Namespace) -> None:
     from effbert.demo import write_demo
 
@@ -155,6 +165,17 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--models", required=True, type=Path, nargs="+", help="model folders")
     s.add_argument("--out", type=Path, default=Path("results"))
     s.add_argument("--print", action="store_true", help="print the Markdown tables")
+
+    s = stage("bench", _bench, "time and peak memory of attention forward+backward against sequence length, "
+              "every mechanism against torch SDPA in the same run")
+    s.add_argument("what", choices=["attention"])
+    s.add_argument("--lengths", type=int, nargs="+", help="default: 512..4096 on CPU, 512..16384 on a GPU")
+    s.add_argument("--mechanisms", nargs="+", help="default: every registered mechanism")
+    s.add_argument("--dtype", help="default: float32 on CPU, bfloat16 on a GPU")
+    s.add_argument("--repeats", type=int, default=5)
+    s.add_argument("--out", type=Path, default=Path("results/efficiency.csv"))
+    s.add_argument("--plot", type=Path, default=Path("results/efficiency.png"))
+    runtime(s)
 
     s = stage("demo-data", _demo_data, "write the demo's inputs (a MediaWiki dump and GLUE-layout tasks)")
     s.add_argument("--out", type=Path, default=Path("demo"))
