@@ -336,7 +336,7 @@ def plot_efficiency(table: pd.DataFrame, path: Path) -> None:
     for name, rows in ok.groupby("mechanism", sort=False):
         style = {"color": "black", "linewidth": 2.5} if name == BASELINE else {}
         if name == NAIVE:
-            style = {"color": "gray", "linestyle": "--", "linewidth": 2}
+            style = {"color": "black", "linestyle": "--", "linewidth": 2}
         label = "softmax (SDPA)" if name == BASELINE else name
         for ax, column in zip(axes, ["ms", "peak_mb"], strict=True):
             series = rows.dropna(subset=[column])
