@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import random
 from pathlib import Path
@@ -77,6 +78,8 @@ def test_mlm_loss_falls_and_checkpoints_explain_themselves(tmp_path, shards):
     assert summary["mlm_accuracy"] == dev[-1]["mlm_accuracy"] > 30
     assert 0 <= summary["sop_accuracy"] <= 100
 
+    if importlib.util.find_spec("tensorboard"):  # the same metrics as TensorBoard events
+        assert list((folder / "tensorboard").glob("events.out.tfevents.*"))
     assert [p.name for p in list_checkpoints(folder)] == ["cp-0075.pt", "cp-0150.pt"]
     assert find_checkpoint(folder, "last").name == "cp-0150.pt" and find_checkpoint(folder, 75).name == "cp-0075.pt"
     state = read_checkpoint(find_checkpoint(folder))
@@ -116,3 +119,123 @@ def test_checkpoint_loading_refuses_code(tmp_path):
     torch.save({"model": {}, "x": Evil()}, path)
     with pytest.raises(InputError, match="not a readable effbert checkpoint"):
         read_checkpoint(path)
+
+
+def _train_records(folder: Path) -> list[dict]:
+    """The logged records without the wall-clock fields."""
+    clock = ("seconds", "tokens_per_s", "mfu")
+    return [{k: v for k, v in json.loads(line).items() if k not in clock}
+            for line in (folder / "pretrain.jsonl").read_text().splitlines()]
+
+
+class Killed(Exception):
+    pass
+
+
+def test_interrupted_run_resumes_bitwise(tmp_path, shards, monkeypatch):
+    """Killed right after its step-15 checkpoint (mid log interval, mid epoch, with dropout and gradient
+    accumulation), a rerun resumes and logs and ends exactly as the uninterrupted run."""
+    import effbert.train.pretrain as stage
+
+    folders = []
+    for run in ("whole", "killed"):
+        (tmp_path / run).mkdir()
+        folder = model_folder(tmp_path / run, steps=40, log_every=10, eval_every=20, checkpoint_every=15,
+                              micro_batch_size=8)
+        cfg = json.loads((folder / "config.json").read_text())
+        cfg["model"] |= {"dropout": 0.1, "attention_dropout": 0.1}  # RNG streams must resume too
+        (folder / "config.json").write_text(json.dumps(cfg))
+        folders.append(folder)
+    whole, killed = folders
+    pretrain(whole, shards, device="cpu", threads=1)
+
+    real_save = stage.save_checkpoint
+
+    def save_then_die(path, **content):
+        real_save(path, **content)
+        raise Killed(path)
+
+    monkeypatch.setattr(stage, "save_checkpoint", save_then_die)
+    with pytest.raises(Killed):
+        pretrain(killed, shards, device="cpu", threads=1)
+    monkeypatch.setattr(stage, "save_checkpoint", real_save)
+    assert [p.name for p in list_checkpoints(killed)] == ["cp-0015.pt"]
+    summary = pretrain(killed, shards, device="cpu", threads=1)
+
+    assert summary["resumed_from"] == 15
+    assert _train_records(killed) == _train_records(whole)
+    a, b = (read_checkpoint(find_checkpoint(f))["model"] for f in (whole, killed))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_checkpoints_of_another_config_are_set_aside(tmp_path, shards):
+    folder = model_folder(tmp_path, steps=4, log_every=2, eval_every=4, checkpoint_every=2)
+    pretrain(folder, shards, device="cpu", threads=1)
+    assert pretrain(folder, shards, device="cpu", threads=1)["resumed_from"] == 4  # nothing left to do
+
+    cfg = json.loads((folder / "config.json").read_text())
+    cfg["pretraining"]["lr"] = 1e-3
+    (folder / "config.json").write_text(json.dumps(cfg))
+    summary = pretrain(folder, shards, device="cpu", threads=1)
+    assert summary["resumed_from"] is None
+    stale = list((folder / "checkpoints").glob("stale-*"))
+    assert len(stale) == 1 and sorted(p.name for p in stale[0].iterdir()) == ["cp-0002.pt", "cp-0004.pt"]
+    assert read_checkpoint(find_checkpoint(folder))["config"]["pretraining"]["lr"] == 1e-3
+
+
+def test_accumulation_equals_one_big_batch(tmp_path, shards):
+    losses = []
+    for run, micro in (("big", None), ("micro", 4)):
+        (tmp_path / run).mkdir()
+        folder = model_folder(tmp_path / run, steps=6, log_every=1, eval_every=6, checkpoint_every=6,
+                              micro_batch_size=micro)
+        pretrain(folder, shards, device="cpu", threads=1)
+        losses.append([r["loss"] for r in _train_records(folder) if r["split"] == "train"])
+    assert losses[0] == pytest.approx(losses[1], rel=1e-5)
+
+
+def test_pretraining_benchmark_runs_end_to_end_on_cpu(tmp_path):
+    """The throughput benchmark at its tiny shape: every row trained, ratios against the transformers peer
+    (no speed is asserted: this machine's speed says nothing)."""
+    from effbert.bench.pretrain import PEER, bench_pretrain
+
+    rows = bench_pretrain(tiny=True, device="cpu", warmup=1, steps=2, out=tmp_path / "bench.json")
+    assert [r["model"] for r in rows] == ["softmax", "nystrom", PEER]
+    assert json.loads((tmp_path / "bench.json").read_text()) == rows
+    for row in rows:
+        assert row["tokens_per_s"] > 0 and row["mfu"] is None  # no MFU without a known GPU
+        assert row[f"vs_{PEER}"] == pytest.approx(row["tokens_per_s"] / rows[-1]["tokens_per_s"])
+        assert 5.0 < row["final_loss"] < 8.0  # ~ln(1000) = 6.9 for an untrained model
+    # the same shape: parameter counts within the heads' differences (our MLM head ties the decoder too)
+    assert abs(rows[0]["parameters"] - rows[-1]["parameters"]) / rows[-1]["parameters"] < 0.05
+
+
+def test_runtime_keys_do_not_stop_a_resume(tmp_path, shards):
+    folder = model_folder(tmp_path, steps=20, eval_every=10, checkpoint_every=10)
+    pretrain(folder, shards, device="cpu")
+    cfg = json.loads((folder / "config.json").read_text())
+    cfg["pretraining"].update(steps=20, log_every=5, eval_every=20, tensorboard=False)  # how it is watched
+    (folder / "config.json").write_text(json.dumps(cfg))
+    assert pretrain(folder, shards, device="cpu")["resumed_from"] == 20
+
+
+def test_from_cp_tiles_positions_and_lists_fresh_parameters(tmp_path, shards, capsys):
+    (tmp_path / "short").mkdir()
+    source = model_folder(tmp_path / "short", steps=10, eval_every=10, checkpoint_every=10)
+    pretrain(source, shards, device="cpu")
+    longer_shards = tmp_path / "128-t"
+    build_shards([shards.parent / "text"], shards.parent / "tok" / "tokenizer.json", longer_shards,
+                 max_seq_len=128, dev_fraction=0.1)
+    (tmp_path / "long").mkdir()
+    target = model_folder(tmp_path / "long", steps=4, eval_every=4, checkpoint_every=4)
+    cfg = json.loads((target / "config.json").read_text())
+    cfg["model"].update(max_seq_len=128, attention={"type": "nystrom", "num_landmarks": 8, "conv_kernel": 3})
+    cfg["from_cp"] = "../../short/tiny/checkpoints/cp-0010.pt"
+    (target / "config.json").write_text(json.dumps(cfg))
+    capsys.readouterr()
+    pretrain(target, longer_shards, device="cpu")
+    log = capsys.readouterr()
+    assert "conv" in log.out + log.err  # the Nystrom convolution is new: initialised fresh and listed
+    first = read_checkpoint(list_checkpoints(target)[0])["model"]
+    positions = read_checkpoint(source / "checkpoints" / "cp-0010.pt")["model"]["encoder.embeddings.position.weight"]
+    assert first["encoder.embeddings.position.weight"].shape == (128, 32) and positions.shape == (64, 32)

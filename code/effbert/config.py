@@ -170,7 +170,15 @@ class PretrainConfig(_Section):
     weight_decay: float = Field(0.01, ge=0.0)
     warmup_steps: int = Field(10000, ge=0)
     steps: int = Field(500000, ge=1)
+    micro_batch_size: int | None = Field(
+        None, ge=1, description="batch per device and step; batch_size is reached by accumulation (null: none)"
+    )
+    schedule: Literal["linear", "cosine"] = Field("linear", description="decay after the warmup, to zero")
     grad_clip: float = Field(1.0, gt=0.0)
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = Field("auto", description="auto: bf16 on a GPU, fp32 on CPU")
+    attention_fp32: bool = Field(True, description="keep the attention mechanism in float32 under autocast")
+    compile: bool = Field(False, description="torch.compile the model")
+    tensorboard: bool = Field(True, description="also write TensorBoard events (when tensorboard is installed)")
     sop: bool = Field(True, description="sentence-order prediction head beside MLM")
     log_every: int = Field(100, ge=1)
     eval_every: int = Field(5000, ge=1)

@@ -3,11 +3,16 @@
 A checkpoint explains itself: it carries the resolved config, the vocabulary size and the tokenizer
 (tokenizer.json text), so fine-tuning needs nothing but the file. Loading never runs code from it
 (torch.load with weights_only=True).
+
+A pretraining checkpoint also holds the training loop's whole state (optimizer, schedule, scaler, RNG
+states, data position; see effbert.train.loop), so an interrupted run resumes exactly where it stopped.
 """
 
 from __future__ import annotations
 
 import re
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -29,9 +34,10 @@ def save_checkpoint(path: Path, **content: object) -> None:
         torch.save(content, tmp)
 
 
-def read_checkpoint(path: str | Path) -> dict:
+def read_checkpoint(path: str | Path, *, mmap: bool = False) -> dict:
+    """The checkpoint's content on the CPU; mmap: tensors read only when touched (cheap to peek at the config)."""
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     except FileNotFoundError:
         raise InputError(f"{path}: no such checkpoint") from None
     except Exception as e:  # a truncated or foreign file: say which
@@ -43,6 +49,33 @@ def list_checkpoints(model_dir: str | Path) -> list[Path]:
     folder = Path(model_dir) / CHECKPOINT_DIR
     found = [(int(m.group(1)), p) for p in folder.glob("cp-*.pt") if (m := _NAME.search(p.name))]
     return [p for _, p in sorted(found)]
+
+
+def newest_resumable(model_dir: str | Path, matches: Callable[[dict], bool]) -> tuple[Path, dict] | None:
+    """The newest checkpoint `matches` accepts (the same config and data), read; None when none does.
+
+    Unreadable files count as not matching: an interrupted atomic write leaves none, but a foreign
+    file might."""
+    for path in reversed(list_checkpoints(model_dir)):
+        try:
+            state = read_checkpoint(path, mmap=True)
+        except InputError:
+            continue
+        if matches(state):
+            return path, state
+    return None
+
+
+def set_aside(paths: list[Path], model_dir: str | Path) -> Path | None:
+    """Move checkpoints of another run to checkpoints/stale-<UTC time>/ (kept, not deleted: they may
+    hold GPU-days). Returns that folder, or None when there was nothing to move."""
+    if not paths:
+        return None
+    folder = Path(model_dir) / CHECKPOINT_DIR / time.strftime("stale-%Y%m%dT%H%M%SZ", time.gmtime())
+    folder.mkdir(parents=True, exist_ok=True)
+    for path in paths:
+        path.rename(folder / path.name)
+    return folder
 
 
 def find_checkpoint(model_dir: str | Path, spec: str | int = "last") -> Path:

@@ -27,3 +27,40 @@ def set_threads(threads: int | None) -> None:
     """Snakemake gives each job `threads`; torch must not take every core on top of that."""
     if threads:
         torch.set_num_threads(threads)
+
+
+# Dense (no sparsity) bf16/fp16 tensor-core peak FLOP/s by GPU name, from the vendors' data sheets
+# (SXM parts). A GPU not listed has no MFU rather than a wrong one.
+PEAK_FLOPS = {"H100": 989e12, "H200": 989e12, "A100": 312e12}
+
+
+def peak_flops(device: torch.device, dtype: torch.dtype | None) -> float | None:
+    """The device's peak FLOP/s at `dtype` (bf16/fp16 only), or None when unknown."""
+    if device.type != "cuda" or dtype not in (torch.bfloat16, torch.float16):
+        return None
+    name = torch.cuda.get_device_name(device)
+    return next((flops for key, flops in PEAK_FLOPS.items() if key in name), None)
+
+
+def init_distributed(device: str | None = None) -> tuple[int, int, torch.device]:
+    """(rank, world size, this rank's device). Under torchrun (WORLD_SIZE > 1 in the environment) the
+    process group starts from the variables torchrun sets: nccl on GPUs, one per LOCAL_RANK; gloo on CPU."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    dev = pick_device(device)
+    if world <= 1:
+        return 0, 1, dev
+    import torch.distributed as dist
+
+    if dev.type == "cuda":
+        dev = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+        torch.cuda.set_device(dev)
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if dev.type == "cuda" else "gloo")
+    return dist.get_rank(), dist.get_world_size(), dev
+
+
+def end_distributed() -> None:
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()

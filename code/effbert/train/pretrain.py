@@ -1,48 +1,50 @@
 """Pretraining stage: a model folder's config.json + a shard set -> checkpoints and metrics.
 
 Writes models/<name>/checkpoints/cp-NNNN.pt, models/<name>/pretrain.jsonl (every logged step and
-evaluation) and, last, models/<name>/pretrain.json (the summary the report reads).
+evaluation), models/<name>/tensorboard/ (when the tensorboard package is installed) and, last,
+models/<name>/pretrain.json (the summary the report reads).
+
+A rerun resumes from the newest checkpoint whose stored config and shard set (sha256 of its
+manifest.json) equal the current ones; checkpoints of any other config or shard set, and newer ones
+than that, are moved to checkpoints/stale-<UTC time>/ (kept: they may have cost GPU-days).
 """
 
 from __future__ import annotations
 
+import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import torch
+import torch.distributed as dist
+from tqdm.auto import tqdm
 
-from effbert.config import Config, config_json, load_config
+from effbert.config import Config, ModelConfig, config_json, load_config
 from effbert.data.shards import ShardDataset, read_manifest
 from effbert.errors import InputError
 from effbert.files import sha256_file, write_json
-from effbert.model.pretraining import PretrainingModel
+from effbert.model.pretraining import IGNORE, PretrainingModel
 from effbert.train.checkpoints import (
     CHECKPOINT_DIR,
     checkpoint_name,
     list_checkpoints,
+    newest_resumable,
     read_checkpoint,
     save_checkpoint,
+    set_aside,
 )
-from effbert.train.device import pick_device, seed_everything, set_threads
-from effbert.train.loop import fit
+from effbert.train.device import end_distributed, init_distributed, seed_everything, set_threads
+from effbert.train.initialise import initialise_from
+from effbert.train.loop import SeededBatches, fit
 
 METRICS_FILE = "pretrain.jsonl"
 SUMMARY_FILE = "pretrain.json"
+TENSORBOARD_DIR = "tensorboard"
 
 
 def _to(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
     return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
-
-
-def train_batches(data: ShardDataset, batch_size: int, seed: int, device: torch.device) -> Iterator[dict]:
-    """Endless batches, each epoch in a fresh seeded order."""
-    rng = np.random.default_rng(seed)
-    while True:
-        order = rng.permutation(len(data))
-        for start in range(0, len(order) - batch_size + 1, batch_size):
-            yield _to(data.batch(np.sort(order[start : start + batch_size])), device)
 
 
 def dev_metrics(model: PretrainingModel, data: ShardDataset, batch_size: int, max_batches: int,
@@ -83,17 +85,70 @@ def _check_shards(cfg: Config, shards_dir: Path, manifest: dict) -> tuple[int, s
     return vocab, tok_path.read_text(encoding="utf-8")
 
 
-def _initialise_from(model: PretrainingModel, model_dir: Path, from_cp: str) -> None:
+def _from_cp_source(model_dir: Path, from_cp: str) -> Path:
     source = Path(from_cp) if Path(from_cp).is_absolute() else model_dir / from_cp
-    state = read_checkpoint(source)["model"]
-    try:
-        model.load_state_dict(state)
-    except RuntimeError as e:
-        raise InputError(f"{model_dir}/config.json: from_cp {from_cp!r} does not fit this model: {e}") from None
+    if not source.is_file():
+        raise InputError(f"{model_dir}/config.json: from_cp: no checkpoint at {source}")
+    return source
+
+
+# keys that change how a run is watched, not what it computes: a change to them keeps the checkpoints resumable
+_RUNTIME_KEYS = ("log_every", "eval_every", "eval_batches", "checkpoint_every", "compile", "tensorboard")
+
+
+def _without_runtime_keys(resolved: dict) -> dict:
+    """A resolved config less the runtime keys: what a checkpoint must match to be resumed."""
+    pretraining = {k: v for k, v in resolved.get("pretraining", {}).items() if k not in _RUNTIME_KEYS}
+    return {**resolved, "pretraining": pretraining}
+
+
+def run_identity(cfg: Config) -> dict:
+    return _without_runtime_keys(config_json(cfg))
+
+
+def run_identity_of(checkpoint: dict) -> dict:
+    return _without_runtime_keys(checkpoint.get("config") or {})
+
+
+def flops_per_token(model: torch.nn.Module, cfg: ModelConfig) -> float:
+    """Training FLOPs per token: 6 per parameter (forward + backward) plus softmax attention's scores
+    and weighted sum, 12 * layers * hidden * sequence length (the PaLM paper's accounting)."""
+    params = sum(p.numel() for p in model.parameters())
+    return 6.0 * params + 12.0 * cfg.num_layers * cfg.hidden_size * cfg.max_seq_len
+
+
+def _resume_point(model_dir: Path, identity: dict, rank: int, keep_also: Path | None = None) -> dict | None:
+    """The newest checkpoint of this very run (same resolved config and shard set), after setting aside
+    (rank 0) the checkpoints of any other run, except `keep_also` (a from_cp source kept in this folder,
+    such as an imported cp-0000.pt)."""
+    found = newest_resumable(
+        model_dir, lambda s: run_identity_of(s) == identity["config"] and s.get("shards", {}).get("manifest_sha256")
+        == identity["manifest_sha256"] and "scheduler" in s
+    )
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()  # every rank has chosen before rank 0 moves files
+    if rank == 0:
+        keep = found[0] if found else None
+        stale = [p for p in list_checkpoints(model_dir) if keep is None or int(p.stem[3:]) > int(keep.stem[3:])
+                 or run_identity_of(read_checkpoint(p, mmap=True)) != identity["config"]]
+        stale = [p for p in stale if keep_also is None or p.resolve() != keep_also.resolve()]
+        moved = set_aside(stale, model_dir)
+        if moved:
+            tqdm.write(f"{model_dir}: {len(stale)} checkpoint(s) of another config or shard set moved to {moved}",
+                       file=sys.stderr)
+        if found:
+            tqdm.write(f"{model_dir}: resuming from {found[0].name}", file=sys.stderr)
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+    return found[1] if found else None
 
 
 def pretrain(model_dir: str | Path, shards_dir: str | Path, *, device: str | None = None,
              threads: int | None = None) -> dict:
+    """Pretrain the model folder's config on a shard set; resumes from its newest matching checkpoint.
+
+    Under torchrun (WORLD_SIZE > 1) every process trains its share of each global batch
+    (pretraining.batch_size) with DistributedDataParallel; rank 0 alone writes files."""
     model_dir, shards_dir = Path(model_dir), Path(shards_dir)
     cfg = load_config(model_dir)
     run = cfg.pretraining
@@ -101,44 +156,72 @@ def pretrain(model_dir: str | Path, shards_dir: str | Path, *, device: str | Non
     vocab_size, tokenizer_json = _check_shards(cfg, shards_dir, manifest)
     set_threads(threads)
     seed_everything(run.seed)
-    dev = pick_device(device)
+    rank, world, dev = init_distributed(device)
+    try:
+        return _pretrain(model_dir, shards_dir, cfg, manifest, vocab_size, tokenizer_json, rank, world, dev)
+    finally:
+        end_distributed()
 
+
+def _pretrain(model_dir: Path, shards_dir: Path, cfg: Config, manifest: dict, vocab_size: int,
+              tokenizer_json: str, rank: int, world: int, dev: torch.device) -> dict:
+    run = cfg.pretraining
     model = PretrainingModel(cfg.model, vocab_size, sop=run.sop).to(dev)
-    if cfg.from_cp:
-        _initialise_from(model, model_dir, cfg.from_cp)
     train_data, dev_data = ShardDataset(shards_dir, "train"), ShardDataset(shards_dir, "dev")
     if len(train_data) < run.batch_size:
         raise InputError(
             f"{shards_dir}: {len(train_data)} training instances, fewer than one batch of {run.batch_size}"
         )
+    if run.batch_size % world:
+        raise InputError(f"{model_dir}/config.json: pretraining.batch_size {run.batch_size} does not split "
+                         f"evenly over {world} processes")
 
-    for stale in list_checkpoints(model_dir):  # from an earlier config; this run starts from scratch
-        stale.unlink()
+    identity = {"config": run_identity(cfg), "manifest_sha256": sha256_file(shards_dir / "manifest.json")}
+    source = _from_cp_source(model_dir, cfg.from_cp) if cfg.from_cp else None
+    resume = _resume_point(model_dir, identity, rank, keep_also=source)
+    if resume is None and source is not None:
+        log = tqdm.write if rank == 0 else (lambda _: None)
+        initialise_from(model, read_checkpoint(source)["model"], log=log, source=str(source))
 
-    def save(step: int, optimizer: torch.optim.Optimizer, schedule: object) -> None:
+    def save(step: int, state: dict) -> None:
         save_checkpoint(
-            model_dir / CHECKPOINT_DIR / checkpoint_name(step),
-            model=model.state_dict(), optimizer=optimizer.state_dict(), step=step,
+            model_dir / CHECKPOINT_DIR / checkpoint_name(step), **state,
             config=config_json(cfg), vocab_size=vocab_size, tokenizer=tokenizer_json,
-            shards={"dir": str(shards_dir), "tokenizer_sha256": manifest["tokenizer"]["sha256"]},
+            shards={"dir": str(shards_dir), "tokenizer_sha256": manifest["tokenizer"]["sha256"],
+                    "manifest_sha256": identity["manifest_sha256"]},
         )
 
-    def loss_fn(m: PretrainingModel, batch: dict) -> tuple[torch.Tensor, dict[str, float]]:
-        out = m(batch)
-        metrics = {"mlm_loss": out["mlm_loss"].item()}
-        if "sop_loss" in out:
-            metrics["sop_loss"] = out["sop_loss"].item()
-        return out["loss"], metrics
+    def counts(batch: dict) -> dict:
+        found = {"mlm": (batch["mlm_labels"] != IGNORE).sum()}
+        if run.sop:
+            found["sop"] = len(batch["sop_labels"])
+        return found
 
+    def loss_fn(m: torch.nn.Module, batch: dict) -> tuple[dict, dict]:
+        out = m(batch)  # losses are means: the loop wants sums, normalised by the step's global counts
+        terms = {"mlm": out["mlm_loss"] * out["mlm_count"]}
+        metrics = {"mlm_loss": out["mlm_loss"].detach()}
+        if "sop_loss" in out:
+            terms["sop"] = out["sop_loss"] * out["sop_count"]
+            metrics["sop_loss"] = out["sop_loss"].detach()
+        return terms, metrics
+
+    batches = SeededBatches(lambda idx: _to(train_data.batch(idx), dev), len(train_data), run.batch_size,
+                            run.seed, micro_batch=run.micro_batch_size, rank=rank, world=world)
     start = time.perf_counter()
     records = fit(
-        model, loss_fn, train_batches(train_data, run.batch_size, run.seed, dev),
+        model, loss_fn, batches, counts=counts,
         steps=run.steps, lr=run.lr, weight_decay=run.weight_decay, warmup_steps=run.warmup_steps,
-        grad_clip=run.grad_clip, log_every=run.log_every, eval_every=run.eval_every,
-        evaluate=lambda m: dev_metrics(m, dev_data, run.batch_size, run.eval_batches, dev),
-        metrics_path=model_dir / METRICS_FILE, on_checkpoint=save, checkpoint_every=run.checkpoint_every,
-        desc=f"pretrain {model_dir.name}", seed=run.seed,
+        schedule=run.schedule, grad_clip=run.grad_clip, precision=run.precision,
+        attention_fp32=run.attention_fp32, compile=run.compile,
+        log_every=run.log_every, eval_every=run.eval_every,
+        evaluate=lambda m: dev_metrics(m, dev_data, run.micro_batch_size or run.batch_size, run.eval_batches, dev),
+        metrics_path=model_dir / METRICS_FILE, tensorboard_dir=model_dir / TENSORBOARD_DIR if run.tensorboard else None,
+        on_checkpoint=save, checkpoint_every=run.checkpoint_every, resume=resume,
+        flops_per_token=flops_per_token(model, cfg.model), desc=f"pretrain {model_dir.name}", seed=run.seed,
     )
+    if rank != 0:
+        return {}
     final = [r for r in records if r["split"] == "dev"][-1]
     trained = [r for r in records if r["split"] == "train"][-1]
     summary = {
@@ -150,9 +233,11 @@ def pretrain(model_dir: str | Path, shards_dir: str | Path, *, device: str | Non
         "sop_accuracy": final.get("sop_accuracy"),
         "train_tokens": trained["tokens"],
         "seconds": time.perf_counter() - start,
+        "resumed_from": resume["step"] if resume else None,
+        "processes": world,
+        "device": str(dev),
         "checkpoint": str(model_dir / CHECKPOINT_DIR / checkpoint_name(run.steps)),
         "shards": str(shards_dir),
     }
     write_json(model_dir / SUMMARY_FILE, summary)
     return summary
-

@@ -1,0 +1,69 @@
+"""Two gloo processes (DistributedDataParallel, each half of every global batch) train as one process
+with the same global batch does: the same logged losses within float rounding; and resume exactly."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import torch.multiprocessing as mp
+
+from effbert.train.checkpoints import find_checkpoint, list_checkpoints, read_checkpoint
+from effbert.train.pretrain import pretrain
+from test_pretrain import model_folder, shards  # noqa: F401 (the shards fixture)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _worker(rank: int, world: int, port: int, folder: str, shards_dir: str) -> None:
+    # what torchrun would set
+    os.environ |= {"RANK": str(rank), "LOCAL_RANK": str(rank), "WORLD_SIZE": str(world),
+                   "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)}
+    torch.set_num_threads(1)
+    pretrain(folder, shards_dir, device="cpu", threads=1)
+
+
+def _losses(folder: Path) -> list[float]:
+    return [r["loss"] for r in map(json.loads, (folder / "pretrain.jsonl").read_text().splitlines())
+            if r["split"] == "train"]
+
+
+@pytest.mark.slow  # 20-40 s: two pairs of fresh Python processes importing torch
+def test_two_processes_match_one(tmp_path, shards):  # noqa: F811
+    folders = []
+    for run in ("one", "two"):
+        (tmp_path / run).mkdir()
+        folders.append(model_folder(tmp_path / run, steps=8, log_every=1, eval_every=8, checkpoint_every=4))
+    one, two = folders
+    pretrain(one, shards, device="cpu", threads=1)
+    started = time.perf_counter()
+    mp.spawn(_worker, args=(2, _free_port(), str(two), str(shards)), nprocs=2, join=True)
+    print(f"2 processes: {time.perf_counter() - started:.1f} s")
+
+    assert _losses(two) == pytest.approx(_losses(one), rel=1e-5)
+    assert len(_losses(two)) == 8
+    assert [p.name for p in list_checkpoints(two)] == ["cp-0004.pt", "cp-0008.pt"]  # rank 0 alone writes
+    assert json.loads((two / "pretrain.json").read_text())["processes"] == 2
+    a, b = (read_checkpoint(find_checkpoint(f))["model"] for f in (one, two))
+    assert all(torch.allclose(a[k], b[k], rtol=1e-4, atol=1e-6) for k in a)
+
+    # resumed from cp-0004 (every rank's RNG streams and running sums come back), bitwise the same
+    whole = (two / "pretrain.jsonl").read_text().splitlines()
+    (two / "checkpoints" / "cp-0008.pt").unlink()
+    (two / "pretrain.json").unlink()
+    mp.spawn(_worker, args=(2, _free_port(), str(two), str(shards)), nprocs=2, join=True)
+    assert json.loads((two / "pretrain.json").read_text())["resumed_from"] == 4
+    clock = ("seconds", "tokens_per_s")
+    again = (two / "pretrain.jsonl").read_text().splitlines()
+    assert [{k: v for k, v in json.loads(x).items() if k not in clock} for x in again] == \
+        [{k: v for k, v in json.loads(x).items() if k not in clock} for x in whole]
+    assert all(torch.equal(b[k], c) for k, c in read_checkpoint(find_checkpoint(two))["model"].items())
