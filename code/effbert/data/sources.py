@@ -2,52 +2,59 @@
 documents, in `<out>/part-NNNNN.txt` (10,000 documents a part) plus `<out>/stats.json`.
 
 Sources (`inputs` is one file, or a folder searched recursively for the listed suffixes):
-  wiki        MediaWiki XML dumps (*.xml, *.xml.bz2) run through wikiextractor 3.1.0 (--json --no-templates,
-              plain text rather than HTML-escaped). Templates, tables, lists, refs and categories are dropped
-              by wikiextractor; section headings ('== History ==' lines) are removed from the wikitext before
-              it (it would keep them as a one-line paragraph "History."); the page title is not text.
+  wiki        MediaWiki XML dumps (*.xml, *.xml.bz2) through wikiextractor (see data/wikidump.py).
   bookcorpus  plain text (books_large_p1.txt ...): runs of non-blank lines separated by blank lines are
               documents, so a folder of one-book-per-file texts gives one document per book when the books
               hold no blank lines, and a blank-line separated file gives one document per run.
   stories     CC-Stories: *.txt files, one story per file (blank lines inside a story are ignored).
   realnews    jsonl, one article per line in the field "text" (also *.jsonl.gz).
-Every non-blank line is split into sentences by a small regex splitter (end punctuation, then space and an
-upper-case letter, digit or opening quote; common abbreviations and initials do not end a sentence).
+Every non-blank line is split into sentences (data/sentences.py). Documents with fewer words
+(whitespace-separated) than min_words are skipped; the defaults are in DEFAULT_MIN_WORDS (128 for Wikipedia,
+as the Nystromformer preprocessing did).
 
-Documents with fewer words (whitespace-separated) than min_words are skipped; the defaults are in
-DEFAULT_MIN_WORDS (128 for Wikipedia, as the Nystromformer preprocessing did).
+Scale. The work is cut into units (data/workfolder.py): a plain-text or jsonl file larger than chunk_bytes
+into line-aligned byte ranges, smaller files grouped up to chunk_bytes, a dump or a .gz file whole. Units
+run on `processes` worker processes (wiki: min(processes, dumps) workers, each running wikiextractor with
+processes // workers of its own); each writes its documents to `<out>.work/` with a done-marker, so a killed
+run resumes where it stopped, and `<out>` is then assembled in input order, the same for any `processes`.
+A rerun whose `<out>/stats.json` has the same inputs_key (input paths, sizes, mtimes, settings) does
+nothing. Memory holds one document (one page, one line) per worker, never a file.
+  - bookcorpus and stories: a document also ends once it holds max_sentences sentences (at the end of the
+    line that reaches it), and the next one starts: books_large_p1.txt has no blank lines at all. A byte
+    range starts a new document too; its cut moves to just after a blank line when one follows within
+    BLANK_LINE_WINDOW bytes, so it splits a document only where the text has no blank line near by.
 
-The dump reaches wikiextractor through a named pipe, fed by a thread that decompresses it and checks it on
-the way with expat: a truncated or corrupt .bz2 or malformed XML becomes an InputError naming the file
-(and line), where wikiextractor alone prints a traceback from its reading process and then hangs, its
-writer process waiting for pages that never come. The thread also adds the
-<siteinfo> block wikiextractor needs (it reads the Template namespace from it and, without one, skips every
-page); the real dumps have it, extracts such as single-article exports often do not.
+Bad input is kept out, counted and reported, and the rest kept: stats.json "bad_input" lists up to
+BAD_INPUT_LIMIT of them as {"file", "position", "error"} and "bad_input_counts" counts them all by kind; each
+also gives a warning line on stderr. Kinds: truncated (a cut or corrupt .bz2/.gz: what was read before the
+cut is kept), malformed_xml (a wiki page: skipped), invalid_utf8 (a text line: skipped, the rest of the
+document kept; a jsonl line: the record skipped), invalid_json and not_an_article (a jsonl line: skipped),
+empty_file (a file of a folder). A missing input, an empty input file given alone, or a folder without
+input files is an InputError.
 """
 
 from __future__ import annotations
 
-import bz2
-import contextlib
 import gzip
+import hashlib
 import json
-import os
-import re
-import signal
-import subprocess
+import multiprocessing
+import shutil
 import sys
-import tempfile
-import threading
 from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import IO
-from xml.parsers import expat
 
 from tqdm import tqdm
 
+from effbert.data import workfolder
+from effbert.data.sentences import Document, paragraphs_to_sentences, split_sentences
+from effbert.data.wikidump import read_wiki
+from effbert.data.workfolder import Range, Unit
 from effbert.errors import InputError
 from effbert.files import atomic_dir, write_json
+
+__all__ = ["build_documents", "input_files", "split_sentences"]
 
 DEFAULT_MIN_WORDS = {"wiki": 128, "bookcorpus": 0, "stories": 0, "realnews": 1000}
 INPUT_SUFFIXES = {
@@ -57,50 +64,66 @@ INPUT_SUFFIXES = {
     "realnews": (".jsonl", ".jsonl.gz"),
 }
 DOCUMENTS_PER_PART = 10_000
-
-Document = list[str]  # its sentences, in order
+DEFAULT_CHUNK_BYTES = 64 << 20
+DEFAULT_MAX_SENTENCES = 500
+BLANK_LINE_WINDOW = 1 << 20
+BAD_INPUT_LIMIT = 100  # listed in stats.json (all are counted)
+SETTINGS_VERSION = 1  # bump when a change to the readers changes what a unit writes
 
 
 def build_documents(
-    source: str, inputs: Path, out_dir: Path, *, min_words: int | None = None, processes: int = 1
+    source: str,
+    inputs: Path,
+    out_dir: Path,
+    *,
+    min_words: int | None = None,
+    processes: int = 1,
+    chunk_bytes: int = DEFAULT_CHUNK_BYTES,
+    max_sentences: int = DEFAULT_MAX_SENTENCES,
 ) -> dict:
-    """Read `inputs` as `source`, write `out_dir` atomically, and return the stats written to stats.json.
-
-    `processes` is the number of wikiextractor workers (wiki only)."""
+    """Read `inputs` as `source`, write `out_dir` atomically, and return the stats written to stats.json."""
     if source not in READERS:
         raise ValueError(f"unknown source {source!r}; expected one of {sorted(READERS)}")
+    if chunk_bytes < 1 or max_sentences < 1:
+        raise ValueError(f"chunk_bytes ({chunk_bytes}) and max_sentences ({max_sentences}) must be at least 1")
+    out_dir = Path(out_dir)
     files = input_files(source, Path(inputs))
     min_words = DEFAULT_MIN_WORDS[source] if min_words is None else min_words
-    read = READERS[source]
-    skipped: Counter[str] = Counter()
-    documents = words = sentences = 0
-    with atomic_dir(out_dir) as tmp, _PartWriter(tmp) as parts:
-        with tqdm(desc=f"documents ({source})", unit=" doc", disable=None) as bar:
-            for path in files:
-                for document in read(path, processes):
-                    bar.update()
-                    count = sum(len(sentence.split()) for sentence in document)
-                    if count == 0:
-                        skipped["empty"] += 1
-                    elif count < min_words:
-                        skipped["too_short"] += 1
-                    else:
-                        parts.write(document)
-                        documents += 1
-                        words += count
-                        sentences += len(document)
+    settings = {"version": SETTINGS_VERSION, "source": source, "min_words": min_words}
+    if source in ("bookcorpus", "stories"):
+        settings["max_sentences"] = max_sentences
+    bad_files = [f for f in files if f.stat().st_size == 0]  # of a folder: reported (alone: an InputError)
+    units = plan_units(source, [f for f in files if f.stat().st_size], chunk_bytes, settings)
+    if not units:
+        raise InputError(f"{inputs}: every {source} input file is empty")
+    inputs_key = hashlib.sha256(json.dumps([[u.key for u in units], DOCUMENTS_PER_PART]).encode()).hexdigest()
+    previous = _read_stats(out_dir)
+    if previous is not None and previous.get("inputs_key") == inputs_key:
+        print(f"documents ({source}): {out_dir} is up to date", file=sys.stderr)
+        return previous
+
+    work = out_dir.with_name(out_dir.name + ".work")
+    work.mkdir(parents=True, exist_ok=True)
+    markers = _run_units(source, units, work, settings, processes)
+    stats = {
+        "source": source,
+        "inputs": [str(path) for path in files],
+        "min_words": min_words,
+        **({"max_sentences": max_sentences} if "max_sentences" in settings else {}),
+        "inputs_key": inputs_key,
+        "units": len(units),
+    }
+    with atomic_dir(out_dir) as tmp, workfolder.PartWriter(tmp, DOCUMENTS_PER_PART) as parts:
+        for unit in tqdm(units, desc=f"assembling ({source})", unit=" unit", disable=None):
+            parts.copy_unit(workfolder.unit_paths(work, unit)[0])
         parts.close()
-        stats = {
-            "source": source,
-            "inputs": [str(path) for path in files],
-            "documents": documents,
-            "words": words,
-            "sentences": sentences,
-            "parts": parts.count,
-            "skipped": dict(sorted(skipped.items())),
-            "min_words": min_words,
-        }
+        stats.update(_totals(units, markers, bad_files))
+        stats["parts"] = parts.count
         write_json(tmp / "stats.json", stats)
+    shutil.rmtree(work, ignore_errors=True)  # the output is in place: the units are no longer needed
+    if stats["bad_input_counts"]:
+        print(f"documents ({source}): {sum(stats['bad_input_counts'].values())} bad inputs skipped "
+              f"{stats['bad_input_counts']}; see {out_dir / 'stats.json'}", file=sys.stderr)  # fmt: skip
     return stats
 
 
@@ -113,296 +136,267 @@ def input_files(source: str, inputs: Path) -> list[Path]:
         files = sorted(p for p in inputs.rglob("*") if p.is_file() and p.name.endswith(suffixes))
         if not files:
             raise InputError(f"{inputs}: folder holds no {source} input files (expected {', '.join(suffixes)})")
-    else:
-        files = [inputs]
+        return files
+    if inputs.stat().st_size == 0:
+        raise InputError(f"{inputs}: input file is empty")
+    return [inputs]
+
+
+def plan_units(source: str, files: list[Path], chunk_bytes: int, settings: dict) -> list[Unit]:
+    """Work units in input order: big splittable files in line-aligned ranges, small files grouped."""
+    units: list[Unit] = []
+    group: list[Range] = []
+
+    def flush() -> None:
+        if group:
+            units.append(workfolder.make_unit(group, settings))
+            group.clear()
+
     for path in files:
-        if path.stat().st_size == 0:
-            raise InputError(f"{path}: input file is empty")
-    return files
+        size = path.stat().st_size
+        whole = source == "wiki" or path.name.endswith((".gz", ".bz2"))
+        if whole or size > chunk_bytes:
+            flush()
+            if whole:
+                units.append(workfolder.make_unit([Range(str(path), 0, size)], settings))
+                continue
+            window = BLANK_LINE_WINDOW if source in ("bookcorpus", "stories") else 0
+            cuts = workfolder.line_aligned_cuts(path, chunk_bytes, window)
+            units += [
+                workfolder.make_unit([Range(str(path), a, b)], settings)
+                for a, b in zip(cuts[:-1], cuts[1:], strict=True)
+            ]
+        else:
+            if sum(r.end - r.start for r in group) + size > chunk_bytes:
+                flush()
+            group.append(Range(str(path), 0, size))
+    flush()
+    return units
 
 
-class _PartWriter:
-    """part-00000.txt, part-00001.txt ...: DOCUMENTS_PER_PART documents each, separated by a blank line."""
-
-    def __init__(self, folder: Path):
-        self.folder = folder
-        self.count = 0
-        self._file: IO[str] | None = None
-        self._in_part = 0
-
-    def write(self, document: Document) -> None:
-        if self._file is None or self._in_part == DOCUMENTS_PER_PART:
-            self._open_next()
-        elif self._in_part:
-            self._file.write("\n")
-        self._file.write("".join(sentence + "\n" for sentence in document))
-        self._in_part += 1
-
-    def _open_next(self) -> None:
-        if self._file is not None:
-            self._file.close()
-        self._file = open(self.folder / f"part-{self.count:05d}.txt", "w", encoding="utf-8")
-        self.count += 1
-        self._in_part = 0
-
-    def close(self) -> None:
-        if self.count == 0:
-            self._open_next()  # always at least part-00000.txt, so readers find the layout even when empty
-        if self._file is not None:
-            self._file.close()
-            self._file = None
-
-    def __enter__(self) -> _PartWriter:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self._file is not None:
-            self._file.close()
+def _read_stats(out_dir: Path) -> dict | None:
+    try:
+        return json.loads((out_dir / "stats.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
 
 
 # ---------------------------------------------------------------------------------------------------------
-# Sentences
-
-_ABBREVIATIONS = frozenset(
-    "mr mrs ms dr prof st jr sr vs etc fig no nos vol ch pp approx ca inc ltd co corp mt ft gen col lt sgt "
-    "capt cpt rev hon gov sen rep jan feb mar apr jun jul aug sep sept oct nov dec".split()
-)
-# end punctuation (+ closing quotes/brackets), whitespace, then what may open a sentence
-_BOUNDARY = re.compile(r"""([.!?]+["'\u201d\u2019)\]]*)\s+(?=["'\u201c\u2018(\[]?[A-Z0-9])""")
-_EMPTY_BRACKETS = re.compile(r"\(\s*[,;:]?\s*\)")  # what a dropped template leaves: "( )", "(; )"
-_SPACE_BEFORE_PUNCTUATION = re.compile(r"\s+([,.;:!?])")
-_SPACES = re.compile(r"\s+")
-_LEFTOVER_TAG = re.compile(r"</?[A-Za-z][\w:-]*(\s[^<>]*)?/?>")
+# Running the units
 
 
-def split_sentences(text: str) -> list[str]:
-    """Split one paragraph into sentences."""
-    text = _SPACES.sub(" ", text).strip()
-    sentences, start = [], 0
-    for m in _BOUNDARY.finditer(text):
-        words = text[start : m.start(1) + 1].split()
-        if not words or _is_abbreviation(words[-1]):
-            continue
-        sentences.append(text[start : m.end(1)])
-        start = m.end()
-    if start < len(text):
-        sentences.append(text[start:])
-    return sentences
+def _run_units(source: str, units: list[Unit], work: Path, settings: dict, processes: int) -> list[dict]:
+    """Each unit's marker, running the units without one (in worker processes when processes > 1)."""
+    markers: dict[str, dict] = {}
+    for unit in units:
+        marker = workfolder.load_marker(work, unit)
+        if marker is not None:
+            markers[unit.key] = marker
+    pending = [unit for unit in units if unit.key not in markers]
+    if len(markers):
+        print(f"documents ({source}): {len(markers)} of {len(units)} units already done in {work}", file=sys.stderr)
+    workers = max(1, min(processes, len(pending)))
+    wiki_processes = max(1, processes // workers)
+    # in this process, a unit (a whole dump) shows its documents as they come; workers only finish units
+    jobs = [(source, unit, work, settings, wiki_processes, workers == 1) for unit in pending]
+    with tqdm(total=sum(u.size for u in units), initial=sum(u.size for u in units if u.key in markers),
+              desc=f"documents ({source})", unit="B", unit_scale=True, disable=None) as bar:  # fmt: skip
+        if workers == 1:
+            results: Iterator[tuple[str, dict]] = map(_run_unit, jobs)
+        else:
+            pool = multiprocessing.get_context("spawn").Pool(workers)
+            results = pool.imap_unordered(_run_unit, jobs)
+        try:
+            by_key = {unit.key: unit for unit in pending}
+            for key, marker in results:
+                markers[key] = marker
+                for bad in marker["bad_input"]:  # a line number counts from the start of its range
+                    line = bad["line"] if by_key[key].ranges[bad["range"]].start == 0 else None
+                    print(f"warning: documents ({source}): {bad['file']}: {_position(line, bad['byte'])}: "
+                          f"{bad['error']}", file=sys.stderr)  # fmt: skip
+                bar.update(by_key[key].size)
+        except BaseException:
+            if workers > 1:
+                pool.terminate()  # stop the units still running; their markers are not written
+            raise
+        finally:
+            if workers > 1:
+                pool.close()
+                pool.join()
+    return [markers[unit.key] for unit in units]
 
 
-def _is_abbreviation(token: str) -> bool:
-    """'Dr.', 'U.S.', 'e.g.' or an initial 'J.': a full stop that does not end the sentence."""
-    if not token.endswith("."):
-        return False
-    core = token.rstrip(".").lstrip("\"'(\u201c\u2018[").lower()
-    return core in _ABBREVIATIONS or (len(core) == 1 and core.isalpha()) or "." in core
+def _run_unit(job: tuple) -> tuple[str, dict]:
+    """Read one unit and write its documents and marker; the marker's counts."""
+    source, unit, work, settings, wiki_processes, show_documents = job
+    min_words = settings["min_words"]
+    counts: dict = {"documents": 0, "words": 0, "sentences": 0, "skipped": Counter(), "bad_input": [],
+                    "bad_input_counts": Counter(), "lines": [0] * len(unit.ranges)}  # fmt: skip
+
+    def kept_documents() -> Iterator[Document]:
+        for index, r in enumerate(unit.ranges):
+            context = _ReadContext(r, index, counts, settings.get("max_sentences", 0), wiki_processes)
+            for document in READERS[source](context):
+                count = sum(len(sentence.split()) for sentence in document)
+                if count == 0:
+                    counts["skipped"]["empty"] += 1
+                elif count < min_words:
+                    counts["skipped"]["too_short"] += 1
+                else:
+                    counts["documents"] += 1
+                    counts["words"] += count
+                    counts["sentences"] += len(document)
+                    yield document
+
+    with tqdm(desc="documents", unit=" doc", leave=False, disable=None if show_documents else True) as bar:
+        workfolder.write_unit(work, unit, _counted(kept_documents(), bar), counts)
+    return unit.key, json.loads(json.dumps(counts))
 
 
-def _paragraphs_to_sentences(paragraphs: Iterator[str] | list[str]) -> Document:
-    return [sentence for paragraph in paragraphs if paragraph.strip() for sentence in split_sentences(paragraph)]
+def _counted(documents: Iterator[Document], bar: tqdm) -> Iterator[Document]:
+    for document in documents:
+        bar.update()
+        yield document
 
 
-# ---------------------------------------------------------------------------------------------------------
-# Plain text: bookcorpus, stories
+def _position(line: int | None, byte: int | None) -> str:
+    return ", ".join(([f"line {line}"] if line is not None else []) + ([f"byte {byte}"] if byte is not None else []))
 
 
-def _text_lines(path: Path) -> Iterator[str]:
-    """Decoded lines, each decoded alone so that bad UTF-8 is reported with its line number."""
-    with open(path, "rb") as f:
-        for number, raw in enumerate(f, 1):
+def _totals(units: list[Unit], markers: list[dict], bad_files: list[Path]) -> dict:
+    """Sum the units' counts; turn each bad input's line within its range into the line of its file."""
+    documents = words = sentences = 0
+    skipped: Counter[str] = Counter()
+    bad_counts: Counter[str] = Counter({"empty_file": len(bad_files)} if bad_files else {})
+    bad_input = [{"file": str(f), "position": "byte 0", "error": "empty file"} for f in bad_files]
+    lines_before: Counter[str] = Counter()  # lines of a file in the ranges before this one
+    for unit, marker in zip(units, markers, strict=True):
+        documents, words, sentences = (documents + marker["documents"], words + marker["words"],
+                                       sentences + marker["sentences"])  # fmt: skip
+        skipped.update(marker["skipped"])
+        bad_counts.update(marker["bad_input_counts"])
+        bases = []
+        for r, lines in zip(unit.ranges, marker["lines"], strict=True):
+            bases.append(lines_before[r.path])
+            lines_before[r.path] += lines
+        for bad in marker["bad_input"]:
+            line = None if bad["line"] is None else bad["line"] + bases[bad["range"]]
+            bad_input.append({"file": bad["file"], "position": _position(line, bad["byte"]), "error": bad["error"]})
+    return {
+        "documents": documents,
+        "words": words,
+        "sentences": sentences,
+        "skipped": dict(sorted(skipped.items())),
+        "bad_input_counts": dict(sorted(bad_counts.items())),
+        "bad_input": bad_input[:BAD_INPUT_LIMIT],
+    }
+
+
+class _ReadContext:
+    """What a reader needs: its byte range, where to report bad input, and settings."""
+
+    def __init__(self, r: Range, index: int, counts: dict, max_sentences: int, wiki_processes: int):
+        self.path, self.start, self.end = Path(r.path), r.start, r.end
+        self.max_sentences, self.wiki_processes = max_sentences, wiki_processes
+        self._index, self._counts = index, counts
+
+    def report(self, kind: str, error: str, line: int | None = None, byte: int | None = None) -> None:
+        """Count one bad input (`line` counts from the start of the range, `byte` from the file's start)."""
+        self._counts["bad_input_counts"][kind] += 1
+        if len(self._counts["bad_input"]) < BAD_INPUT_LIMIT:
+            self._counts["bad_input"].append(
+                {"range": self._index, "file": str(self.path), "line": line, "byte": byte, "kind": kind, "error": error}
+            )
+
+    def raw_lines(self) -> Iterator[tuple[int, int, bytes]]:
+        """(line number within the range, byte offset in the file, bytes) of each line of the range; a .gz file
+        whole, a truncated one up to its cut (reported)."""
+        number = 0
+        position = self.start
+        try:
+            with (gzip.open if self.path.name.endswith(".gz") else open)(self.path, "rb") as f:
+                if self.start:
+                    f.seek(self.start)
+                for raw in f:
+                    if position >= self.end and not self.path.name.endswith(".gz"):
+                        break
+                    number += 1
+                    self._counts["lines"][self._index] = number
+                    yield number, position, raw
+                    position += len(raw)
+        except (EOFError, OSError) as e:
+            self.report("truncated", f"truncated or corrupt compressed file ({e}); the lines before it are kept",
+                        line=number + 1, byte=None)  # fmt: skip
+
+    def text_lines(self) -> Iterator[str]:
+        """Decoded lines; a line that is not UTF-8 is reported and skipped."""
+        for number, position, raw in self.raw_lines():
             try:
                 yield raw.decode("utf-8")
             except UnicodeDecodeError as e:
-                raise InputError(f"{path}: line {number}: not UTF-8 text ({e.reason})") from None
+                self.report("invalid_utf8", f"not UTF-8 text ({e.reason}); line skipped", line=number,
+                            byte=position + e.start)  # fmt: skip
 
 
-def _read_bookcorpus(path: Path, processes: int) -> Iterator[Document]:
-    run: list[str] = []
-    for line in _text_lines(path):
+# ---------------------------------------------------------------------------------------------------------
+# Readers: a _ReadContext -> documents
+
+
+def _capped_runs(context: _ReadContext, blank_line_ends: bool) -> Iterator[Document]:
+    """Documents of at most about max_sentences sentences; with blank_line_ends, a blank line ends one too."""
+    document: Document = []
+    for line in context.text_lines():
         if line.strip():
-            run.append(line)
-        elif run:
-            yield _paragraphs_to_sentences(run)
-            run = []
-    if run:
-        yield _paragraphs_to_sentences(run)
+            document += split_sentences(line)
+            if len(document) >= context.max_sentences:
+                yield document
+                document = []
+        elif blank_line_ends and document:
+            yield document
+            document = []
+    if document:
+        yield document
 
 
-def _read_story(path: Path, processes: int) -> Iterator[Document]:
-    yield _paragraphs_to_sentences(_text_lines(path))
+def _read_bookcorpus(context: _ReadContext) -> Iterator[Document]:
+    yield from _capped_runs(context, blank_line_ends=True)
 
 
-# ---------------------------------------------------------------------------------------------------------
-# RealNews
+def _read_story(context: _ReadContext) -> Iterator[Document]:
+    any_document = False
+    for document in _capped_runs(context, blank_line_ends=False):
+        any_document = True
+        yield document
+    if not any_document:
+        yield []  # counted as an empty document
 
 
-def _read_realnews(path: Path, processes: int) -> Iterator[Document]:
-    opener = gzip.open if path.name.endswith(".gz") else open
-    with opener(path, "rb") as f:
-        for number, raw in enumerate(f, 1):
-            if not raw.strip():
-                continue
-            try:
-                record = json.loads(raw)
-            except ValueError as e:  # JSONDecodeError and UnicodeDecodeError
-                raise InputError(f"{path}: line {number}: not valid JSON ({e})") from None
-            text = record.get("text") if isinstance(record, dict) else None
-            if not isinstance(text, str):
-                raise InputError(f'{path}: line {number}: expected a JSON object with a string field "text"')
-            yield _paragraphs_to_sentences(text.split("\n"))
-
-
-# ---------------------------------------------------------------------------------------------------------
-# Wikipedia
-
-
-def _read_wiki(path: Path, processes: int) -> Iterator[Document]:
-    with tempfile.TemporaryDirectory(prefix="effbert-wiki-") as tmp:
-        pipe = Path(tmp) / "dump.xml"  # the .xml name tells wikiextractor to read it as plain text
-        os.mkfifo(pipe)
-        log_path = Path(tmp) / "wikiextractor.log"
-        command = [
-            sys.executable, "-m", "wikiextractor.WikiExtractor", str(pipe), "--output", "-", "--json",
-            "--no-templates", "--html-safe", "", "--processes", str(max(1, processes)), "--quiet",
-        ]  # fmt: skip
-        with open(log_path, "wb") as log:
-            # its own process group, so that stopping early also stops its worker and writer processes
-            extractor = subprocess.Popen(
-                command, stdout=subprocess.PIPE, stderr=log, encoding="utf-8", start_new_session=True
-            )
-        feeder = _DumpFeeder(path, pipe)
-        feeder.start()
-        threading.Thread(target=_stop_group_on_failure, args=(extractor,), daemon=True).start()
-        try:
-            for line in extractor.stdout:
-                yield _wiki_document(json.loads(line)["text"])
-        finally:
-            if extractor.poll() is None:  # stopped early: the caller failed or closed us
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(extractor.pid, signal.SIGKILL)
-            extractor.stdout.close()
-            extractor.wait()
-            _unblock_writer(pipe)
-            feeder.join()
-        if feeder.error is not None:
-            raise feeder.error
-        if extractor.returncode != 0:
-            log_tail = log_path.read_text(encoding="utf-8", errors="replace")[-2000:]
-            raise RuntimeError(f"wikiextractor failed on {path} (exit {extractor.returncode}):\n{log_tail}")
-
-
-def _stop_group_on_failure(extractor: subprocess.Popen) -> None:
-    """When wikiextractor's main process fails, its writer process would wait for work forever, holding the
-    output open: stop the whole group so the reading loop sees the end of the output."""
-    if extractor.wait() != 0:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(extractor.pid, signal.SIGKILL)
-
-
-def _wiki_document(text: str) -> Document:
-    paragraphs = (_tidy(line) for line in text.split("\n"))
-    return _paragraphs_to_sentences(p for p in paragraphs if p)
-
-
-def _tidy(paragraph: str) -> str:
-    """Drop what wikiextractor leaves of markup: stray tags such as <onlyinclude>, brackets emptied of templates."""
-    paragraph = _EMPTY_BRACKETS.sub("", _LEFTOVER_TAG.sub("", paragraph))
-    paragraph = _SPACES.sub(" ", paragraph).strip()
-    return _SPACE_BEFORE_PUNCTUATION.sub(r"\1", paragraph)
-
-
-def _unblock_writer(pipe: Path) -> None:
-    """Open and close the read end, so a feeder still waiting to open the pipe goes on (and finds no reader)."""
-    try:
-        os.close(os.open(pipe, os.O_RDONLY | os.O_NONBLOCK))
-    except OSError:
-        pass
-
-
-_CHUNK = 1 << 20
-_SITEINFO_SCAN_LIMIT = 1 << 24
-_TEMPLATE_NAMESPACE = b'<namespaces>\n<namespace key="10" case="first-letter">Template</namespace>\n</namespaces>\n'
-_MINIMAL_SITEINFO = b"<siteinfo>\n" + _TEMPLATE_NAMESPACE + b"</siteinfo>\n"
-# a section heading of the wikitext, '== History ==' (its text is not prose; wikiextractor would keep it)
-_HEADING_LINE = re.compile(rb"^[ \t]*(={1,6})[^=\n].*?\1[ \t]*\r?\n", re.MULTILINE)
-
-
-class _DumpFeeder(threading.Thread):
-    """Writes the checked, decompressed dump into the pipe; keeps the InputError for the reader to raise."""
-
-    def __init__(self, dump: Path, pipe: Path):
-        super().__init__(daemon=True)
-        self.dump, self.pipe = dump, pipe
-        self.error: BaseException | None = None
-
-    def run(self) -> None:
-        try:
-            with open(self.pipe, "wb") as out:
-                for chunk in _checked_dump(self.dump):
-                    out.write(chunk)
-        except BrokenPipeError:
-            pass  # wikiextractor stopped reading: its exit status or the caller says why
-        except BaseException as e:  # noqa: BLE001 - handed to the reading thread, which raises it
-            self.error = e
-
-
-def _checked_dump(dump: Path) -> Iterator[bytes]:
-    """The dump's bytes, decompressed, checked as XML, with a usable <siteinfo> and without section headings."""
-    for chunk in _ensure_siteinfo(_line_aligned(_validated_chunks(dump))):
-        yield _HEADING_LINE.sub(b"\n", chunk)  # an empty line keeps the paragraphs on either side apart
-
-
-def _validated_chunks(dump: Path) -> Iterator[bytes]:
-    opener: Callable[..., IO[bytes]] = bz2.open if dump.name.endswith(".bz2") else open
-    parser = expat.ParserCreate()
-    try:
-        with opener(dump, "rb") as f:
-            while chunk := f.read(_CHUNK):
-                parser.Parse(chunk, False)
-                yield chunk
-            parser.Parse(b"", True)
-    except (EOFError, OSError) as e:
-        raise InputError(f"{dump}: truncated or corrupt compressed dump ({e})") from None
-    except expat.ExpatError as e:
-        raise InputError(f"{dump}: line {e.lineno}: malformed XML ({expat.ErrorString(e.code)})") from None
-
-
-def _line_aligned(chunks: Iterator[bytes]) -> Iterator[bytes]:
-    """Chunks cut after a newline, so that line patterns never straddle two chunks."""
-    carry = b""
-    for chunk in chunks:
-        data = carry + chunk
-        cut = data.rfind(b"\n") + 1
-        if cut:
-            yield data[:cut]
-        carry = data[cut:]
-    if carry:
-        yield carry
-
-
-def _ensure_siteinfo(chunks: Iterator[bytes]) -> Iterator[bytes]:
-    """Declare the Template namespace before the first page, adding a <siteinfo> block where there is none."""
-    head = b""
-    for chunk in chunks:
-        if head is None:
-            yield chunk
+def _read_realnews(context: _ReadContext) -> Iterator[Document]:
+    for number, position, raw in context.raw_lines():
+        if not raw.strip():
             continue
-        head += chunk
-        end, page = head.find(b"</siteinfo>"), head.find(b"<page")
-        if end != -1 and (page == -1 or end < page):
-            yield head if b'key="10"' in head[:end] else head[:end] + _TEMPLATE_NAMESPACE + head[end:]
-        elif page != -1:
-            yield head[:page] + _MINIMAL_SITEINFO + head[page:]
-        elif len(head) > _SITEINFO_SCAN_LIMIT:
-            yield head
-        else:
+        try:
+            record = json.loads(raw.decode("utf-8"))
+        except UnicodeDecodeError as e:
+            context.report("invalid_utf8", f"not UTF-8 text ({e.reason}); record skipped", line=number,
+                           byte=position + e.start)  # fmt: skip
             continue
-        head = None
-    if head:
-        yield head
+        except ValueError as e:
+            context.report("invalid_json", f"not valid JSON ({e}); record skipped", line=number, byte=position)
+            continue
+        text = record.get("text") if isinstance(record, dict) else None
+        if not isinstance(text, str):
+            context.report("not_an_article", 'expected a JSON object with a string field "text"; record skipped',
+                           line=number, byte=position)  # fmt: skip
+            continue
+        yield paragraphs_to_sentences(text.split("\n"))
 
 
-READERS: dict[str, Callable[[Path, int], Iterator[Document]]] = {
+def _read_wiki(context: _ReadContext) -> Iterator[Document]:
+    yield from read_wiki(context.path, context.report, context.wiki_processes)
+
+
+READERS: dict[str, Callable[[_ReadContext], Iterator[Document]]] = {
     "wiki": _read_wiki,
     "bookcorpus": _read_bookcorpus,
     "stories": _read_story,

@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Literal
 
-from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
+from tokenizers import AddedToken, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
 
 from effbert.errors import InputError
 from effbert.files import atomic_dir, sha256_file
@@ -168,27 +168,74 @@ def train_tokenizer(
     return _save(tok, out_dir, kind, {"lowercase": lowercase, "trained_on": [str(d) for d in text_dirs]})
 
 
-def import_tokenizer(path: Path, out_dir: Path, *, lowercase: bool | None = None) -> Path:
-    """Save a given tokenizer.json, or a BERT vocab.txt turned into a WordPiece tokenizer, in `out_dir`.
+def import_tokenizer(path: Path, out_dir: Path, *, lowercase: bool | None = None, merges: Path | None = None) -> Path:
+    """Save a given tokenizer in `out_dir`: a tokenizer.json (e.g. RoBERTa's or BERT's release), a BERT
+    vocab.txt turned into a WordPiece tokenizer, or a RoBERTa/GPT-2 vocab.json + merges.txt pair turned into
+    a byte-level BPE (`merges` defaults to merges.txt beside vocab.json).
 
     For vocab.txt, `lowercase=None` guesses it from the vocabulary: uncased when no ordinary token has
-    an upper-case letter (BERT's uncased vocabularies have none; cased ones have thousands).
+    a letter that lowercasing changes (BERT's uncased vocabularies have none; cased ones have thousands).
     """
     path = Path(path)
     if not path.is_file():
         raise InputError(f"{path}: tokenizer file not found")
+    if path.suffix == ".json" and _is_flat_vocab(path):
+        return _import_bpe_pair(path, Path(merges) if merges else path.parent / "merges.txt", out_dir)
     if path.suffix == ".json":
         tok = load_tokenizer(path)
+        # Releases often pad and truncate to a fixed length (MiniLM's: 128); our stages pad themselves.
+        tok.no_padding()
+        tok.no_truncation()
         _add_post_processor(tok)  # pairs as the shards lay them out, whatever the file had
         return _save(tok, out_dir, _kind_of(tok), {"imported_from": str(path)})
     vocab = _read_vocab(path)
     if lowercase is None:
-        lowercase = not any(any(c.isupper() for c in t) for t in vocab if not _bracketed(t))
+        # A token lowercasing changes ("The"), not any isupper() one: uncased BERT keeps "ℝ", which has no
+        # lowercase form.
+        lowercase = not any(t != t.lower() for t in vocab if not _bracketed(t))
     tok = Tokenizer(models.WordPiece(vocab, unk_token=BERT_SPECIALS["unk"], max_input_chars_per_word=100))
     _bert_pipeline(tok, lowercase)
     _check_specials(tok, path)
     _add_post_processor(tok)
     return _save(tok, out_dir, "wordpiece", {"lowercase": lowercase, "imported_from": str(path)})
+
+
+def _is_flat_vocab(path: Path) -> bool:
+    """vocab.json (a flat {token: id} object) rather than a tokenizer.json (which has a "model" key)."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise InputError(f"{path}: not valid JSON ({error})") from error
+    return isinstance(data, dict) and "model" not in data
+
+
+def _import_bpe_pair(vocab_path: Path, merges_path: Path, out_dir: Path) -> Path:
+    """RoBERTa's release format: byte-level BPE. Sentences get a prefix space as in `_new_bpe` (each is
+    encoded on its own), so a sentence's first word gets its mid-text "Ġword" tokens."""
+    if not merges_path.is_file():
+        raise InputError(f"{merges_path}: merges file not found (expected beside {vocab_path.name})")
+    vocab = json.loads(vocab_path.read_text(encoding="utf-8"))
+    if not all(isinstance(t, str) and isinstance(i, int) for t, i in vocab.items()):
+        raise InputError(f"{vocab_path}: expected a JSON object of token -> integer id")
+    merges = []
+    with open(merges_path, encoding="utf-8") as f:
+        for number, line in enumerate(f, 1):
+            line = line.rstrip("\r\n")
+            if not line or line.startswith("#version"):
+                continue
+            pair = line.split(" ")
+            if len(pair) != 2:
+                raise InputError(f"{merges_path}:{number}: expected two tokens separated by one space, got {line!r}")
+            merges.append((pair[0], pair[1]))
+    tok = Tokenizer(models.BPE(vocab, merges))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=True)
+    tok.decoder = decoders.ByteLevel()
+    # Matched whole in text, never split by BPE; <mask> takes the space before it, as in RoBERTa's release.
+    specials = [AddedToken(t, lstrip=t == ROBERTA_SPECIALS["mask"], special=True) for t in ROBERTA_SPECIALS.values()]
+    tok.add_special_tokens([t for t in specials if t.content in vocab])
+    _check_specials(tok, vocab_path)
+    _add_post_processor(tok)
+    return _save(tok, out_dir, "bpe", {"imported_from": str(vocab_path), "merges": str(merges_path)})
 
 
 def _bracketed(token: str) -> bool:

@@ -1,0 +1,237 @@
+"""A MediaWiki XML dump (*.xml, *.xml.bz2) -> documents, through wikiextractor 3.1.0.
+
+wikiextractor runs with --json --no-templates and plain text rather than HTML-escaped; it drops templates,
+tables, lists, refs and categories. Section headings ('== History ==' lines) are removed from the wikitext
+before it (it would keep them as a one-line paragraph "History."); the page title is not text.
+
+The dump reaches wikiextractor through a named pipe, fed by a thread that decompresses it and checks each
+<page> alone with expat. Bad input is reported (through `report`) and the rest kept:
+  - a malformed page (bad XML, invalid UTF-8, a page not closed before the next one) is left out and reported
+    with the line where it starts (and the line of the error);
+  - a truncated or corrupt .bz2 keeps the pages read before the cut (the page cut in two is left out) and is
+    reported with the compressed byte offset reached and the decompressed line.
+wikiextractor alone would print a traceback from its reading process and then hang, its writer process
+waiting for pages that never come. The thread also adds the <siteinfo> block wikiextractor needs (it reads
+the Template namespace from it and, without one, skips every page); the real dumps have it, extracts such
+as single-article exports often do not.
+"""
+
+from __future__ import annotations
+
+import bz2
+import contextlib
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import IO
+from xml.parsers import expat
+
+from effbert.data.sentences import Document, paragraphs_to_sentences
+
+Report = Callable[..., None]  # report(kind, error, line=None, byte=None)
+
+_CHUNK = 1 << 20
+_SITEINFO_SCAN_LIMIT = 1 << 24
+_TEMPLATE_NAMESPACE = b'<namespaces>\n<namespace key="10" case="first-letter">Template</namespace>\n</namespaces>\n'
+_MINIMAL_SITEINFO = b"<siteinfo>\n" + _TEMPLATE_NAMESPACE + b"</siteinfo>\n"
+# a section heading of the wikitext, '== History ==' (its text is not prose; wikiextractor would keep it)
+_HEADING_LINE = re.compile(rb"^[ \t]*(={1,6})[^=\n].*?\1[ \t]*\r?\n", re.MULTILINE)
+_EMPTY_BRACKETS = re.compile(r"\(\s*[,;:]?\s*\)")  # what a dropped template leaves: "( )", "(; )"
+_SPACE_BEFORE_PUNCTUATION = re.compile(r"\s+([,.;:!?])")
+_SPACES = re.compile(r"\s+")
+_LEFTOVER_TAG = re.compile(r"</?[A-Za-z][\w:-]*(\s[^<>]*)?/?>")
+_OPEN, _CLOSE = b"<page>", b"</page>"
+
+
+def read_wiki(path: Path, report: Report, processes: int = 1) -> Iterator[Document]:
+    """The dump's articles as documents; `processes` is wikiextractor's number of workers."""
+    with tempfile.TemporaryDirectory(prefix="effbert-wiki-") as tmp:
+        pipe = Path(tmp) / "dump.xml"  # the .xml name tells wikiextractor to read it as plain text
+        os.mkfifo(pipe)
+        log_path = Path(tmp) / "wikiextractor.log"
+        command = [
+            sys.executable, "-m", "wikiextractor.WikiExtractor", str(pipe), "--output", "-", "--json",
+            "--no-templates", "--html-safe", "", "--processes", str(max(1, processes)), "--quiet",
+        ]  # fmt: skip
+        with open(log_path, "wb") as log:
+            # its own process group, so that stopping early also stops its worker and writer processes
+            extractor = subprocess.Popen(
+                command, stdout=subprocess.PIPE, stderr=log, encoding="utf-8", start_new_session=True
+            )
+        reports: list[tuple[tuple, dict]] = []  # kept by the feeder thread, passed on from this one
+        feeder = _DumpFeeder(path, pipe, lambda *a, **k: reports.append((a, k)))
+        feeder.start()
+        threading.Thread(target=_stop_group_on_failure, args=(extractor,), daemon=True).start()
+        try:
+            for line in extractor.stdout:
+                yield _wiki_document(json.loads(line)["text"])
+        finally:
+            if extractor.poll() is None:  # stopped early: the caller failed or closed us
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(extractor.pid, signal.SIGKILL)
+            extractor.stdout.close()
+            extractor.wait()
+            _unblock_writer(pipe)
+            feeder.join()
+        for args, kwargs in reports:
+            report(*args, **kwargs)
+        if feeder.error is not None:
+            raise feeder.error
+        if extractor.returncode != 0:
+            log_tail = log_path.read_text(encoding="utf-8", errors="replace")[-2000:]
+            raise RuntimeError(f"wikiextractor failed on {path} (exit {extractor.returncode}):\n{log_tail}")
+
+
+def _stop_group_on_failure(extractor: subprocess.Popen) -> None:
+    """When wikiextractor's main process fails, its writer process would wait for work forever, holding the
+    output open: stop the whole group so the reading loop sees the end of the output."""
+    if extractor.wait() != 0:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(extractor.pid, signal.SIGKILL)
+
+
+def _wiki_document(text: str) -> Document:
+    paragraphs = (_tidy(line) for line in text.split("\n"))
+    return paragraphs_to_sentences(p for p in paragraphs if p)
+
+
+def _tidy(paragraph: str) -> str:
+    """Drop what wikiextractor leaves of markup: stray tags such as <onlyinclude>, brackets emptied of templates."""
+    paragraph = _EMPTY_BRACKETS.sub("", _LEFTOVER_TAG.sub("", paragraph))
+    paragraph = _SPACES.sub(" ", paragraph).strip()
+    return _SPACE_BEFORE_PUNCTUATION.sub(r"\1", paragraph)
+
+
+def _unblock_writer(pipe: Path) -> None:
+    """Open and close the read end, so a feeder still waiting to open the pipe goes on (and finds no reader)."""
+    try:
+        os.close(os.open(pipe, os.O_RDONLY | os.O_NONBLOCK))
+    except OSError:
+        pass
+
+
+class _DumpFeeder(threading.Thread):
+    """Writes the checked, decompressed dump into the pipe; keeps an unexpected error for the reader to raise."""
+
+    def __init__(self, dump: Path, pipe: Path, report: Report):
+        super().__init__(daemon=True)
+        self.dump, self.pipe, self.report = dump, pipe, report
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        try:
+            with open(self.pipe, "wb") as out:
+                for chunk in _ensure_siteinfo(checked_pages(self.dump, self.report)):
+                    out.write(chunk)
+        except BrokenPipeError:
+            pass  # wikiextractor stopped reading: its exit status or the caller says why
+        except BaseException as e:  # noqa: BLE001 - handed to the reading thread, which raises it
+            self.error = e
+
+
+def checked_pages(dump: Path, report: Report) -> Iterator[bytes]:
+    """The decompressed dump: what lies between pages as it is, each well-formed page without its section
+    headings, malformed pages and a truncated tail left out and reported. Memory: one page and one chunk."""
+    with open(dump, "rb") as raw:
+        chunks = _bz2_chunks(raw) if dump.name.endswith(".bz2") else iter(lambda: raw.read(_CHUNK), b"")
+        buffer, line = b"", 1  # line: the line number of buffer[0]
+        try:
+            for chunk in chunks:
+                buffer += chunk
+                position, line = yield from _split_pages(buffer, line, report, final=False)
+                buffer = buffer[position:]
+        except (EOFError, OSError) as e:
+            report(
+                "truncated",
+                f"truncated or corrupt compressed dump ({e}) before compressed byte {raw.tell()}, at decompressed "
+                "line given; the pages before it are kept",
+                line=line + buffer.count(b"\n"),
+                byte=raw.tell(),
+            )
+            return
+        yield from _split_pages(buffer, line, report, final=True)
+
+
+def _bz2_chunks(raw: IO[bytes]) -> Iterator[bytes]:
+    """Decompressed chunks of a (multistream) .bz2, each as soon as its block is whole: bz2.BZ2File would drop
+    the blocks decompressed within the read that meets the cut. EOFError at a cut, OSError on corrupt data."""
+    decompressor, data, fed = bz2.BZ2Decompressor(), b"", False
+    while True:
+        if decompressor.eof:  # the next stream, if any, starts in unused_data
+            data, decompressor, fed = decompressor.unused_data, bz2.BZ2Decompressor(), False
+        if not data and decompressor.needs_input:
+            data = raw.read(_CHUNK)
+            if not data:
+                if fed:
+                    raise EOFError("compressed file ended before the end-of-stream marker was reached")
+                return
+        out = decompressor.decompress(data, max_length=_CHUNK)
+        fed, data = fed or bool(data), b""
+        if out:
+            yield out
+
+
+def _split_pages(buffer: bytes, line: int, report: Report, final: bool):
+    """Yield the complete pages (and what lies between them) of `buffer`; return where the rest starts and
+    its line number."""
+    position = 0
+    while True:
+        start = buffer.find(_OPEN, position)
+        if start == -1:  # keep a tail that could be the start of "<page>"
+            keep = len(buffer) if final else max(position, len(buffer) - len(_OPEN) + 1)
+            yield buffer[position:keep]
+            return keep, line + buffer.count(b"\n", position, keep)
+        yield buffer[position:start]
+        line += buffer.count(b"\n", position, start)
+        close = buffer.find(_CLOSE, start)
+        following = buffer.find(_OPEN, start + len(_OPEN))
+        if following != -1 and (close == -1 or following < close):
+            report("malformed_xml", "malformed XML (page not closed before the next <page>); page skipped", line=line)
+            end = following
+        elif close == -1:
+            if final:
+                report("malformed_xml", "malformed XML (page not closed at the end of the file); page skipped",
+                       line=line)  # fmt: skip
+                return len(buffer), line + buffer.count(b"\n", start)
+            return start, line
+        else:
+            end = close + len(_CLOSE)
+            page = buffer[start:end]
+            parser = expat.ParserCreate()
+            try:
+                parser.Parse(page, True)
+                yield _HEADING_LINE.sub(b"\n", page)  # an empty line keeps the paragraphs either side apart
+            except expat.ExpatError as e:
+                report("malformed_xml", f"malformed XML at line {line + e.lineno - 1} "
+                       f"({expat.ErrorString(e.code)}); page skipped", line=line)  # fmt: skip
+        line += buffer.count(b"\n", start, end)
+        position = end
+
+
+def _ensure_siteinfo(chunks: Iterator[bytes]) -> Iterator[bytes]:
+    """Declare the Template namespace before the first page, adding a <siteinfo> block where there is none."""
+    head = b""
+    for chunk in chunks:
+        if head is None:
+            yield chunk
+            continue
+        head += chunk
+        end, page = head.find(b"</siteinfo>"), head.find(b"<page")
+        if end != -1 and (page == -1 or end < page):
+            yield head if b'key="10"' in head[:end] else head[:end] + _TEMPLATE_NAMESPACE + head[end:]
+        elif page != -1:
+            yield head[:page] + _MINIMAL_SITEINFO + head[page:]
+        elif len(head) > _SITEINFO_SCAN_LIMIT:
+            yield head
+        else:
+            continue
+        head = None
+    if head:
+        yield head
