@@ -45,17 +45,25 @@ def planned_jobs(output: str) -> Counter:
 
 def test_real_scale_dry_run_lists_the_whole_dag(tmp_path):
     project = copy_project(tmp_path, ["models"])
-    for raw in ("data-preprocessing/wiki", "data-preprocessing/bookcorpus"):
-        (project / raw).mkdir(parents=True)
+    for raw in ("wiki", "bookcorpus", "stories", "realnews"):
+        (project / "data-preprocessing" / raw).mkdir(parents=True)
     tasks = ["CoLA", "SST-2", "MRPC", "STS-B", "QQP", "MNLI", "QNLI", "RTE", "WNLI"]
     for task in tasks:
         (project / "glue" / task).mkdir(parents=True)
-    jobs = planned_jobs(snakemake(project, "-n", "--cores", "1"))
+    plan = snakemake(project, "-n", "--cores", "1", "-p")
+    jobs = planned_jobs(plan)
     models = len(list((project / "models").glob("*/config.json")))
+    # 512 shards from Wikipedia + BookCorpus; the 4096 set adds a third of Stories and of RealNews
     assert jobs == Counter({
-        "extract_documents": 2, "build_tokenizer": 1, "build_shards": 1, "pretrain_model": models,
+        "extract_documents": 4, "build_tokenizer": 1, "build_shards": 2, "pretrain_model": models,
         "finetune_glue": models * len(tasks), "generate_listops": 1, "train_lra": models, "report": 1, "all": 1,
     })
+    long_shards = next(line for line in plan.splitlines() if "effbert shards" in line and "4096" in line)
+    assert "text/stories data-preprocessing/text/realnews" in long_shards
+    assert "--sample_probs 1.0 1.0 0.333 0.333" in long_shards
+    # the 4096 model starts from the 512 one: its pretraining waits for that model's
+    inputs = re.search(r"input: (.*)\n\s*output: models/nystrom-4096/pretrain.json", plan).group(1)
+    assert "models/nystrom-512/pretrain.json" in inputs
 
 
 @pytest.mark.slow

@@ -4,21 +4,31 @@
 SHARDS = config["shards"]
 
 
+def shard_settings(length):
+    """The shard settings for one length: the defaults, overridden by shards.by_length[<length>] (the seeds'
+    4096-token set added Stories and RealNews at one third)."""
+    override = (SHARDS.get("by_length") or {}).get(int(length), {})
+    return {**{k: v for k, v in SHARDS.items() if k != "by_length"}, **override}
+
+
+def shard_options(wc):
+    s = shard_settings(wc.length)
+    probs = " ".join(str(s.get("sample_probs", {}).get(source, 1.0)) for source in s["sources"])
+    return (f"--dev_fraction {s.get('dev_fraction', 0.01)} --dupe_factor {s.get('dupe_factor', 1)}"
+            f" --seed {s.get('seed', 0)} --sample_probs {probs}")
+
+
 rule build_shards:
     input:
         tokenizer=f"{DATA}/tokenizers/{{tokenizer}}/tokenizer.json",
-        text=source_texts(SHARDS["sources"]),
+        text=lambda wc: source_texts(shard_settings(wc.length)["sources"]),
     output:
         f"{DATA}/{{length}}-{{tokenizer}}/manifest.json",
     wildcard_constraints:
         length=r"\d+",
     params:
         out=lambda wc: f"{DATA}/{wc.length}-{wc.tokenizer}",
-        options=(
-            f"--dev_fraction {SHARDS.get('dev_fraction', 0.01)} --dupe_factor {SHARDS.get('dupe_factor', 1)}"
-            f" --seed {SHARDS.get('seed', 0)} --sample_probs "
-            + " ".join(str(SHARDS.get("sample_probs", {}).get(source, 1.0)) for source in SHARDS["sources"])
-        ),
+        options=shard_options,
     threads: SHARDS.get("workers", 1)
     log:
         f"{LOGS}/shards/{{length}}-{{tokenizer}}.log",
