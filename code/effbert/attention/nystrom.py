@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from effbert.attention.conv_skip import ConvSkip
 from effbert.config import ModelConfig
 
 
@@ -69,11 +70,7 @@ class NystromAttention(nn.Module):
         self.num_landmarks = opts.num_landmarks
         self.iterations = opts.pinv_iterations
         self.per_head_init = opts.pinv_init == "per_head"
-        self.conv = None
-        if opts.conv_kernel:
-            # depthwise convolution over the sequence, one filter per head: the skip connection on V
-            h, k = cfg.num_heads, opts.conv_kernel
-            self.conv = nn.Conv2d(h, h, (k, 1), padding=(k // 2, 0), groups=h, bias=False)
+        self.conv = ConvSkip(cfg.num_heads, opts.conv_kernel) if opts.conv_kernel else None
 
     def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         n = q.shape[-2]
@@ -85,7 +82,7 @@ class NystromAttention(nn.Module):
             wide = torch.promote_types(q.dtype, torch.float32)
             out = self._nystrom(q.to(wide), k.to(wide), v.to(wide), mask).to(v.dtype)
         if self.conv is not None:
-            out = out + self.conv(v * mask[:, None, :, None].to(v.dtype))
+            out = out + self.conv(v, mask)
         return out
 
     def _nystrom(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

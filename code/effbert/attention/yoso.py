@@ -28,6 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from effbert.attention.conv_skip import ConvSkip
 from effbert.config import ModelConfig
 
 # the largest intermediate (elements) a bucket table step may build; hashes and weight columns are
@@ -193,18 +194,14 @@ class YosoAttention(nn.Module):
         self.num_hashes = opts.num_hashes
         self.expectation = opts.expectation
         self.hash = fast_hash if opts.fast_hash else gaussian_hash
-        self.conv = None
-        if opts.conv_kernel:
-            # YOSO-C: depthwise convolution over the sequence, one filter per head, on V
-            h, width = cfg.num_heads, opts.conv_kernel
-            self.conv = nn.Conv2d(h, h, (width, 1), padding=(width // 2, 0), groups=h, bias=False)
+        self.conv = ConvSkip(cfg.num_heads, opts.conv_kernel) if opts.conv_kernel else None  # YOSO-C
 
     def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         dtype = torch.promote_types(v.dtype, torch.float32)  # bf16 in, float32 math (float64 stays float64)
         with torch.autocast(q.device.type, enabled=False):
             out = self._yoso(q.to(dtype), k.to(dtype), v.to(dtype), mask).to(v.dtype)
         if self.conv is not None:
-            out = out + self.conv(v * mask[:, None, :, None].to(v.dtype))
+            out = out + self.conv(v, mask)
         return out
 
     def _yoso(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
