@@ -255,8 +255,119 @@ def test_finetune_tiny_model_on_demo_sst2(tmp_path):
     assert result["checkpoint"] == "checkpoints/cp-0000.pt"
     assert result["hyperparameters"]["steps"] == math.ceil(2000 / 32)
     assert result["score"] > 85.0, result  # chance is 50
+    assert result["submission"] == ["SST-2.tsv"]
+    ids = _test_ids(tmp_path / "glue" / "SST-2" / "test.tsv")
+    assert ids == [str(i) for i in range(300)]
+    predicted = _check_submission(model_dir / "glue" / "submission" / "SST-2.tsv", ids, {"0", "1"})
+    assert set(predicted) == {"0", "1"}  # a trained model predicts both classes of the balanced test set
 
 
 def test_glue_module_exports_the_table():
     assert set(TASKS) >= {"CoLA", "SST-2", "MRPC", "STS-B", "QQP", "MNLI", "QNLI", "RTE", "WNLI"}
     assert glue.get_task("STS-B").num_labels == 1 and glue.get_task("MNLI").num_labels == 3
+
+
+# ---- test-set predictions in the leaderboard's submission format ----
+
+# the file names of GLUE's leaderboard (gluebenchmark.com submission instructions), written out here
+OFFICIAL_FILES = {
+    ("CoLA", "test"): "CoLA.tsv", ("SST-2", "test"): "SST-2.tsv", ("MRPC", "test"): "MRPC.tsv",
+    ("STS-B", "test"): "STS-B.tsv", ("QQP", "test"): "QQP.tsv", ("MNLI", "test_matched"): "MNLI-m.tsv",
+    ("MNLI", "test_mismatched"): "MNLI-mm.tsv", ("QNLI", "test"): "QNLI.tsv", ("RTE", "test"): "RTE.tsv",
+    ("WNLI", "test"): "WNLI.tsv", ("AX", "test"): "AX.tsv",
+}
+LEADERBOARD_LABELS = {"0", "1"}, {"entailment", "neutral", "contradiction"}, {"entailment", "not_entailment"}
+
+
+@pytest.mark.parametrize("task_split", sorted(OFFICIAL_FILES))
+def test_every_test_split_maps_to_its_official_file(task_split):
+    from effbert.data.glue_submission import SUBMISSION_FILES
+
+    task, split = task_split
+    assert split in TASKS[task].test_splits
+    assert SUBMISSION_FILES[task_split].name == OFFICIAL_FILES[task_split]
+    # predicted index i is written as labels[i]: the order must be the loader's
+    assert SUBMISSION_FILES[task_split].labels == TASKS[task].labels
+    labels = SUBMISSION_FILES[task_split].labels
+    assert labels is None if task == "STS-B" else set(labels) in LEADERBOARD_LABELS
+
+
+def test_every_task_split_has_a_submission_file():
+    from effbert.data.glue_submission import SUBMISSION_FILES
+
+    assert set(SUBMISSION_FILES) == {(t, s) for t, spec in TASKS.items() for s in spec.test_splits}
+
+
+def test_format_predictions_by_hand(tmp_path):
+    from effbert.data.glue_submission import format_predictions, write_submission
+
+    assert format_predictions("STS-B", "test", ["0", "1", "2"], [-0.4, 2.34567, 5.7]) == (
+        "index\tprediction\n0\t0.000\n1\t2.346\n2\t5.000\n"
+    )
+    assert format_predictions("MNLI", "test_mismatched", ["7", "3"], [2.0, 0.0]) == (
+        "index\tprediction\n7\tcontradiction\n3\tentailment\n"
+    )
+    path = write_submission(tmp_path / "sub", "RTE", "test", ["0"], [1.0])
+    assert path.name == "RTE.tsv" and path.read_text() == "index\tprediction\n0\tnot_entailment\n"
+    with pytest.raises(InputError, match="no GLUE submission file for SST-2/dev"):
+        format_predictions("SST-2", "dev", ["0"], [1.0])
+
+
+def _test_ids(path: Path) -> list[str]:
+    """The index column of an official test file, read here without the loader."""
+    lines = path.read_text(encoding="utf-8").splitlines()
+    assert lines[0].startswith("index\t")
+    return [line.split("\t", 1)[0] for line in lines[1:]]
+
+
+def _check_submission(path: Path, ids: list[str], allowed: set[str]) -> list[str]:
+    lines = path.read_text(encoding="utf-8").splitlines()
+    assert lines[0] == "index\tprediction"
+    rows = [line.split("\t") for line in lines[1:]]
+    assert [r[0] for r in rows] == ids
+    assert all(len(r) == 2 and r[1] in allowed for r in rows)
+    return [r[1] for r in rows]
+
+
+def test_finetune_writes_the_demo_submissions(tmp_path):
+    from effbert.train.glue import finetune
+
+    write_demo_glue(tmp_path / "glue")
+    model_dir = _tiny_model_dir(tmp_path, tmp_path / "glue")
+    result = finetune(model_dir, "MRPC", tmp_path / "glue", device="cpu", epochs=1)
+    assert result["submission"] == ["MRPC.tsv"]
+    ids = _test_ids(tmp_path / "glue" / "MRPC" / "test.tsv")
+    assert len(ids) == 200
+    _check_submission(model_dir / "glue" / "submission" / "MRPC.tsv", ids, {"0", "1"})
+
+    # without a test file there is nothing to submit, and no error
+    (tmp_path / "glue" / "SST-2" / "test.tsv").unlink()
+    assert finetune(model_dir, "SST-2", tmp_path / "glue", device="cpu", epochs=1)["submission"] == []
+    assert sorted(p.name for p in (model_dir / "glue" / "submission").iterdir()) == ["MRPC.tsv"]
+
+
+def test_finetune_mnli_writes_both_test_sets_and_the_diagnostic(tmp_path):
+    from effbert.train.glue import finetune
+
+    write_demo_glue(tmp_path / "glue")
+    model_dir = _tiny_model_dir(tmp_path, tmp_path / "glue")
+    labelled = ["index\tsentence1\tsentence2\tgold_label"] + [
+        f"{i}\tthe harbour is warm .\tthe harbour is {w} .\t{y}"
+        for i, (w, y) in enumerate([("warm", "entailment"), ("cold", "contradiction"), ("old", "neutral")] * 4)
+    ]
+    # test files: no label column, indices not in row order
+    unlabelled = ["index\tsentence1\tsentence2"] + [f"{i}\ta film .\ta {w} film ." for i, w in
+                                                    [(5, "good"), (9, "bad"), (2, "long")]]
+    _write_task(tmp_path / "glue", "MNLI", {name: "\n".join(labelled) + "\n" for name in
+                                            ("train.tsv", "dev_matched.tsv", "dev_mismatched.tsv")})
+    for name in ("test_matched.tsv", "test_mismatched.tsv"):
+        (tmp_path / "glue" / "MNLI" / name).write_text("\n".join(unlabelled) + "\n", encoding="utf-8")
+    result = finetune(model_dir, "MNLI", tmp_path / "glue", device="cpu", epochs=1)
+    assert result["submission"] == ["MNLI-m.tsv", "MNLI-mm.tsv"]  # no diagnostic file: no AX.tsv
+
+    _write_task(tmp_path / "glue", "diagnostic", {"diagnostic.tsv": "\n".join(unlabelled) + "\n"})
+    result = finetune(model_dir, "MNLI", tmp_path / "glue", device="cpu", epochs=1)
+    assert result["submission"] == ["MNLI-m.tsv", "MNLI-mm.tsv", "AX.tsv"]
+    for name in result["submission"]:
+        _check_submission(model_dir / "glue" / "submission" / name, ["5", "9", "2"],
+                          {"entailment", "neutral", "contradiction"})

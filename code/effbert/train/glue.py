@@ -5,7 +5,10 @@ Thin by design: the task table (effbert.data.glue) says what differs between tas
 the model's length, padded per batch to the longest sequence in it, and the attention mask always
 reaches the encoder (the seeds' run_glue.py dropped it, so padding leaked into every attention row).
 
-Result: models/<name>/glue/<TASK>.json (training log beside it as <TASK>.jsonl).
+Result: models/<name>/glue/<TASK>.json (training log beside it as <TASK>.jsonl). Test sets whose files
+are in the task folder are predicted after training and written in the leaderboard's format to
+models/<name>/glue/submission/ (effbert.data.glue_submission); MNLI's model also predicts GLUE's
+diagnostic set (AX) when its file is there, as the leaderboard expects.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from torch import nn
 
 from effbert.config import ModelConfig, load_config, parse_config
 from effbert.data.glue import GlueSplit, compute_metrics, get_task, load_split
+from effbert.data.glue_submission import write_submission
 from effbert.data.tokenizer import special_tokens
 from effbert.errors import InputError
 from effbert.files import write_json
@@ -106,6 +110,22 @@ def predict(model: nn.Module, data: Encoded, device: torch.device) -> np.ndarray
     return out
 
 
+# tasks whose fine-tuned model also predicts another task's test set: GLUE's diagnostic set is MNLI-style
+EXTRA_TEST_SETS = {"MNLI": (("AX", "test"),)}
+
+
+def _present_test_sets(glue_dir: Path, task: str) -> list[GlueSplit]:
+    """The task's test splits (and extra test sets) whose files exist, read before the minutes of training."""
+    spec = get_task(task)
+    wanted = [(task, split) for split in spec.test_splits] + list(EXTRA_TEST_SETS.get(task, ()))
+    found = []
+    for name, split in wanted:
+        other = get_task(name)
+        if (glue_dir / other.folder / other.file_name(split)).is_file():
+            found.append(load_split(glue_dir, name, split))
+    return found
+
+
 def _metric_suffix(split: str, dev_splits: tuple[str, ...]) -> str:
     """'' for a task's only dev set; '_matched' / '_mismatched' for MNLI's two."""
     return "" if len(dev_splits) == 1 else "_" + split.removeprefix("dev_")
@@ -144,6 +164,7 @@ def finetune(
     for split in [train, *devs.values()]:
         if not len(split):
             raise InputError(f"{glue_dir / spec.folder / spec.file_name(split.split)}: no examples")
+    tests = _present_test_sets(glue_dir, task)
 
     cp_path = find_checkpoint(model_dir, checkpoint)
     state = read_checkpoint(cp_path)
@@ -186,6 +207,13 @@ def finetune(
         log_every=max(1, min(50, steps_per_epoch)), eval_every=steps_per_epoch, evaluate=evaluate,
         metrics_path=out_dir / f"{task}.jsonl", desc=f"glue {task}", seed=seed,
     )
+    submission = []
+    model.eval()
+    with torch.no_grad():
+        for split in tests:
+            predictions = predict(model, Encoded(split, tok, model_cfg.type_vocab_size), device_)
+            path = write_submission(out_dir / "submission", split.task, split.split, split.ids, predictions)
+            submission.append(path.name)
     final = {k: v for k, v in records[-1].items() if k not in ("step", "split")}  # the end-of-training eval
     main = spec.metric + _metric_suffix(spec.dev_splits[0], spec.dev_splits)
     try:
@@ -200,6 +228,7 @@ def finetune(
         "dev_examples": len(devs[spec.dev_splits[0]]),
         "dev_splits": {split: len(data) for split, data in devs.items()},
         "train_examples": len(train),
+        "submission": submission,
         "checkpoint": checkpoint_name,
         "hyperparameters": {
             "batch_size": batch_size, "lr": lr, "epochs": epochs, "steps": steps, "warmup_steps": warmup_steps,
