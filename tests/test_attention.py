@@ -1,6 +1,5 @@
 """Softmax and Nystrom attention against reference computations and their exact limits."""
 
-import math
 
 import pytest
 import torch
@@ -8,6 +7,7 @@ import torch
 from effbert.attention import build_attention
 from effbert.attention.nystrom import iterative_pinv, segment_means_weights
 from effbert.config import parse_config
+from reference import lengths_mask, naive_softmax
 
 
 def model_cfg(**attention):
@@ -15,19 +15,11 @@ def model_cfg(**attention):
                         "test").model
 
 
-def naive_softmax(q, k, v, mask):
-    scores = q @ k.transpose(-1, -2) / math.sqrt(q.shape[-1])
-    scores = scores.masked_fill(~mask[:, None, None, :], float("-inf"))
-    return torch.softmax(scores, -1) @ v
-
 
 def qkv(b=2, n=13, d=32, scale=0.5, seed=0):
     g = torch.Generator().manual_seed(seed)
     return [torch.randn(b, 2, n, d, generator=g) * s for s in (scale, scale, 1.0)]
 
-
-def lengths_mask(lengths, n):
-    return torch.arange(n)[None, :] < torch.tensor(lengths)[:, None]
 
 
 def test_softmax_matches_naive_with_padding():

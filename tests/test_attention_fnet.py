@@ -6,6 +6,7 @@ import torch
 
 from effbert.attention.fnet import FnetMixing
 from effbert.config import parse_config
+from reference import lengths_mask
 
 
 def fnet():
@@ -16,9 +17,6 @@ def fnet():
 def hidden(b=2, n=13, width=24, seed=0, dtype=torch.float64):
     return torch.randn(b, n, width, generator=torch.Generator().manual_seed(seed), dtype=dtype)
 
-
-def lengths_mask(lengths, n):
-    return torch.arange(n)[None, :] < torch.tensor(lengths)[:, None]
 
 
 def test_replaces_the_sublayer_without_parameters():

@@ -5,6 +5,7 @@ import torch
 
 from effbert.attention.linear import LinearAttention
 from effbert.config import parse_config
+from reference import lengths_mask
 
 
 def linear():
@@ -16,9 +17,6 @@ def qkv(b=2, n=13, d=16, seed=0, dtype=torch.float64):
     g = torch.Generator().manual_seed(seed)
     return [torch.randn(b, 2, n, d, generator=g, dtype=dtype) for _ in range(3)]
 
-
-def lengths_mask(lengths, n):
-    return torch.arange(n)[None, :] < torch.tensor(lengths)[:, None]
 
 
 def naive_linear(q, k, v, mask):

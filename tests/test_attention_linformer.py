@@ -8,6 +8,7 @@ from torch import nn
 
 from effbert.attention.linformer import SHARED_KEY, LinformerAttention
 from effbert.config import parse_config
+from reference import lengths_mask, naive_softmax
 
 SHARES = ["none", "heads", "kv", "layers"]
 
@@ -24,12 +25,6 @@ def qkv(b=2, n=13, d=16, seed=0, dtype=torch.float64):
     return [torch.randn(b, 2, n, d, generator=g, dtype=dtype) for _ in range(3)]
 
 
-def lengths_mask(lengths, n):
-    return torch.arange(n)[None, :] < torch.tensor(lengths)[:, None]
-
-
-def naive_softmax(q, k, v):
-    return torch.softmax(q @ k.transpose(-1, -2) / math.sqrt(q.shape[-1]), -1) @ v
 
 
 def plain_linformer(q, k, v, mask, e, f):

@@ -7,6 +7,7 @@ import torch
 
 from effbert.attention.local import LocalAttention
 from effbert.config import parse_config
+from reference import lengths_mask
 
 
 def local(window):
@@ -19,9 +20,6 @@ def qkv(b=2, n=23, d=16, seed=0, dtype=torch.float64):
     g = torch.Generator().manual_seed(seed)
     return [torch.randn(b, 2, n, d, generator=g, dtype=dtype) for _ in range(3)]
 
-
-def lengths_mask(lengths, n):
-    return torch.arange(n)[None, :] < torch.tensor(lengths)[:, None]
 
 
 def naive_banded(q, k, v, mask, window):

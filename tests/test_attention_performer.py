@@ -7,6 +7,7 @@ import torch
 
 from effbert.attention.performer import PerformerAttention, orthogonal_gaussian, softmax_kernel_exponent
 from effbert.config import parse_config
+from reference import lengths_mask, naive_softmax
 
 
 def performer(num_features=64, kernel="softmax", redraw_interval=None, head_dim=16, seed=0):
@@ -22,13 +23,6 @@ def qkv(b=2, n=13, d=16, scale=0.5, seed=0, dtype=torch.float64):
     return [torch.randn(b, 2, n, d, generator=g, dtype=dtype) * s for s in (scale, scale, 1.0)]
 
 
-def lengths_mask(lengths, n):
-    return torch.arange(n)[None, :] < torch.tensor(lengths)[:, None]
-
-
-def naive_softmax(q, k, v, mask):
-    scores = q @ k.transpose(-1, -2) / math.sqrt(q.shape[-1])
-    return torch.softmax(scores.masked_fill(~mask[:, None, None, :], -math.inf), -1) @ v
 
 
 def test_orthogonal_features_are_orthogonal_blocks_with_chi_norms():

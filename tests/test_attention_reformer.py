@@ -7,6 +7,7 @@ import torch
 
 from effbert.attention.reformer import ReformerAttention
 from effbert.config import parse_config
+from reference import lengths_mask
 
 
 def reformer(num_hashes=1, bucket_size=4, max_seq_len=64):
@@ -20,9 +21,6 @@ def qv(b=2, n=13, d=32, scale=1.0, seed=0, dtype=torch.float64):
     g = torch.Generator().manual_seed(seed)
     return [torch.randn(b, 2, n, d, generator=g, dtype=dtype) * s for s in (scale, 1.0)]
 
-
-def lengths_mask(lengths, n):
-    return torch.arange(n)[None, :] < torch.tensor(lengths)[:, None]
 
 
 def shared_qk_softmax(q, v, mask):

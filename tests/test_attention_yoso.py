@@ -11,6 +11,7 @@ import torch.nn.functional as F
 import effbert.attention.yoso as yoso
 from effbert.attention.yoso import LshCumulation, YosoAttention, fast_hash, gaussian_hash
 from effbert.config import parse_config
+from reference import lengths_mask
 
 
 def build(hidden=32, heads=2, **options):
@@ -23,9 +24,6 @@ def qkv(b=2, n=13, d=16, seed=0, dtype=torch.float64):
     g = torch.Generator().manual_seed(seed)
     return [torch.randn(b, 2, n, d, generator=g, dtype=dtype) for _ in range(3)]
 
-
-def lengths_mask(lengths, n):
-    return torch.arange(n)[None, :] < torch.tensor(lengths)[:, None]
 
 
 def unit(x):

@@ -14,7 +14,7 @@ from effbert.data.shards import build_shards
 from effbert.data.tokenizer import train_tokenizer
 from effbert.errors import InputError
 from effbert.train.checkpoints import find_checkpoint, list_checkpoints, read_checkpoint
-from effbert.train.loop import warmup_linear_decay
+from effbert.train.loop import warmup_decay
 from effbert.train.pretrain import pretrain
 
 ANIMALS = ["cat", "dog", "owl", "fox", "bee", "elk", "ant", "yak"]
@@ -60,7 +60,7 @@ def shards(tmp_path_factory) -> Path:
 
 
 def test_warmup_then_linear_decay():
-    factor = warmup_linear_decay(warmup_steps=4, total_steps=12)
+    factor = warmup_decay(warmup_steps=4, total_steps=12, kind="linear")
     assert [factor(s) for s in range(4)] == [0.25, 0.5, 0.75, 1.0]
     assert factor(4) == 1.0 and factor(8) == 0.5 and factor(12) == 0.0
 

@@ -59,10 +59,6 @@ def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
-def warmup_linear_decay(warmup_steps: int, total_steps: int) -> Callable[[int], float]:
-    return warmup_decay(warmup_steps, total_steps, "linear")
-
-
 def warmup_decay(warmup_steps: int, total_steps: int, kind: str = "linear") -> Callable[[int], float]:
     """Learning-rate factor: linear warmup to 1, then linear or cosine decay to 0 at `total_steps`."""
     if kind not in ("linear", "cosine"):
