@@ -29,6 +29,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from effbert.data.lra.split import LraSplit, check_split, release_folder
 from effbert.errors import InputError
 from effbert.files import atomic_path, write_json
 
@@ -45,7 +46,9 @@ VOCAB: tuple[str, ...] = (PAD, UNK, *(str(d) for d in range(10)), *OPERATORS, CL
 PAD_ID = VOCAB.index(PAD)
 UNK_ID = VOCAB.index(UNK)
 TOKEN_IDS = {tok: i for i, tok in enumerate(VOCAB)}
+VOCAB_SIZE = len(VOCAB)
 NUM_CLASSES = 10
+RELEASE_SPLITS = {"train": "train", "dev": "val", "test": "test"}  # LraSplit names -> the release's
 
 
 def apply_operator(op: str, args: list[int]) -> int:
@@ -255,3 +258,10 @@ def listops_path(lra_dir: Path, split: str) -> Path:
 def load_split(lra_dir: Path, split: str) -> tuple[list[list[int]], np.ndarray]:
     """One split of the official layout, <lra_dir>/listops-1000/basic_<split>.tsv, as token ids and labels."""
     return load_listops(listops_path(lra_dir, split))
+
+
+def read_split(lra_dir: Path, split: str) -> LraSplit:
+    """The LraSplit for split "train", "dev" (the release's val) or "test" of <lra_dir>/listops-1000."""
+    folder = release_folder(lra_dir, RELEASE_DIR, "ListOps")
+    ids, labels = load_listops(folder / f"basic_{RELEASE_SPLITS[check_split(split)]}.tsv")
+    return LraSplit(inputs=([np.asarray(row, dtype=np.int64) for row in ids],), labels=labels)
