@@ -242,41 +242,4 @@ def test_pad_batch_masks_by_length_not_by_token_id():
     assert mask.tolist() == [[True, True, False, False], [True, True, True, True]]
 
 
-@pytest.fixture
-def one_thread():
-    import torch
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny matrices: more threads only contend on a shared runner
-    yield
-    torch.set_num_threads(threads)
-
-
-def test_tiny_lra_run_scores_the_best_dev_checkpoint(tmp_path: Path, one_thread):
-    from effbert.train.lra import train_lra
-
-    data = tmp_path / "lra" / "listops-1000"
-    generate_listops(data, train=256, val=64, test=1, min_length=10, max_length=60, seed=5)
-    # test = dev: the reported test accuracy must then be the best dev accuracy, not the last one
-    (data / "basic_test.tsv").write_bytes((data / "basic_val.tsv").read_bytes())
-    model_dir = tmp_path / "models" / "tiny"
-    model_dir.mkdir(parents=True)
-    overrides = {"steps": 40, "eval_every": 10, "warmup_steps": 5, "lr": 3e-3, "batch_size": 16,
-                 "hidden_size": 32, "ffn_size": 64, "num_heads": 2, "max_len": 64}
-    (model_dir / "config.json").write_text(json.dumps({"lra": {"listops": overrides}}))
-
-    result = train_lra(model_dir, "listops", tmp_path / "lra", device="cpu")
-
-    assert json.loads((model_dir / "lra" / "listops.json").read_text()) == result
-    assert {"task", "accuracy", "dev_accuracy", "best_step", "steps", "protocol", "seconds"} <= set(result)
-    history = result["dev_history"]
-    assert [h["step"] for h in history] == [10, 20, 30, 40]
-    scores = [h["dev_accuracy"] for h in history]
-    assert all(0.0 <= s <= 100.0 for s in scores)
-    assert result["dev_accuracy"] == max(scores)
-    assert result["best_step"] == history[scores.index(max(scores))]["step"]
-    assert result["accuracy"] == pytest.approx(result["dev_accuracy"])
-    assert result["steps"] == 40 and result["protocol"]["hidden_size"] == 32
-    assert result["protocol"]["lr"] == 3e-3 and result["protocol"]["weight_decay"] == 0.0
-    logged = [json.loads(line) for line in (model_dir / "lra" / "listops.metrics.jsonl").read_text().splitlines()]
-    assert [r["accuracy"] for r in logged if r["split"] == "dev"] == scores
+# the training run itself (seeds, best dev, gather): tests/test_lra_train.py

@@ -61,10 +61,15 @@ def _lra_data(a: argparse.Namespace) -> None:
 
 def _lra(a: argparse.Namespace) -> None:
     from effbert.train.device import set_threads
-    from effbert.train.lra import train_lra
+    from effbert.train.lra import gather_lra, run_lra, train_lra
 
     set_threads(a.threads)
-    train_lra(a.model, a.task, a.lra_dir, device=a.device)
+    if a.gather:
+        gather_lra(a.model, a.task)
+    elif a.seed is not None:
+        train_lra(a.model, a.task, a.lra_dir, seed=a.seed, device=a.device)
+    else:
+        run_lra(a.model, a.task, a.lra_dir, device=a.device)
 
 
 def _report(a: argparse.Namespace) -> None:
@@ -177,10 +182,14 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--max_length", type=int, default=2000)
     s.add_argument("--seed", type=int, default=0)
 
-    s = stage("lra", _lra, "train a model folder's attention on a Long Range Arena task")
+    s = stage("lra", _lra, "train a model folder's attention on a Long Range Arena task: every seed of its "
+              "config (lra.seeds), then models/<name>/lra/<task>.json = their mean")
     s.add_argument("--model", required=True, type=Path)
-    s.add_argument("--task", default="listops", choices=["listops"])
+    s.add_argument("--task", default="listops",
+                   choices=["listops", "text", "retrieval", "image", "pathfinder", "pathx"])
     s.add_argument("--lra_dir", type=Path, default=Path("lra/lra_release"))
+    s.add_argument("--seed", type=int, help="train this seed only: models/<name>/lra/<task>/seed-<s>.json")
+    s.add_argument("--gather", action="store_true", help="only gather the seeds' results into lra/<task>.json")
     runtime(s)
 
     s = stage("report", _report, "collect every model's scores into results/{pretrain,glue,lra}.{csv,md}")

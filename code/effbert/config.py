@@ -203,6 +203,7 @@ class LraTaskConfig(_Section):
 
     steps: int | None = Field(None, ge=1)
     batch_size: int | None = Field(None, ge=1)
+    micro_batch: int | None = Field(None, ge=1, description="rows per forward pass (gradient accumulation)")
     lr: float | None = Field(None, gt=0.0)
     warmup_steps: int | None = Field(None, ge=0)
     eval_every: int | None = Field(None, ge=1)
@@ -212,11 +213,44 @@ class LraTaskConfig(_Section):
     num_heads: int | None = Field(None, ge=1)
     ffn_size: int | None = Field(None, ge=1)
     dropout: float | None = Field(None, ge=0.0, lt=1.0)
-    seed: int = 0
+    self_pretrain_steps: int | None = Field(
+        None, ge=0, description="masked-LM steps on the task's own training inputs first; null: lra.self_pretrain_steps"
+    )
+    mask_prob: float | None = Field(None, gt=0.0, lt=1.0, description="masked share of real tokens in self-pretraining")
+    seeds: list[int] | None = Field(None, min_length=1, description="null: lra.seeds")
 
 
 class LraConfig(_Section):
+    seeds: list[int] = Field([0, 1, 2], min_length=1, description="one run per seed; the task's result is their mean")
+    self_pretrain_steps: int = Field(
+        0, ge=0, description="the switch for every task: masked-LM steps on its own inputs before training (0: off)"
+    )
     listops: LraTaskConfig = LraTaskConfig()
+    text: LraTaskConfig = LraTaskConfig()
+    retrieval: LraTaskConfig = LraTaskConfig()
+    image: LraTaskConfig = LraTaskConfig()
+    pathfinder: LraTaskConfig = LraTaskConfig()
+    pathx: LraTaskConfig = LraTaskConfig()
+
+    @model_validator(mode="after")
+    def _distinct_seeds(self) -> LraConfig:
+        for where, seeds in [("seeds", self.seeds)] + [
+            (f"{task}.seeds", getattr(self, task).seeds) for task in LRA_TASKS
+        ]:
+            if seeds is not None and len(set(seeds)) != len(seeds):
+                raise ValueError(f"lra.{where}: repeated seeds {seeds}")
+        return self
+
+    def task_seeds(self, task: str) -> list[int]:
+        """The seeds a task runs with: its own list, else lra.seeds."""
+        return list(getattr(self, task).seeds or self.seeds)
+
+    def task_self_pretrain_steps(self, task: str) -> int:
+        own = getattr(self, task).self_pretrain_steps
+        return self.self_pretrain_steps if own is None else own
+
+
+LRA_TASKS = ("listops", "text", "retrieval", "image", "pathfinder", "pathx")
 
 
 class Config(_Section):

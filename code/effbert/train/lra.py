@@ -1,20 +1,34 @@
-"""Long Range Arena: train a small encoder from scratch on one task and score its best dev checkpoint on test.
+"""Long Range Arena: train a small encoder from scratch on one task, score its best dev checkpoint on test.
 
-Thin by design: read the task's splits, build Encoder + mean-pooling head from the model folder's
-attention settings and the task's protocol (effbert.data.lra.protocol), and hand everything to the
-one training loop. Batches are padded to their longest member; the attention mask comes from the
-sequence lengths, never from "token id == pad".
+Thin by design: the task's loader (effbert.data.lra.<loader>.read_split, named by the protocol row)
+gives LraSplits; the model folder gives the attention settings; the task's protocol
+(effbert.data.lra.protocol) gives sizes and schedule; the one training loop (effbert.train.loop.fit)
+trains, over effbert.train.loop.SeededBatches (the one seeded batch order). Batches are padded to their
+longest member and the attention mask comes from the sequence lengths, never from a token id (pixel
+value 0 is data). The head pools the mean over real tokens; retrieval is a dual encoder: one shared
+encoder, each document pooled, a classifier over [x0, x1, x0*x1, x0-x1].
 
-    models/<name>/lra/<task>.json            the result (contract: task, accuracy, dev_accuracy, best_step, ...)
-    models/<name>/lra/<task>.metrics.jsonl   the loop's train and dev log
+Optional self-pretraining (the "Never Train from Scratch" result): masked-LM steps on the task's own
+training inputs, then the classification training starts from those encoder weights.
+
+One run per seed, then a gather:
+
+    models/<name>/lra/<task>/seed-<s>.json                one seed's result (accuracy = test acc of the best dev step)
+    models/<name>/lra/<task>/seed-<s>.metrics.jsonl       the loop's train and dev log
+    models/<name>/lra/<task>/seed-<s>.self-pretrain.jsonl the masked-LM log, when self-pretraining
+    models/<name>/lra/<task>.json                         the gather: accuracy (mean over seeds), accuracy_std, runs
 """
 
 from __future__ import annotations
 
 import dataclasses
+import importlib
+import json
+import statistics
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
+from types import ModuleType
 
 import numpy as np
 import torch
@@ -22,70 +36,101 @@ import torch.nn.functional as F
 from pydantic import ValidationError
 from torch import nn
 
-from effbert.config import CONFIG_FILE, ModelConfig, load_config
-from effbert.data.lra import listops
-from effbert.data.lra.protocol import LraProtocol, resolve_protocol
+from effbert.config import CONFIG_FILE, LRA_TASKS, ModelConfig, load_config
+from effbert.data.lra.protocol import PROTOCOLS, LraProtocol, resolve_protocol
+from effbert.data.lra.split import LraSplit
 from effbert.errors import InputError
 from effbert.files import write_json
-from effbert.model.encoder import Encoder
-from effbert.model.heads import MeanPoolClassifier
+from effbert.model.encoder import Encoder, init_weights
+from effbert.model.heads import MlmHead, mean_over_real_tokens
 from effbert.train.device import pick_device, seed_everything
-from effbert.train.loop import fit, run_evaluation
+from effbert.train.loop import SeededBatches, fit, run_evaluation
 
-Split = tuple[list[list[int]], np.ndarray]  # token ids per example, labels
+assert set(LRA_TASKS) == set(PROTOCOLS), "config.LRA_TASKS and protocol.PROTOCOLS must name the same tasks"
+TASKS = tuple(PROTOCOLS)
+IGNORE = -100  # label of positions without a masked-LM prediction
 
-# task -> (reader of one split from <lra_dir>, pad id, vocabulary size, names of the train/dev/test splits)
-TASKS: dict[str, tuple[Callable[[Path, str], Split], int, int, tuple[str, str, str]]] = {
-    "listops": (listops.load_split, listops.PAD_ID, len(listops.VOCAB), ("train", "val", "test")),
-}
+
+def task_loader(task: str) -> ModuleType:
+    """The module that reads `task` (effbert.data.lra.<loader>)."""
+    if task not in PROTOCOLS:
+        raise InputError(f"unknown LRA task {task!r}; expected one of {sorted(PROTOCOLS)}")
+    return importlib.import_module(f"effbert.data.lra.{PROTOCOLS[task].loader}")
+
+
+def input_keys(k: int) -> tuple[str, str]:
+    """Batch keys of encoder input k: input_ids / attention_mask, then input_ids_1 / attention_mask_1."""
+    suffix = "" if k == 0 else f"_{k}"
+    return f"input_ids{suffix}", f"attention_mask{suffix}"
+
+
+def dual_features(x0: torch.Tensor, x1: torch.Tensor) -> torch.Tensor:
+    """The retrieval head's input: [x0, x1, x0*x1, x0-x1] (B, 4H) from the two pooled documents (B, H)."""
+    return torch.cat([x0, x1, x0 * x1, x0 - x1], dim=-1)
 
 
 class LraClassifier(nn.Module):
-    """Encoder, then the mean over real tokens and a two-layer MLP (the LRA head)."""
+    """Encoder, the mean over real tokens, then a two-layer MLP (the LRA head).
 
-    def __init__(self, cfg: ModelConfig, vocab_size: int, num_classes: int, mlp_size: int):
+    With two inputs (retrieval) the same encoder reads both and the MLP sees dual_features."""
+
+    def __init__(self, cfg: ModelConfig, vocab_size: int, num_classes: int, mlp_size: int, inputs: int = 1):
         super().__init__()
+        if inputs not in (1, 2):
+            raise ValueError(f"an LRA task has 1 or 2 inputs, not {inputs}")
+        self.inputs = inputs
         self.encoder = Encoder(cfg, vocab_size)
-        self.head = MeanPoolClassifier(cfg.hidden_size, num_classes, mlp_size)
+        features = cfg.hidden_size * (4 if inputs == 2 else 1)
+        self.head = nn.Sequential(nn.Linear(features, mlp_size), nn.ReLU(), nn.Linear(mlp_size, num_classes))
+        self.head.apply(init_weights)
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        return self.head(self.encoder(input_ids, attention_mask), attention_mask)  # (B, classes)
+    def pooled(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        return mean_over_real_tokens(self.encoder(input_ids, attention_mask), attention_mask)  # (B, H)
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                input_ids_1: torch.Tensor | None = None, attention_mask_1: torch.Tensor | None = None) -> torch.Tensor:
+        x0 = self.pooled(input_ids, attention_mask)
+        if self.inputs == 1:
+            return self.head(x0)  # (B, classes)
+        if input_ids_1 is None or attention_mask_1 is None:
+            raise ValueError("a dual-encoder model needs input_ids_1 and attention_mask_1")
+        return self.head(dual_features(x0, self.pooled(input_ids_1, attention_mask_1)))
 
 
-def pad_batch(rows: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+def pad_batch(rows: list[np.ndarray] | list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
     """(B, longest) token ids and the (B, longest) bool mask of real tokens, from the lengths."""
     lengths = torch.tensor([len(r) for r in rows])
-    ids = torch.full((len(rows), int(lengths.max())), pad_id, dtype=torch.long)
+    ids = torch.full((len(rows), max(int(lengths.max()), 1)), pad_id, dtype=torch.long)
     for i, row in enumerate(rows):
-        ids[i, : len(row)] = torch.tensor(row, dtype=torch.long)
+        ids[i, : len(row)] = torch.as_tensor(np.asarray(row, dtype=np.int64))
     mask = torch.arange(ids.shape[1])[None, :] < lengths[:, None]
     return ids, mask
 
 
-def train_batches(split: Split, batch_size: int, pad_id: int, seed: int) -> Iterator[dict[str, torch.Tensor]]:
-    """Endless full batches over a seeded stream of epochs, each a fresh permutation."""
-    ids, labels = split
-    rng = np.random.default_rng(seed)
-    order = np.empty(0, dtype=np.int64)
-    while True:
-        while len(order) < batch_size:
-            order = np.concatenate([order, rng.permutation(len(ids))])
-        take, order = order[:batch_size], order[batch_size:]
-        input_ids, mask = pad_batch([ids[i] for i in take], pad_id)
-        yield {"input_ids": input_ids, "attention_mask": mask, "labels": torch.from_numpy(labels[take])}
+def make_batch(split: LraSplit, indices: np.ndarray | list[int], pad_id: int) -> dict[str, torch.Tensor]:
+    """The padded inputs (every encoder input) and labels of the examples at `indices`."""
+    batch: dict[str, torch.Tensor] = {}
+    for k, seqs in enumerate(split.inputs):
+        ids_key, mask_key = input_keys(k)
+        batch[ids_key], batch[mask_key] = pad_batch([seqs[int(i)] for i in indices], pad_id)
+    batch["labels"] = torch.from_numpy(split.labels[np.asarray(indices, dtype=np.int64)])
+    return batch
 
 
-def accuracy(model: nn.Module, split: Split, batch_size: int, pad_id: int, device: torch.device) -> float:
+def forward(model: nn.Module, batch: dict[str, torch.Tensor], device: torch.device) -> torch.Tensor:
+    return model(**{k: v.to(device) for k, v in batch.items() if k != "labels"})
+
+
+def accuracy(model: nn.Module, split: LraSplit, batch_size: int, pad_id: int, device: torch.device) -> float:
     """Accuracy in percent; batches of similar length, so little time goes to padding."""
-    ids, labels = split
-    order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
+    longest = np.max(np.stack([split.lengths(k) for k in range(split.num_inputs)]), axis=0)
+    order = np.argsort(longest, kind="stable")
     correct = 0
     for start in range(0, len(order), batch_size):
-        take = order[start : start + batch_size]
-        input_ids, mask = pad_batch([ids[i] for i in take], pad_id)
-        predicted = model(input_ids.to(device), mask.to(device)).argmax(-1).cpu()
-        correct += int((predicted == torch.from_numpy(labels[take])).sum())
-    return 100.0 * correct / len(ids)
+        batch = make_batch(split, order[start : start + batch_size], pad_id)
+        predicted = forward(model, batch, device).argmax(-1).cpu()
+        correct += int((predicted == batch["labels"]).sum())
+    return 100.0 * correct / len(split)
 
 
 def model_config(base: ModelConfig, protocol: LraProtocol, vocab_size: int, source: str) -> ModelConfig:
@@ -103,47 +148,135 @@ def model_config(base: ModelConfig, protocol: LraProtocol, vocab_size: int, sour
         raise InputError(f"{source}: lra.{protocol.task}: {msg}") from None
 
 
-def _read(task: str, lra_dir: Path, max_len: int) -> tuple[dict[str, Split], int]:
-    reader, _, _, names = TASKS[task]
+def truncate(split: LraSplit, max_len: int) -> tuple[LraSplit, int]:
+    """Every input cut to max_len tokens, as LRA's input pipeline does; and how many sequences were cut."""
+    cut = sum(int((split.lengths(k) > max_len).sum()) for k in range(split.num_inputs))
+    if not cut:
+        return split, 0
+    return LraSplit(inputs=tuple([s[:max_len] for s in seqs] for seqs in split.inputs), labels=split.labels), cut
+
+
+def read_task(task: str, lra_dir: Path, protocol: LraProtocol) -> tuple[dict[str, LraSplit], int]:
+    """train/dev/test LraSplits of `task`, truncated to the protocol's max_len; and the truncation count."""
+    module = task_loader(task)
     splits, truncated = {}, 0
-    for role, name in zip(("train", "dev", "test"), names, strict=True):
-        ids, labels = reader(lra_dir, name)
-        if not ids:
+    for name in ("train", "dev", "test"):
+        split = module.read_split(Path(lra_dir), name, **dict(protocol.options))
+        if not len(split):
             raise InputError(f"{lra_dir}: the {task} {name} split has no examples")
-        truncated += sum(len(r) > max_len for r in ids)
-        splits[role] = ([r[:max_len] for r in ids], labels)  # as LRA's input pipeline truncates
+        if split.num_inputs != protocol.inputs:
+            raise InputError(f"{lra_dir}: the {task} loader gave {split.num_inputs} inputs, expected {protocol.inputs}")
+        splits[name], cut = truncate(split, protocol.max_len)
+        truncated += cut
     return splits, truncated
 
 
-def train_lra(model_dir: Path, task: str, lra_dir: Path, *, device: torch.device | str | None = None) -> dict:
-    """Train on <lra_dir>'s task data with the model folder's attention; write models/<name>/lra/<task>.json."""
-    if task not in TASKS:
-        raise InputError(f"unknown LRA task {task!r}; expected one of {sorted(TASKS)}")
+# ---- self-pretraining: masked LM on the task's own inputs ----
+
+
+class _MaskedLm(nn.Module):
+    def __init__(self, encoder: Encoder, eps: float):
+        super().__init__()
+        self.encoder = encoder
+        self.mlm = MlmHead(encoder.cfg.hidden_size, encoder.embeddings.word, eps)
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        hidden = self.encoder(input_ids, attention_mask)
+        predicted = labels != IGNORE
+        return F.cross_entropy(self.mlm(hidden[predicted]).float(), labels[predicted])
+
+
+def mask_tokens(ids: torch.Tensor, real: torch.Tensor, *, mask_id: int, data_vocab: int, mask_prob: float,
+                generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """BERT's masking on real tokens only: choose mask_prob of them (at least one per batch); of those 80%
+    become mask_id, 10% a random data token, 10% stay. Returns (inputs, labels with IGNORE elsewhere)."""
+    chosen = (torch.rand(ids.shape, generator=generator) < mask_prob) & real
+    if not chosen.any():
+        first = real.nonzero()[0]
+        chosen[first[0], first[1]] = True
+    labels = torch.where(chosen, ids, torch.full_like(ids, IGNORE))
+    draw = torch.rand(ids.shape, generator=generator)
+    inputs = ids.clone()
+    inputs[chosen & (draw < 0.8)] = mask_id
+    swap = chosen & (draw >= 0.8) & (draw < 0.9)
+    inputs[swap] = torch.randint(0, data_vocab, ids.shape, generator=generator)[swap]
+    return inputs, labels
+
+
+def self_pretrain(encoder: Encoder, train: LraSplit, protocol: LraProtocol, *, mask_id: int, data_vocab: int,
+                  pad_id: int, seed: int, metrics_path: Path | None = None,
+                  micro_batch: int | None = None) -> list[dict]:
+    """protocol.self_pretrain_steps masked-LM steps on every training input (both documents for retrieval).
+
+    Changes `encoder` in place; the MLM head (tied to the word embeddings) is dropped afterwards."""
+    device = next(encoder.parameters()).device
+    sequences = [s for seqs in train.inputs for s in seqs]
+    generator = torch.Generator().manual_seed(seed)
+
+    def batch_of(indices: np.ndarray) -> dict[str, torch.Tensor]:
+        ids, real = pad_batch([sequences[int(i)] for i in indices], pad_id)
+        inputs, labels = mask_tokens(ids, real, mask_id=mask_id, data_vocab=data_vocab,
+                                     mask_prob=protocol.mask_prob, generator=generator)
+        return {"input_ids": inputs, "attention_mask": real, "labels": labels}
+
+    def loss_fn(model: nn.Module, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
+        return model(**{k: v.to(device) for k, v in batch.items()}), {}
+
+    steps = protocol.self_pretrain_steps
+    batches = SeededBatches(batch_of, len(sequences), min(protocol.batch_size, len(sequences)), seed + 1,
+                            micro_batch=micro_batch)
+    model = _MaskedLm(encoder, protocol.layer_norm_eps).to(device)
+    return fit(model, loss_fn, batches, steps=steps, lr=protocol.lr, weight_decay=protocol.weight_decay,
+               warmup_steps=min(protocol.warmup_steps, steps // 10), log_every=max(1, min(50, steps)),
+               metrics_path=metrics_path, desc=f"lra {protocol.task} self-pretrain", seed=seed + 1)
+
+
+# ---- one seed, and the gather over seeds ----
+
+
+def seed_path(model_dir: Path, task: str, seed: int, suffix: str = ".json") -> Path:
+    return Path(model_dir) / "lra" / task / f"seed-{seed}{suffix}"
+
+
+def train_lra(model_dir: Path, task: str, lra_dir: Path, *, seed: int | None = None,
+              device: torch.device | str | None = None) -> dict:
+    """Train one seed (default: the task's first) on <lra_dir>'s data; write models/<name>/lra/<task>/seed-<s>.json."""
+    module = task_loader(task)
     started = time.perf_counter()
     model_dir, lra_dir = Path(model_dir), Path(lra_dir)
     cfg = load_config(model_dir)
     overrides = getattr(cfg.lra, task)
-    protocol = resolve_protocol(task, overrides)
-    _, pad_id, data_vocab, _ = TASKS[task]
+    seed = cfg.lra.task_seeds(task)[0] if seed is None else seed
+    protocol = dataclasses.replace(
+        resolve_protocol(task, overrides), self_pretrain_steps=cfg.lra.task_self_pretrain_steps(task)
+    )
     device = torch.device(device) if device is not None else pick_device()
 
-    splits, truncated = _read(task, lra_dir, protocol.max_len)
-    vocab_size = max(protocol.vocab_size, data_vocab)
+    splits, truncated = read_task(task, lra_dir, protocol)
+    data_vocab, pad_id = int(module.VOCAB_SIZE), int(module.PAD_ID)
+    mask_id = data_vocab  # self-pretraining's [MASK]: one row past the data's tokens
+    vocab_size = max(protocol.vocab_size, data_vocab + (protocol.self_pretrain_steps > 0))
     mcfg = model_config(cfg.model, protocol, vocab_size, str(model_dir / CONFIG_FILE))
-    seed_everything(overrides.seed)
-    model = LraClassifier(mcfg, vocab_size, protocol.num_classes, mlp_size=protocol.ffn_size).to(device)
+    seed_everything(seed)
+    model = LraClassifier(mcfg, vocab_size, protocol.num_classes, mlp_size=protocol.ffn_size,
+                          inputs=protocol.inputs).to(device)
+
+    self_pretrain_log: list[dict] = []
+    if protocol.self_pretrain_steps:
+        self_pretrain_log = self_pretrain(
+            model.encoder, splits["train"], protocol, mask_id=mask_id, data_vocab=data_vocab, pad_id=pad_id,
+            seed=seed, metrics_path=seed_path(model_dir, task, seed, ".self-pretrain.jsonl"),
+            micro_batch=overrides.micro_batch,
+        )
 
     step = 0
     best: dict = {"dev_accuracy": -1.0, "best_step": 0, "state": None}
     history: list[dict] = []
 
     def loss_fn(model: nn.Module, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
-        nonlocal step
-        step += 1  # the loop calls this once per optimizer step
         labels = batch["labels"].to(device)
-        logits = model(batch["input_ids"].to(device), batch["attention_mask"].to(device))
-        acc = float((logits.argmax(-1) == labels).float().mean()) * 100.0
-        return F.cross_entropy(logits, labels), {"accuracy": acc}
+        logits = forward(model, batch, device)
+        return F.cross_entropy(logits, labels), {"accuracy": (logits.argmax(-1) == labels).float().mean() * 100.0}
 
     def evaluate(model: nn.Module) -> dict[str, float]:
         dev = accuracy(model, splits["dev"], protocol.batch_size, pad_id, device)
@@ -153,33 +286,93 @@ def train_lra(model_dir: Path, task: str, lra_dir: Path, *, device: torch.device
             best.update(dev_accuracy=dev, best_step=step, state=state)
         return {"accuracy": dev}
 
-    out_dir = model_dir / "lra"
+    train = splits["train"]
+    batches = SeededBatches(lambda idx: make_batch(train, idx, pad_id), len(train), protocol.batch_size, seed,
+                            micro_batch=overrides.micro_batch)
+
+    def counted(model: nn.Module, batch: dict[str, torch.Tensor]):
+        nonlocal step
+        step = batches.epoch * (batches.n // batches.batch_size) + batches.position  # optimizer steps so far
+        return loss_fn(model, batch)
+
+    train_started = time.perf_counter()
     fit(
-        model, loss_fn, train_batches(splits["train"], protocol.batch_size, pad_id, overrides.seed),
-        steps=protocol.steps, lr=protocol.lr, weight_decay=protocol.weight_decay,
+        model, counted, batches, steps=protocol.steps, lr=protocol.lr, weight_decay=protocol.weight_decay,
         warmup_steps=protocol.warmup_steps, eval_every=protocol.eval_every, evaluate=evaluate,
-        metrics_path=out_dir / f"{task}.metrics.jsonl", desc=f"lra {task}", seed=overrides.seed,
+        log_every=min(50, protocol.eval_every), metrics_path=seed_path(model_dir, task, seed, ".metrics.jsonl"),
+        desc=f"lra {task} seed {seed}", seed=seed,
     )
+    train_seconds = time.perf_counter() - train_started
     model.load_state_dict(best["state"])
     test = run_evaluation(
         model, lambda m: {"accuracy": accuracy(m, splits["test"], protocol.batch_size, pad_id, device)}
     )["accuracy"]
     result = {
         "task": task,
+        "seed": seed,
         "accuracy": test,
         "dev_accuracy": best["dev_accuracy"],
         "best_step": best["best_step"],
         "steps": protocol.steps,
         "protocol": dataclasses.asdict(protocol),
         "seconds": round(time.perf_counter() - started, 3),
+        "train_seconds": round(train_seconds, 3),
         "model": model_dir.name,
         "attention": cfg.model.attention.model_dump(),
-        "seed": overrides.seed,
         "parameters": sum(p.numel() for p in model.parameters()),
-        "examples": {role: len(split[0]) for role, split in splits.items()},
+        "examples": {name: len(split) for name, split in splits.items()},
         "truncated": truncated,
         "device": str(device),
+        "threads": torch.get_num_threads(),
         "dev_history": history,
+        "self_pretrain": ({"steps": protocol.self_pretrain_steps, "final_loss": self_pretrain_log[-1]["loss"]}
+                          if self_pretrain_log else None),
     }
-    write_json(out_dir / f"{task}.json", result)
+    write_json(seed_path(model_dir, task, seed), result)
     return result
+
+
+def _mean_std(values: list[float]) -> tuple[float, float]:
+    return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
+
+
+def gather_lra(model_dir: Path, task: str, seeds: list[int] | None = None) -> dict:
+    """Mean and spread over the seeds' results; write models/<name>/lra/<task>.json (what the report reads)."""
+    model_dir = Path(model_dir)
+    task_loader(task)  # names the task in the error when unknown
+    seeds = load_config(model_dir).lra.task_seeds(task) if seeds is None else list(seeds)
+    runs = []
+    for seed in seeds:
+        path = seed_path(model_dir, task, seed)
+        if not path.is_file():
+            raise InputError(f"{path}: no result for seed {seed}; run `effbert lra --model {model_dir} --task {task} "
+                             f"--seed {seed}` first")
+        runs.append(json.loads(path.read_text(encoding="utf-8")))
+    accuracy_mean, accuracy_std = _mean_std([r["accuracy"] for r in runs])
+    dev_mean, dev_std = _mean_std([r["dev_accuracy"] for r in runs])
+    result = {
+        "task": task,
+        "accuracy": accuracy_mean,
+        "accuracy_std": accuracy_std,
+        "dev_accuracy": dev_mean,
+        "dev_accuracy_std": dev_std,
+        "seeds": seeds,
+        "steps": runs[0]["steps"],
+        "model": model_dir.name,
+        "attention": runs[0]["attention"],
+        "protocol": runs[0]["protocol"],
+        "seconds": round(sum(r["seconds"] for r in runs), 3),
+        "runs": [{k: v for k, v in r.items() if k not in ("protocol", "attention")} for r in runs],
+    }
+    write_json(model_dir / "lra" / f"{task}.json", result)
+    return result
+
+
+def run_lra(model_dir: Path, task: str, lra_dir: Path, *, device: torch.device | str | None = None,
+            progress: Callable[[dict], None] | None = None) -> dict:
+    """Every seed of the task in turn (skipping none), then the gather."""
+    for seed in load_config(model_dir).lra.task_seeds(task):
+        result = train_lra(model_dir, task, lra_dir, seed=seed, device=device)
+        if progress is not None:
+            progress(result)
+    return gather_lra(model_dir, task)
