@@ -19,7 +19,15 @@ def test_defaults_are_bert_base(tmp_path):
     cfg = load_config(write(tmp_path, {}))
     assert (cfg.model.hidden_size, cfg.model.num_layers, cfg.model.num_heads, cfg.model.ffn_size) == (768, 12, 12, 3072)
     assert cfg.model.attention.type == "softmax" and cfg.model.head_dim == 64
-    assert cfg.pretraining.lr == 1e-4 and cfg.glue.lr == 3e-5 and cfg.from_cp is None
+    assert cfg.pretraining.lr == 1e-4 and cfg.from_cp is None
+    # GLUE: the papers' grid, three seeds, each task's own epochs
+    assert cfg.glue.batch_size == [16, 32] and cfg.glue.lr == [2e-5, 3e-5, 4e-5, 5e-5]
+    assert cfg.glue.seeds == [0, 1, 2] and cfg.glue.epochs is None and cfg.glue.selection == "mean"
+
+
+def test_glue_grid_accepts_single_values(tmp_path):
+    cfg = load_config(write(tmp_path, {"glue": {"batch_size": 32, "lr": 3e-5, "seeds": 7, "epochs": {"MRPC": 5}}}))
+    assert (cfg.glue.batch_size, cfg.glue.lr, cfg.glue.seeds, cfg.glue.epochs) == ([32], [3e-5], [7], {"MRPC": 5})
 
 
 def test_nystrom_options_and_int_for_float(tmp_path):
@@ -42,6 +50,11 @@ def test_nystrom_options_and_int_for_float(tmp_path):
         ({"model": {"attention": {"type": "nystrom", "conv_kernel": 4}}}, "conv_kernel"),
         ({"model": {"dropout": 1.5}}, "model.dropout"),
         ({"glue": {"epochs": 0}}, "glue.epochs"),
+        ({"glue": {"epochs": {"MRCP": 3}}}, "epochs names unknown GLUE tasks ['MRCP']"),
+        ({"glue": {"lr": [3e-5, 3e-5]}}, "lr lists a value twice"),
+        ({"glue": {"batch_size": []}}, "glue.batch_size"),
+        ({"glue": {"batch_size": [0]}}, "glue.batch_size.0"),
+        ({"glue": {"selection": "best"}}, "glue.selection"),
     ],
 )
 def test_bad_config_names_file_and_key(tmp_path, data, expected):

@@ -220,7 +220,7 @@ def _tiny_model_dir(tmp_path: Path, glue_dir: Path) -> Path:
 
     model_dir = tmp_path / "models" / "tiny"
     model_dir.mkdir(parents=True)
-    raw = {"model": TINY_MODEL, "glue": {"batch_size": 32, "lr": 1e-3, "epochs": 1}}
+    raw = {"model": TINY_MODEL, "glue": {"batch_size": 32, "lr": 1e-3, "epochs": 1, "seeds": [0]}}
     (model_dir / "config.json").write_text(json.dumps(raw), encoding="utf-8")
     cfg = parse_config(raw, "test")
     tokenizer_text = tok_path.read_text(encoding="utf-8")
@@ -241,7 +241,7 @@ def test_finetune_requires_dev_and_writes_nothing_without_it(tmp_path):
     (tmp_path / "glue" / "SST-2" / "dev.tsv").unlink()
     with pytest.raises(InputError, match=r"dev\.tsv"):
         finetune(model_dir, "SST-2", tmp_path / "glue")
-    assert not (model_dir / "glue" / "SST-2.json").exists()
+    assert not (model_dir / "glue").exists()
 
 
 def test_finetune_tiny_model_on_demo_sst2(tmp_path):
@@ -250,16 +250,40 @@ def test_finetune_tiny_model_on_demo_sst2(tmp_path):
     write_demo_glue(tmp_path / "glue")
     model_dir = _tiny_model_dir(tmp_path, tmp_path / "glue")
     result = finetune(model_dir, "SST-2", tmp_path / "glue", device="cpu")
-    assert json.loads((model_dir / "glue" / "SST-2.json").read_text()) == result
+    assert json.loads((model_dir / "glue" / "SST-2" / "bs32-lr0.001-seed0.json").read_text()) == result
     assert result["metric"] == "accuracy" and result["dev_examples"] == 300
     assert result["checkpoint"] == "checkpoints/cp-0000.pt"
-    assert result["hyperparameters"]["steps"] == math.ceil(2000 / 32)
+    assert result["hyperparameters"]["steps"] == 2000 // 32  # full batches; the remainder joins the next epoch
     assert result["score"] > 85.0, result  # chance is 50
     assert result["submission"] == ["SST-2.tsv"]
     ids = _test_ids(tmp_path / "glue" / "SST-2" / "test.tsv")
     assert ids == [str(i) for i in range(300)]
-    predicted = _check_submission(model_dir / "glue" / "submission" / "SST-2.tsv", ids, {"0", "1"})
+    predicted = _check_submission(_run_submission(model_dir, "SST-2", "SST-2.tsv"), ids, {"0", "1"})
     assert set(predicted) == {"0", "1"}  # a trained model predicts both classes of the balanced test set
+
+
+def test_finetune_grid_runs_each_point_once_then_selects(tmp_path):
+    from effbert.train.glue import finetune_grid
+
+    write_demo_glue(tmp_path / "glue")
+    model_dir = _tiny_model_dir(tmp_path, tmp_path / "glue")
+    config = json.loads((model_dir / "config.json").read_text())
+    config["glue"]["lr"] = [1e-6, 1e-3]  # one epoch at 1e-6 leaves a random model near chance
+    (model_dir / "config.json").write_text(json.dumps(config))
+    result = finetune_grid(model_dir, "SST-2", tmp_path / "glue", device="cpu")
+    assert result["selected"]["lr"] == 1e-3 and result["score"] > 85.0, result
+    assert [row["dev"] < 70.0 for row in result["grid"]] == [True, False]
+    assert (model_dir / "glue" / "submission" / "SST-2.tsv").read_text() == _run_submission(
+        model_dir, "SST-2", "SST-2.tsv").read_text()
+    # a second call trains nothing: every run is on disk
+    stamps = {p: p.stat().st_mtime_ns for p in (model_dir / "glue" / "SST-2").glob("*.json")}
+    assert finetune_grid(model_dir, "SST-2", tmp_path / "glue", device="cpu") == result
+    assert stamps == {p: p.stat().st_mtime_ns for p in (model_dir / "glue" / "SST-2").glob("*.json")}
+
+
+def _run_submission(model_dir: Path, task: str, name: str) -> Path:
+    """Where the grid's only run (bs32-lr0.001-seed0) writes its submission file."""
+    return model_dir / "glue" / task / "bs32-lr0.001-seed0" / "submission" / name
 
 
 def test_glue_module_exports_the_table():
@@ -334,16 +358,16 @@ def test_finetune_writes_the_demo_submissions(tmp_path):
 
     write_demo_glue(tmp_path / "glue")
     model_dir = _tiny_model_dir(tmp_path, tmp_path / "glue")
-    result = finetune(model_dir, "MRPC", tmp_path / "glue", device="cpu", epochs=1)
+    result = finetune(model_dir, "MRPC", tmp_path / "glue", device="cpu")
     assert result["submission"] == ["MRPC.tsv"]
     ids = _test_ids(tmp_path / "glue" / "MRPC" / "test.tsv")
     assert len(ids) == 200
-    _check_submission(model_dir / "glue" / "submission" / "MRPC.tsv", ids, {"0", "1"})
+    _check_submission(_run_submission(model_dir, "MRPC", "MRPC.tsv"), ids, {"0", "1"})
 
     # without a test file there is nothing to submit, and no error
     (tmp_path / "glue" / "SST-2" / "test.tsv").unlink()
-    assert finetune(model_dir, "SST-2", tmp_path / "glue", device="cpu", epochs=1)["submission"] == []
-    assert sorted(p.name for p in (model_dir / "glue" / "submission").iterdir()) == ["MRPC.tsv"]
+    assert finetune(model_dir, "SST-2", tmp_path / "glue", device="cpu")["submission"] == []
+    assert not (model_dir / "glue" / "SST-2" / "bs32-lr0.001-seed0").exists()
 
 
 def test_finetune_mnli_writes_both_test_sets_and_the_diagnostic(tmp_path):
@@ -353,7 +377,7 @@ def test_finetune_mnli_writes_both_test_sets_and_the_diagnostic(tmp_path):
     model_dir = _tiny_model_dir(tmp_path, tmp_path / "glue")
     labelled = ["index\tsentence1\tsentence2\tgold_label"] + [
         f"{i}\tthe harbour is warm .\tthe harbour is {w} .\t{y}"
-        for i, (w, y) in enumerate([("warm", "entailment"), ("cold", "contradiction"), ("old", "neutral")] * 4)
+        for i, (w, y) in enumerate([("warm", "entailment"), ("cold", "contradiction"), ("old", "neutral")] * 12)
     ]
     # test files: no label column, indices not in row order
     unlabelled = ["index\tsentence1\tsentence2"] + [f"{i}\ta film .\ta {w} film ." for i, w in
@@ -362,12 +386,12 @@ def test_finetune_mnli_writes_both_test_sets_and_the_diagnostic(tmp_path):
                                             ("train.tsv", "dev_matched.tsv", "dev_mismatched.tsv")})
     for name in ("test_matched.tsv", "test_mismatched.tsv"):
         (tmp_path / "glue" / "MNLI" / name).write_text("\n".join(unlabelled) + "\n", encoding="utf-8")
-    result = finetune(model_dir, "MNLI", tmp_path / "glue", device="cpu", epochs=1)
+    result = finetune(model_dir, "MNLI", tmp_path / "glue", device="cpu")
     assert result["submission"] == ["MNLI-m.tsv", "MNLI-mm.tsv"]  # no diagnostic file: no AX.tsv
 
     _write_task(tmp_path / "glue", "diagnostic", {"diagnostic.tsv": "\n".join(unlabelled) + "\n"})
-    result = finetune(model_dir, "MNLI", tmp_path / "glue", device="cpu", epochs=1)
+    result = finetune(model_dir, "MNLI", tmp_path / "glue", device="cpu")
     assert result["submission"] == ["MNLI-m.tsv", "MNLI-mm.tsv", "AX.tsv"]
     for name in result["submission"]:
-        _check_submission(model_dir / "glue" / "submission" / name, ["5", "9", "2"],
+        _check_submission(_run_submission(model_dir, "MNLI", name), ["5", "9", "2"],
                           {"entailment", "neutral", "contradiction"})

@@ -30,7 +30,7 @@ ADJECTIVES = [("fast", "quick"), ("big", "large"), ("small", "little"), ("happy"
               ("quiet", "silent"), ("difficult", "hard"), ("scared", "afraid"), ("odd", "strange"),
               ("tired", "exhausted"), ("old", "ancient"), ("beautiful", "pretty"), ("wet", "damp")]
 SIZES = {"train": 320, "dev": 100}
-SETTINGS = {"batch_size": 16, "lr": 5e-5, "epochs": 3, "max_seq_len": 32, "warmup_ratio": 0.1, "seed": 0}
+SETTINGS = {"batch_size": 16, "lr": 5e-5, "epochs": 3, "max_seq_len": 32, "warmup_ratio": 0.1, "seeds": [0]}
 
 
 def _pairs(rng: random.Random, nouns: list, adjectives: list, n: int) -> list[tuple[str, str, str]]:

@@ -56,7 +56,8 @@ def test_real_scale_dry_run_lists_the_whole_dag(tmp_path):
     # 512 shards from Wikipedia + BookCorpus; the 4096 set adds a third of Stories and of RealNews
     assert jobs == Counter({
         "extract_documents": 4, "build_tokenizer": 1, "build_shards": 2, "pretrain_model": models,
-        "finetune_glue": models * len(tasks), "generate_listops": 1, "train_lra": models, "report": 1, "all": 1,
+        "finetune_glue": models * len(tasks) * 2 * 4 * 3, "select_glue": models * len(tasks),
+        "generate_listops": 1, "train_lra": models, "report": 1, "all": 1,
     })
     long_shards = next(line for line in plan.splitlines() if "effbert shards" in line and "4096" in line)
     assert "text/stories data-preprocessing/text/realnews" in long_shards
@@ -85,6 +86,10 @@ def test_demo_dag_end_to_end(tmp_path):
     assert (glue[glue.task == "SST-2"].score > 70).all()
     assert lra.published.tolist() == [37.15 if m == "nystrom" else 37.10 for m in lra.model]
     assert "| model" in (results / "glue.md").read_text()
+    # each score aggregates the two seeds of the better of the two learning rates
+    selected = json.loads((project / "demo/models/softmax/glue/SST-2.json").read_text())
+    assert selected["selected"]["seeds"] == [0, 1] and selected["selected"]["lr"] in (5e-4, 1e-3)
+    assert (project / "demo/models/softmax/glue/submission/SST-2.tsv").is_file()
 
     # rerunning does nothing
     assert "Nothing to be done" in snakemake(project, *demo, "-n")
@@ -96,6 +101,7 @@ def test_demo_dag_end_to_end(tmp_path):
     config_path.write_text(json.dumps(cfg, indent=2))
     plan = snakemake(project, *demo, "-n", "--printshellcmds")
     jobs = planned_jobs(plan)
-    assert jobs == Counter({"pretrain_model": 1, "finetune_glue": 2, "train_lra": 1, "report": 1, "all": 1})
+    assert jobs == Counter({"pretrain_model": 1, "finetune_glue": 2 * 4, "select_glue": 2, "train_lra": 1,
+                            "report": 1, "all": 1})
     commands = [line for line in plan.splitlines() if "effbert " in line and "effbert report" not in line]
     assert commands and all("demo/models/nystrom" in c and "demo/models/softmax" not in c for c in commands)

@@ -21,6 +21,19 @@ def model(root, name, attention, pretrain=None, glue=None, lra=None):
     return folder
 
 
+def table_rows(markdown: str, first: int = 0) -> list[dict[str, str]]:
+    """The rows of the `first`-th Markdown table in `markdown`, as {column: cell text}."""
+    tables, current = [], []
+    for line in markdown.splitlines() + [""]:
+        if line.startswith("|"):
+            current.append([cell.strip() for cell in line.strip("|").split("|")])
+        elif current:
+            tables.append(current)
+            current = []
+    header, _, *rows = tables[first]
+    return [dict(zip(header, row, strict=True)) for row in rows]
+
+
 def test_tables_put_published_numbers_beside_ours(tmp_path):
     pre = {"attention": "nystrom", "steps": 10, "mlm_accuracy": 41.5, "sop_accuracy": 80.0, "mlm_loss": 2.5,
            "train_tokens": 1000, "seconds": 3.0}
@@ -40,15 +53,44 @@ def test_tables_put_published_numbers_beside_ours(tmp_path):
 
     lra = pd.read_csv(tmp_path / "results/lra.csv")
     assert dict(zip(lra.model, lra.published, strict=True)) == {"ny": 37.15, "sm": 37.10}
-    assert "| ny      | nystrom     |     36.00 |                 37.15 |" in markdown["lra"]
+    ny_lra = table_rows(markdown["lra"])[0]
+    assert (ny_lra["model"], ny_lra["listops"], ny_lra["listops (published)"]) == ("ny", "36.00", "37.15")
 
     pretrain = pd.read_csv(tmp_path / "results/pretrain.csv")
     assert pretrain.to_dict("records") == [{"model": "ny", "attention": "nystrom", "steps": 10, "MLM acc": 41.5,
                                             "SOP acc": 80.0, "MLM loss": 2.5, "train tokens": 1000,
                                             "seconds": 3.0}]
-    # the wide GLUE table averages each model's own tasks
-    assert "90.50 |               91.40 |     77.17 |" in markdown["glue"]
+    ny_glue, sm_glue = table_rows(markdown["glue"])
+    # the wide GLUE table averages each model's own tasks; the published average is over the same tasks
+    assert (ny_glue["SST-2"], ny_glue["SST-2 (published)"], ny_glue["average"]) == ("90.50", "91.40", "77.17")
+    assert ny_glue["average (published)"] == f"{(91.4 + 80.9 + 82.2) / 3:.2f}"
+    assert ny_glue["GLUE"] == "-"  # not the GLUE score until all nine tasks have run
     # the softmax model ran no MNLI: its cell says so, and BERT-base's published number still stands beside it
-    assert "| sm      | softmax     |   -    |              82.40 |" in markdown["glue"]
+    assert (sm_glue["MNLI"], sm_glue["MNLI (published)"]) == ("-", "82.40")
     for name in ("pretrain", "glue", "lra"):
         assert (tmp_path / f"results/{name}.md").read_text().startswith(f"# {name}\n")
+
+
+def test_seed_spread_and_the_official_glue_score(tmp_path):
+    from effbert.data.glue import GLUE_SCORE_TASKS, get_task
+
+    glue = {}
+    for i, task in enumerate(GLUE_SCORE_TASKS):
+        parts = {name: 60.0 + i + k for k, name in enumerate(get_task(task).score_metrics)}
+        main = next(iter(parts))
+        glue[task] = {"metric": main, "score": parts[main], "score_std": 0.5, "metrics": parts,
+                      "glue_score": sum(parts.values()) / len(parts), "selection": "mean",
+                      "selected": {"batch_size": 32, "lr": 3e-5, "epochs": 3, "seeds": [0, 1, 2]},
+                      "per_seed": {"0": parts[main] - 0.5, "1": parts[main], "2": parts[main] + 0.5},
+                      "protocol": "mean of 3 seeds"}
+    ny = model(tmp_path, "ny", "nystrom", glue=glue, lra={"listops": {"accuracy": 36.0, "accuracy_std": 1.25,
+                                                                      "seeds": [0, 1]}})
+    markdown = write_report([ny], tmp_path / "results")
+    row = table_rows(markdown["glue"])[0]
+    assert row["SST-2"] == "61.00 ± 0.50"
+    # GLUE: mean of the nine parts; MRPC, QQP, STS-B and MNLI count with the mean of their two metrics
+    expected = sum(60.0 + i + 0.5 * (len(get_task(t).score_metrics) - 1) for i, t in enumerate(GLUE_SCORE_TASKS)) / 9
+    assert row["GLUE"] == f"{expected:.2f}"
+    selected = {r["task"]: r for r in table_rows(markdown["glue"], first=1)}
+    assert selected["MRPC"]["GLUE part"] == "62.50" and selected["MRPC"]["per seed"] == "0: 61.5, 1: 62.0, 2: 62.5"
+    assert table_rows(markdown["lra"])[0]["listops"] == "36.00 ± 1.25"

@@ -45,11 +45,20 @@ def _pretrain(a: argparse.Namespace) -> None:
 
 def _glue(a: argparse.Namespace) -> None:
     from effbert.train.device import set_threads
-    from effbert.train.glue import finetune
+    from effbert.train.glue import finetune, finetune_grid
+    from effbert.train.glue_protocol import GlueRun
 
     set_threads(a.threads)
-    finetune(a.model, a.task, a.glue_dir, checkpoint=a.checkpoint, batch_size=a.batch_size, lr=a.lr,
-             epochs=a.epoch, seed=a.seed, device=a.device)
+    if a.grid_run is None:
+        finetune_grid(a.model, a.task, a.glue_dir, device=a.device)
+    else:
+        finetune(a.model, a.task, a.glue_dir, GlueRun.parse(a.grid_run), device=a.device)
+
+
+def _glue_select(a: argparse.Namespace) -> None:
+    from effbert.train.glue_protocol import gather
+
+    gather(a.model, a.task)
 
 
 def _lra_data(a: argparse.Namespace) -> None:
@@ -162,16 +171,19 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--shards", required=True, type=Path)
     runtime(s)
 
-    s = stage("glue", _glue, "fine-tune a checkpoint on a GLUE task; writes models/<name>/glue/<TASK>.json")
+    s = stage("glue", _glue, "fine-tune a checkpoint on a GLUE task: one run of the config's grid"
+              " (models/<name>/glue/<TASK>/<run>.json), or, without --run, every run then the selection")
     s.add_argument("--model", required=True, type=Path)
     s.add_argument("--task", required=True, help="official task name: CoLA, SST-2, MRPC, STS-B, QQP, MNLI, ...")
     s.add_argument("--glue_dir", type=Path, default=Path("glue"))
-    s.add_argument("--checkpoint", default=None, help="'last', a step number or a cp-NNNN.pt name")
-    s.add_argument("--batch_size", type=int)
-    s.add_argument("--lr", type=float)
-    s.add_argument("--epoch", type=int)
-    s.add_argument("--seed", type=int)
+    s.add_argument("--run", dest="grid_run",
+                   help="one run of the grid, named bs<batch>-lr<lr>-seed<seed>, e.g. bs32-lr3e-05-seed0")
     runtime(s)
+
+    s = stage("glue-select", _glue_select, "select among a task's finished grid runs; writes"
+              " models/<name>/glue/<TASK>.json and the chosen run's submission files")
+    s.add_argument("--model", required=True, type=Path)
+    s.add_argument("--task", required=True)
 
     s = stage("lra-data", _lra_data, "generate ListOps in the LRA release layout (basic_{train,val,test}.tsv)")
     s.add_argument("--out", required=True, type=Path)

@@ -8,7 +8,7 @@ impossible values with an error that names the file and the key.
       "model": {"hidden_size": 768, "num_layers": 12, "num_heads": 12,
                 "attention": {"type": "nystrom", "num_landmarks": 64}},
       "pretraining": {"tokenizer": "roberta", "batch_size": 256, "steps": 500000},
-      "glue": {"batch_size": 32, "lr": 3e-5, "epochs": 5},
+      "glue": {"batch_size": [16, 32], "lr": [2e-5, 3e-5, 4e-5, 5e-5], "seeds": [0, 1, 2]},
       "lra": {"listops": {"steps": 5000}},
       "from_cp": null
     }
@@ -20,8 +20,9 @@ import json
 from pathlib import Path
 from typing import Annotated, Literal, get_args
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from effbert.data.glue import TASKS as GLUE_TASKS
 from effbert.errors import InputError
 
 CONFIG_FILE = "config.json"
@@ -187,15 +188,42 @@ class PretrainConfig(_Section):
     seed: int = 0
 
 
+def _as_list(value: object) -> object:
+    """A single value where a list is expected means a one-point list: "lr": 3e-5 is [3e-5]."""
+    return [value] if isinstance(value, int | float) and not isinstance(value, bool) else value
+
+
 class GlueConfig(_Section):
-    batch_size: int = Field(32, ge=1)
-    lr: float = Field(3e-5, gt=0.0)
-    epochs: int = Field(5, ge=1)
+    """Fine-tuning protocol: every (batch_size, lr) grid point is run with every seed; the grid point whose
+    dev scores aggregate best (`selection`) is reported, with the spread over its seeds."""
+
+    batch_size: list[Annotated[int, Field(ge=1)]] = Field([16, 32], min_length=1, description="grid")
+    lr: list[Annotated[float, Field(gt=0.0)]] = Field([2e-5, 3e-5, 4e-5, 5e-5], min_length=1, description="grid")
+    epochs: Annotated[int, Field(ge=1)] | dict[str, Annotated[int, Field(ge=1)]] | None = Field(
+        None, description="null: each task's default (effbert.data.glue); an int for every task; or {task: epochs}"
+    )
+    seeds: list[int] = Field([0, 1, 2], min_length=1)
+    selection: Literal["mean", "median", "max"] = Field(
+        "mean", description="how a grid point's seeds are aggregated, both to choose the point and to report it"
+    )
     weight_decay: float = Field(0.01, ge=0.0)
     warmup_ratio: float = Field(0.1, ge=0.0, le=1.0)
     max_seq_len: int | None = Field(None, ge=2, description="null: the model's max_seq_len")
     checkpoint: str = Field("last", description="'last', a step number, or a cp-NNNN.pt file name")
-    seed: int = 0
+
+    _lists = field_validator("batch_size", "lr", "seeds", mode="before")(_as_list)
+
+    @model_validator(mode="after")
+    def _distinct(self) -> GlueConfig:
+        for name in ("batch_size", "lr", "seeds"):
+            values = getattr(self, name)
+            if len(set(values)) != len(values):
+                raise ValueError(f"{name} lists a value twice ({values})")
+        if isinstance(self.epochs, dict):
+            unknown = sorted(set(self.epochs) - set(GLUE_TASKS))
+            if unknown:
+                raise ValueError(f"epochs names unknown GLUE tasks {unknown}; expected some of {sorted(GLUE_TASKS)}")
+        return self
 
 
 class LraTaskConfig(_Section):

@@ -10,6 +10,8 @@ import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
+from effbert.errors import InputError
+
 
 def _temporary_sibling(path: Path) -> Path:
     return path.with_name(f".{path.name}.tmp-{os.getpid()}")
@@ -48,6 +50,14 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
 def write_json(path: str | Path, obj: object) -> None:
     with atomic_path(path) as tmp:
         tmp.write_text(json.dumps(obj, indent=2, sort_keys=False) + "\n", encoding="utf-8")
+
+
+def read_json(path: str | Path) -> dict:
+    """A JSON file the pipeline wrote; a damaged one is an error naming the file and line."""
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except json.JSONDecodeError as e:
+        raise InputError(f"{path}: line {e.lineno}: not a JSON result file ({e.msg})") from None
 
 
 def write_text(path: str | Path, text: str) -> None:

@@ -37,6 +37,12 @@ class GlueTask:
     test_splits: tuple[str, ...] = ("test",)
     headerless: tuple[str, ...] | None = None  # column names of train/dev files that have no header row
     files: tuple[tuple[str, str], ...] = ()     # split -> file name where it is not <split>.tsv
+    epochs: int = 4                             # fine-tuning epochs unless a model's config says otherwise
+    glue_score: tuple[str, ...] = ()            # metrics whose mean is the task's part of the GLUE score
+
+    @property
+    def score_metrics(self) -> tuple[str, ...]:
+        return self.glue_score or (self.metric,)
 
     @property
     def num_labels(self) -> int:
@@ -53,23 +59,29 @@ class GlueTask:
 
 # Column names as in the official files (the train/dev/test headers); label orders follow the
 # HuggingFace `datasets` GLUE builder, so label indices agree with other tools.
+# Epochs: the Nystromformer paper fine-tuned for 4-5 epochs (its MRPC command: 5); the small tasks get 5.
+# GLUE score parts: a task with several metrics counts with their unweighted mean (MNLI: matched and
+# mismatched accuracy), and the GLUE score is the mean over the nine tasks (Wang et al., 2018).
 TASKS: dict[str, GlueTask] = {
     "CoLA": GlueTask("CoLA", "sentence", None, "label", BINARY, "mcc",
-                     headerless=("source", "label", "original_label", "sentence")),
+                     headerless=("source", "label", "original_label", "sentence"), epochs=5),
     "SST-2": GlueTask("SST-2", "sentence", None, "label", BINARY, "accuracy"),
-    "MRPC": GlueTask("MRPC", "#1 String", "#2 String", "Quality", BINARY, "f1"),
-    "STS-B": GlueTask("STS-B", "sentence1", "sentence2", "score", None, "pearson_spearman_mean"),
-    "QQP": GlueTask("QQP", "question1", "question2", "is_duplicate", BINARY, "f1"),
+    "MRPC": GlueTask("MRPC", "#1 String", "#2 String", "Quality", BINARY, "f1", epochs=5,
+                     glue_score=("f1", "accuracy")),
+    "STS-B": GlueTask("STS-B", "sentence1", "sentence2", "score", None, "pearson_spearman_mean", epochs=5),
+    "QQP": GlueTask("QQP", "question1", "question2", "is_duplicate", BINARY, "f1", glue_score=("f1", "accuracy")),
     "MNLI": GlueTask("MNLI", "sentence1", "sentence2", "gold_label", NLI3, "accuracy",
                      dev_splits=("dev_matched", "dev_mismatched"),
-                     test_splits=("test_matched", "test_mismatched")),
+                     test_splits=("test_matched", "test_mismatched"),
+                     glue_score=("accuracy_matched", "accuracy_mismatched")),
     "QNLI": GlueTask("QNLI", "question", "sentence", "label", NLI2, "accuracy"),
-    "RTE": GlueTask("RTE", "sentence1", "sentence2", "label", NLI2, "accuracy"),
-    "WNLI": GlueTask("WNLI", "sentence1", "sentence2", "label", BINARY, "accuracy"),
+    "RTE": GlueTask("RTE", "sentence1", "sentence2", "label", NLI2, "accuracy", epochs=5),
+    "WNLI": GlueTask("WNLI", "sentence1", "sentence2", "label", BINARY, "accuracy", epochs=5),
     # the diagnostic set: MNLI-style pairs without labels, scored on the leaderboard by MCC
     "AX": GlueTask("diagnostic", "sentence1", "sentence2", None, NLI3, "mcc",
                    files=(("test", "diagnostic.tsv"),)),
 }
+GLUE_SCORE_TASKS = ("CoLA", "SST-2", "MRPC", "STS-B", "QQP", "MNLI", "QNLI", "RTE", "WNLI")
 
 
 def get_task(task: str) -> GlueTask:
@@ -226,3 +238,15 @@ def compute_metrics(task: str, predictions, labels) -> dict[str, float]:
     if spec.metric == "mcc":
         out["mcc"] = 100 * matthews_corrcoef(predictions, labels)
     return out
+
+
+def task_score(task: str, metrics: dict[str, float]) -> float:
+    """A task's part of the GLUE score: the unweighted mean of its official metrics (0-100)."""
+    return float(np.mean([metrics[name] for name in get_task(task).score_metrics]))
+
+
+def glue_score(task_scores: dict[str, float]) -> float | None:
+    """The GLUE score: the mean of the nine tasks' scores; None unless all nine are there (AX is not scored)."""
+    if not set(GLUE_SCORE_TASKS) <= set(task_scores):
+        return None
+    return float(np.mean([task_scores[task] for task in GLUE_SCORE_TASKS]))

@@ -5,15 +5,17 @@ Thin by design: the task table (effbert.data.glue) says what differs between tas
 the model's length, padded per batch to the longest sequence in it, and the attention mask always
 reaches the encoder (the seeds' run_glue.py dropped it, so padding leaked into every attention row).
 
-Result: models/<name>/glue/<TASK>.json (training log beside it as <TASK>.jsonl). Test sets whose files
-are in the task folder are predicted after training and written in the leaderboard's format to
-models/<name>/glue/submission/ (effbert.data.glue_submission); MNLI's model also predicts GLUE's
-diagnostic set (AX) when its file is there, as the leaderboard expects.
+One call is one run of the protocol's grid (effbert.train.glue_protocol): a batch size, a learning
+rate and a seed. Result: models/<name>/glue/<TASK>/<run>.json (training log beside it as <run>.jsonl).
+Test sets whose files are in the task folder are predicted after training and written in the
+leaderboard's format to models/<name>/glue/<TASK>/<run>/submission/ (effbert.data.glue_submission);
+MNLI's model also predicts GLUE's diagnostic set (AX) when its file is there, as the leaderboard expects.
+Batches come from the one seeded batch order (effbert.train.loop.SeededBatches): an epoch is a fresh
+permutation cut into full batches (the short remainder waits for the next epoch's permutation).
 """
 
 from __future__ import annotations
 
-import math
 import time
 from pathlib import Path
 
@@ -33,7 +35,8 @@ from effbert.model.encoder import Encoder
 from effbert.model.heads import ClassificationHead
 from effbert.train.checkpoints import find_checkpoint, load_encoder_weights, read_checkpoint
 from effbert.train.device import pick_device, seed_everything
-from effbert.train.loop import fit
+from effbert.train.glue_protocol import SUBMISSION_DIR, GlueRun, gather, grid, run_path, task_epochs
+from effbert.train.loop import SeededBatches, fit
 
 EVAL_BATCH_SIZE = 128
 
@@ -83,15 +86,6 @@ class Encoded:
         return {k: v.to(device) for k, v in batch.items()}
 
 
-def _shuffled_batches(data: Encoded, batch_size: int, seed: int, device: torch.device):
-    """Endless epochs, each a fresh seeded permutation cut into batches (the last one may be short)."""
-    rng = np.random.default_rng(seed)
-    while True:
-        order = rng.permutation(len(data))
-        for start in range(0, len(order), batch_size):
-            yield data.batch(order[start:start + batch_size], device)
-
-
 def _loss(model: nn.Module, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
     logits = model(batch).float()
     if logits.shape[-1] == 1:
@@ -135,28 +129,20 @@ def finetune(
     model_dir: Path,
     task: str,
     glue_dir: Path,
+    run: GlueRun | None = None,
     *,
-    checkpoint: str | None = None,
-    batch_size: int | None = None,
-    lr: float | None = None,
-    epochs: int | None = None,
-    seed: int | None = None,
     device: str | None = None,
 ) -> dict:
-    """Fine-tune the model's checkpoint on `task` and write models/<name>/glue/<TASK>.json.
-
-    Every argument left None comes from the model config's "glue" section."""
+    """Fine-tune the model's checkpoint on `task` with one run of its grid (default: the grid's first run)
+    and write models/<name>/glue/<TASK>/<run>.json."""
     start_time = time.perf_counter()
     model_dir, glue_dir = Path(model_dir), Path(glue_dir)
     glue_cfg = load_config(model_dir).glue
     spec = get_task(task)
     if spec.label is None:
         raise InputError(f"GLUE task {task} has no labelled training data to fine-tune on")
-    checkpoint = checkpoint if checkpoint is not None else glue_cfg.checkpoint
-    batch_size = batch_size or glue_cfg.batch_size
-    lr = lr or glue_cfg.lr
-    epochs = epochs or glue_cfg.epochs
-    seed = glue_cfg.seed if seed is None else seed
+    run = run or grid(glue_cfg)[0]
+    epochs = task_epochs(glue_cfg, task)
 
     # read the data first: a missing file fails before minutes of checkpoint loading
     train = load_split(glue_dir, task, "train")
@@ -164,9 +150,12 @@ def finetune(
     for split in [train, *devs.values()]:
         if not len(split):
             raise InputError(f"{glue_dir / spec.folder / spec.file_name(split.split)}: no examples")
+    if len(train) < run.batch_size:
+        raise InputError(f"{glue_dir / spec.folder / spec.file_name('train')}: {len(train)} examples, fewer than"
+                         f" one batch of {run.batch_size} (glue.batch_size in {model_dir}/config.json)")
     tests = _present_test_sets(glue_dir, task)
 
-    cp_path = find_checkpoint(model_dir, checkpoint)
+    cp_path = find_checkpoint(model_dir, glue_cfg.checkpoint)
     state = read_checkpoint(cp_path)
     saved = state["config"]  # the resolved config the weights were saved with: its shapes are the truth
     model_cfg = parse_config(saved if "model" in saved else {"model": saved}, str(cp_path)).model
@@ -180,7 +169,7 @@ def finetune(
     tok.enable_truncation(max_len)  # the longer text of a pair loses tokens first; specials always fit
 
     device_ = pick_device(device)
-    seed_everything(seed)  # the head's initialisation
+    seed_everything(run.seed)  # the head's initialisation
     model = SequenceClassifier(model_cfg, state["vocab_size"], spec.num_labels)
     load_encoder_weights(model.encoder, state)
     model.to(device_)
@@ -188,7 +177,7 @@ def finetune(
 
     train_data = Encoded(train, tok, model_cfg.type_vocab_size)
     dev_data = {split: Encoded(data, tok, model_cfg.type_vocab_size) for split, data in devs.items()}
-    steps_per_epoch = math.ceil(len(train_data) / batch_size)
+    steps_per_epoch = len(train_data) // run.batch_size
     steps = epochs * steps_per_epoch
     warmup_steps = int(glue_cfg.warmup_ratio * steps)
 
@@ -200,19 +189,22 @@ def finetune(
             metrics |= {f"{name}{suffix}": value for name, value in found.items()}
         return metrics
 
-    out_dir = model_dir / "glue"
+    out = run_path(model_dir, task, run)
+    batches = SeededBatches(lambda indices: train_data.batch(indices, device_), len(train_data), run.batch_size,
+                            run.seed)
     records = fit(
-        model, _loss, _shuffled_batches(train_data, batch_size, seed, device_),
-        steps=steps, lr=lr, weight_decay=glue_cfg.weight_decay, warmup_steps=warmup_steps,
+        model, _loss, batches,
+        steps=steps, lr=run.lr, weight_decay=glue_cfg.weight_decay, warmup_steps=warmup_steps,
         log_every=max(1, min(50, steps_per_epoch)), eval_every=steps_per_epoch, evaluate=evaluate,
-        metrics_path=out_dir / f"{task}.jsonl", desc=f"glue {task}", seed=seed,
+        metrics_path=out.with_suffix(".jsonl"), desc=f"glue {task} {run.name}", seed=run.seed,
     )
     submission = []
     model.eval()
     with torch.no_grad():
         for split in tests:
             predictions = predict(model, Encoded(split, tok, model_cfg.type_vocab_size), device_)
-            path = write_submission(out_dir / "submission", split.task, split.split, split.ids, predictions)
+            path = write_submission(out.with_suffix("") / SUBMISSION_DIR, split.task, split.split, split.ids,
+                                    predictions)
             submission.append(path.name)
     final = {k: v for k, v in records[-1].items() if k not in ("step", "split")}  # the end-of-training eval
     main = spec.metric + _metric_suffix(spec.dev_splits[0], spec.dev_splits)
@@ -222,6 +214,7 @@ def finetune(
         checkpoint_name = str(cp_path)
     result = {
         "task": task,
+        "run": run.name,
         "metric": main,
         "score": final[main],
         "metrics": final,
@@ -231,11 +224,20 @@ def finetune(
         "submission": submission,
         "checkpoint": checkpoint_name,
         "hyperparameters": {
-            "batch_size": batch_size, "lr": lr, "epochs": epochs, "steps": steps, "warmup_steps": warmup_steps,
-            "weight_decay": glue_cfg.weight_decay, "max_seq_len": max_len, "seed": seed,
+            "batch_size": run.batch_size, "lr": run.lr, "epochs": epochs, "steps": steps,
+            "warmup_steps": warmup_steps, "weight_decay": glue_cfg.weight_decay, "max_seq_len": max_len,
+            "seed": run.seed,
         },
         "device": str(device_),
         "seconds": round(time.perf_counter() - start_time, 2),
     }
-    write_json(out_dir / f"{task}.json", result)
+    write_json(out, result)
     return result
+
+
+def finetune_grid(model_dir: Path, task: str, glue_dir: Path, *, device: str | None = None) -> dict:
+    """Every run of the model's grid not yet on disk, one after another, then the selection (no Snakemake)."""
+    for run in grid(load_config(model_dir).glue):
+        if not run_path(model_dir, task, run).is_file():
+            finetune(model_dir, task, glue_dir, run, device=device)
+    return gather(model_dir, task)

@@ -1,0 +1,139 @@
+"""The GLUE fine-tuning protocol: a grid of runs per task, then an honest selection among them.
+
+A model's config.json names the grid ("glue": {"batch_size": [16, 32], "lr": [2e-5, ...], "seeds":
+[0, 1, 2]}); every (batch_size, lr) point is fine-tuned once per seed, each run in its own file:
+
+    models/<name>/glue/<TASK>/bs32-lr3e-05-seed0.json     one run (+ .jsonl training log, submission/)
+
+`select_runs` then aggregates each grid point's dev scores over its seeds (mean, median or max, the
+config's `selection`), picks the point with the best aggregate of the task's GLUE score (its official
+metrics averaged, as the leaderboard ranks), and reports that aggregate with the spread over seeds.
+The point's best-dev seed supplies the test predictions copied to models/<name>/glue/submission/.
+
+    models/<name>/glue/<TASK>.json                         the selected result, read by the report
+
+Selection and reported score both use dev data, as the papers' dev tables do; the table says so.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from effbert.config import GlueConfig, load_config
+from effbert.data.glue import get_task, task_score
+from effbert.errors import InputError
+from effbert.files import atomic_path, read_json, write_json
+
+SUBMISSION_DIR = "submission"
+
+
+@dataclass(frozen=True)
+class GlueRun:
+    """One fine-tuning run: a grid point and a seed."""
+
+    batch_size: int
+    lr: float
+    seed: int
+
+    @property
+    def name(self) -> str:
+        return f"bs{self.batch_size}-lr{self.lr:g}-seed{self.seed}"
+
+    @classmethod
+    def parse(cls, name: str) -> GlueRun:
+        found = re.fullmatch(r"bs(\d+)-lr([0-9.e+-]+)-seed(-?\d+)", name)
+        if not found:
+            raise InputError(f"{name!r} is not a GLUE run name; expected e.g. bs32-lr3e-05-seed0")
+        return cls(int(found[1]), float(found[2]), int(found[3]))
+
+
+def task_epochs(cfg: GlueConfig, task: str) -> int:
+    """The config's epochs for `task`: an int for every task, a {task: epochs} entry, else the task's default."""
+    if isinstance(cfg.epochs, int):
+        return cfg.epochs
+    return (cfg.epochs or {}).get(task, get_task(task).epochs)
+
+
+def grid(cfg: GlueConfig) -> list[GlueRun]:
+    """Every run of the grid, in the config's order: batch sizes, then learning rates, then seeds."""
+    return [GlueRun(bs, lr, seed) for bs in cfg.batch_size for lr in cfg.lr for seed in cfg.seeds]
+
+
+def run_path(model_dir: Path, task: str, run: GlueRun) -> Path:
+    return Path(model_dir) / "glue" / task / f"{run.name}.json"
+
+
+AGGREGATE = {"mean": np.mean, "median": np.median, "max": np.max}
+
+
+def _describe(cfg: GlueConfig, points: int) -> str:
+    seeds = len(cfg.seeds)
+    how = {"mean": "mean", "median": "median", "max": "best"}[cfg.selection]
+    return (f"{how} of {seeds} seed{'s' * (seeds > 1)} at the best of {points} grid point{'s' * (points > 1)}"
+            f" (batch {cfg.batch_size} x lr {[f'{lr:g}' for lr in cfg.lr]}), selected on dev")
+
+
+def select_runs(task: str, runs: dict[GlueRun, dict], cfg: GlueConfig) -> dict:
+    """The selected grid point's aggregated scores; `runs` maps every run of the grid to its result."""
+    aggregate = AGGREGATE[cfg.selection]
+    points: dict[tuple[int, float], list[GlueRun]] = {}
+    for run in grid(cfg):
+        points.setdefault((run.batch_size, run.lr), []).append(run)
+    table = []
+    for (batch_size, lr), members in points.items():
+        scores = [task_score(task, runs[r]["metrics"]) for r in members]
+        table.append({"batch_size": batch_size, "lr": lr, "dev": float(aggregate(scores)),
+                      "dev_per_seed": {str(r.seed): s for r, s in zip(members, scores, strict=True)}})
+    chosen = max(range(len(table)), key=lambda i: (table[i]["dev"], -i))  # the first of equal points wins
+    members = list(points.values())[chosen]
+    results = [runs[r] for r in members]
+    metrics = {k: float(aggregate([r["metrics"][k] for r in results])) for k in results[0]["metrics"]}
+    spread = {k: float(np.std([r["metrics"][k] for r in results], ddof=1)) if len(results) > 1 else 0.0
+              for k in metrics}
+    main = results[0]["metric"]
+    best = max(range(len(members)), key=lambda i: (task_score(task, results[i]["metrics"]), -i))
+    return {
+        "task": task,
+        "metric": main,
+        "score": metrics[main],
+        "score_std": spread[main],
+        "glue_score": float(aggregate([task_score(task, r["metrics"]) for r in results])),
+        "metrics": metrics,
+        "metrics_std": spread,
+        "protocol": _describe(cfg, len(points)),
+        "selection": cfg.selection,
+        "selected": {"batch_size": members[0].batch_size, "lr": members[0].lr,
+                     "epochs": results[0]["hyperparameters"]["epochs"], "seeds": [r.seed for r in members]},
+        "submission_run": members[best].name,
+        "per_seed": {str(r.seed): res["metrics"][main] for r, res in zip(members, results, strict=True)},
+        "grid": table,
+        "dev_examples": results[0]["dev_examples"],
+        "train_examples": results[0]["train_examples"],
+        "seconds": round(sum(r["seconds"] for r in runs.values()), 2),
+    }
+
+
+def gather(model_dir: Path, task: str) -> dict:
+    """Select among the finished runs of the model's grid; write glue/<TASK>.json and the submission files."""
+    model_dir = Path(model_dir)
+    cfg = load_config(model_dir).glue
+    missing = [run_path(model_dir, task, r) for r in grid(cfg) if not run_path(model_dir, task, r).is_file()]
+    if missing:
+        shown = ", ".join(str(p) for p in missing[:3]) + (f" and {len(missing) - 3} more" if len(missing) > 3 else "")
+        raise InputError(f"{model_dir}: GLUE {task}: {len(missing)} run(s) of the grid have not finished: {shown}")
+    runs = {r: read_json(run_path(model_dir, task, r)) for r in grid(cfg)}
+    result = select_runs(task, runs, cfg)
+    chosen = run_path(model_dir, task, GlueRun.parse(result["submission_run"])).with_suffix("") / SUBMISSION_DIR
+    result["submission"] = []
+    for name in runs[GlueRun.parse(result["submission_run"])].get("submission", []):
+        with atomic_path(model_dir / "glue" / SUBMISSION_DIR / name) as tmp:
+            shutil.copyfile(chosen / name, tmp)
+        result["submission"].append(name)
+    write_json(model_dir / "glue" / f"{task}.json", result)
+    return result
+
