@@ -62,6 +62,12 @@ def _glue_select(a: argparse.Namespace) -> None:
 
 
 def _lra_data(a: argparse.Namespace) -> None:
+    if a.task == "pathfinder":
+        from effbert.data.lra.pathfinder_generate import generate_pathfinder
+
+        generate_pathfinder(a.out, n_images=a.n_images, resolution=a.resolution, difficulty=a.difficulty,
+                            seed=a.seed, images_per_batch=a.images_per_batch, workers=a.workers)
+        return
     from effbert.data.lra.listops import generate_listops
 
     generate_listops(a.out, train=a.train, val=a.val, test=a.test, min_length=a.min_length,
@@ -185,14 +191,23 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--model", required=True, type=Path)
     s.add_argument("--task", required=True)
 
-    s = stage("lra-data", _lra_data, "generate ListOps in the LRA release layout (basic_{train,val,test}.tsv)")
+    s = stage("lra-data", _lra_data, "generate ListOps (--out <lra_dir>/listops-1000: basic_{train,val,test}.tsv) "
+              "or Pathfinder (--out <lra_dir>/pathfinder<res>/<difficulty>: metadata/, imgs/) in the LRA release "
+              "layout")
+    s.add_argument("--task", choices=["listops", "pathfinder"], default="listops")
     s.add_argument("--out", required=True, type=Path)
-    s.add_argument("--train", type=int, default=96000)
-    s.add_argument("--val", type=int, default=2000)
-    s.add_argument("--test", type=int, default=2000)
-    s.add_argument("--min_length", type=int, default=500)
-    s.add_argument("--max_length", type=int, default=2000)
     s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--train", type=int, default=96000, help="listops")
+    s.add_argument("--val", type=int, default=2000, help="listops")
+    s.add_argument("--test", type=int, default=2000, help="listops")
+    s.add_argument("--min_length", type=int, default=500, help="listops")
+    s.add_argument("--max_length", type=int, default=2000, help="listops")
+    s.add_argument("--n_images", type=int, default=200000, help="pathfinder: images in all (split 80/10/10 on reading)")
+    s.add_argument("--resolution", type=int, default=32, choices=[32, 64, 128, 256], help="pathfinder")
+    s.add_argument("--difficulty", default="curv_contour_length_14", help="pathfinder: curv_baseline, "
+                   "curv_contour_length_9, curv_contour_length_14 (or easy, intermediate, hard)")
+    s.add_argument("--images_per_batch", type=int, default=1000, help="pathfinder: images per metadata file")
+    s.add_argument("--workers", type=int, default=1, help="pathfinder: processes (same bytes for any number)")
 
     s = stage("lra", _lra, "train a model folder's attention on a Long Range Arena task: every seed of its "
               "config (lra.seeds), then models/<name>/lra/<task>.json = their mean")
