@@ -132,7 +132,7 @@ def cifar_folder(lra_dir: Path) -> tuple[Path, str]:
         return binary, "bin"
     raise InputError(
         f"{py} (or {binary}): no such folder; expected CIFAR-10's python or binary batches there "
-        f"(README.md, 'Long Range Arena data', says where to get them)"
+        f"(README.md, 'Real runs: where each dataset goes', says where to get them)"
     )
 
 

@@ -76,6 +76,6 @@ def release_folder(lra_dir: Path, release_dir: str, task: str) -> Path:
     if not folder.is_dir():
         raise InputError(
             f"{folder}: no such folder; expected the LRA {task} data there "
-            f"(README.md, 'Long Range Arena data', says where to get it or how to generate it)"
+            f"(README.md, 'Real runs: where each dataset goes', says where to get it or how to generate it)"
         )
     return folder
