@@ -198,6 +198,15 @@ def test_image_reads_python_and_binary_batches_alike(tmp_path, protocol):
         assert all(len(a) == 1024 and a.dtype == np.int64 for a in train.inputs[0])
 
 
+def test_restricted_unpickler_admits_numpy_1_array_paths():
+    # the released batches name numpy.core.multiarray._reconstruct (numpy 1); numpy 2 writes numpy._core
+    data = pickle.dumps({b"data": np.arange(6, dtype=np.uint8).reshape(2, 3), b"labels": [1, 2]}, protocol=2)
+    old = data.replace(b"numpy._core.multiarray", b"numpy.core.multiarray")
+    assert b"numpy.core.multiarray\n_reconstruct" in old
+    obj = image.restricted_load(old)
+    assert obj[b"data"].tolist() == [[0, 1, 2], [3, 4, 5]] and obj[b"labels"] == [1, 2]
+
+
 class _Evil:
     def __init__(self, fn, *args):
         self.fn, self.args = fn, args
