@@ -110,6 +110,10 @@ def test_generation_is_deterministic_for_any_worker_count(tmp_path):
     a, b, c = (_files(tmp_path / x) for x in "abc")
     assert a == b
     assert a.keys() == c.keys() and a != c
+    gen.generate_pathfinder(tmp_path / "a", seed=3, **kw)  # a generated folder is replaced whole
+    assert _files(tmp_path / "a").keys() == a.keys() and _files(tmp_path / "a") != a
+    with pytest.raises(ValueError, match="refusing to replace"):  # a release folder is not
+        gen.generate_pathfinder(tmp_path, seed=1, **kw)
 
 
 def test_cli_generates_pathfinder_and_listops(tmp_path):

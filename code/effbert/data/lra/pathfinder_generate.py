@@ -43,6 +43,7 @@ THRESHOLD = 64  # a marked contour is 8-connected at this grey level (a 1-pixel 
 ANTIALIAS = 4  # supersampling factor
 MAX_TURN = math.pi / 6  # the largest change of direction between consecutive segments (radians)
 DISTRACTOR_BUDGET = {32: 20, 64: 22, 128: 35, 256: 30}  # LRA: num_distractor_snakes = budget / distractor_length
+OWN_ENTRIES = {"metadata", "imgs", "stats.json"}  # what a generated folder holds (it is replaced whole)
 MAX_TRIES = 500  # attempts at one image before giving up (never reached at the release's settings)
 
 
@@ -228,6 +229,11 @@ def generate_pathfinder(
         got = (n_images, images_per_batch, workers)
         raise ValueError(f"need n_images, images_per_batch, workers >= 1; got {got}")
     p = PathfinderParams.for_task(resolution, difficulty)
+    out_dir = Path(out_dir)
+    foreign = sorted(e.name for e in out_dir.iterdir() if e.name not in OWN_ENTRIES) if out_dir.is_dir() else []
+    if foreign:
+        raise ValueError(f"{out_dir} holds {foreign[:3]}, not only a generated Pathfinder folder; refusing to replace "
+                         f"it (--out is the difficulty folder, e.g. <lra_dir>/pathfinder32/curv_contour_length_14)")
     started = time.perf_counter()
     sizes = [min(images_per_batch, n_images - b * images_per_batch) for b in range(-(-n_images // images_per_batch))]
     labels: Counter[int] = Counter()
