@@ -84,10 +84,11 @@ def test_generated_release_layout_is_read_by_the_loader(tmp_path):
     assert len(lines) == 12
     fields = lines[4].split()
     assert fields[:3] == ["imgs/1", "sample_4.png", "4"] and fields[5] == "6" and len(fields) == 11
-    # balanced per metadata file (12 -> 6 + 6; the last, 6 -> 3 + 3)
+    # balanced: every consecutive pair of a metadata file holds one 0 and one 1
     for name, n in (("0.npy", 12), ("2.npy", 6)):
         labels = [int(line.split()[3]) for line in (out / "metadata" / name).read_text().splitlines()]
-        assert len(labels) == n and sum(labels) == n // 2
+        assert len(labels) == n and all(labels[k] + labels[k + 1] == 1 for k in range(0, n, 2))
+    assert 0 < sum(gen.batch_labels(5, 0, 12)[::2]) < 6  # the order within pairs is random
     # the PNG is exactly the drawn image of its seed, and its label matches the metadata
     label = int(fields[3])
     img, (m1, m2) = gen.draw_example(gen.image_rng(5, 1, 4), label, gen.PathfinderParams.for_task(32, "easy"))
@@ -135,3 +136,10 @@ def test_generated_metadata_has_the_release_fields(shared_fixtures, tmp_path):
         a, b = line_ours.split(), line_real.split()
         assert a[:3] == b[:3]  # imgs/0 sample_<i>.png <i>
         assert a[5] == b[5] == "6"  # contour length of the baseline
+
+
+def test_every_split_of_generated_data_is_balanced(tmp_path):
+    gen.generate_pathfinder(pathfinder.pathfinder_dir(tmp_path), n_images=40, seed=9, images_per_batch=40)
+    for split, n in (("train", 32), ("dev", 4), ("test", 4)):
+        labels = pathfinder.read_split(tmp_path, split).labels
+        assert len(labels) == n and labels.sum() == n // 2

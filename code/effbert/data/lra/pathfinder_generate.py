@@ -19,8 +19,9 @@ Output (the release's layout, read by pathfinder.read_folder_split):
                            <distractor length> <segment length> <thickness> <margin> 1`
   <out>/imgs/<b>/sample_<i>.png   greyscale PNGs, resolution x resolution
   <out>/stats.json
-Deterministic: image i of batch b is drawn from numpy's generator seeded with (seed, b, i); labels are a
-seeded balanced permutation per batch, so any number of workers writes the same bytes.
+Deterministic: image i of batch b is drawn from numpy's generator seeded with (seed, b, i); labels come in
+seeded pairs (one 0, one 1 per consecutive pair), so any number of workers writes the same bytes and every
+split of even bounds is balanced.
 """
 
 from __future__ import annotations
@@ -186,10 +187,12 @@ def draw_example(
 
 
 def batch_labels(seed: int, batch: int, n: int) -> np.ndarray:
-    """A seeded balanced 0/1 label order for one batch (n // 2 ones)."""
-    labels = np.zeros(n, dtype=np.int64)
-    labels[: n // 2] = 1
-    return np.random.default_rng([seed, batch]).permutation(labels)
+    """Seeded 0/1 labels for one batch: each consecutive pair holds one 0 and one 1, in random order.
+
+    So any stretch of whole pairs, such as an 80/10/10 split with even bounds, is exactly balanced.
+    """
+    first = np.random.default_rng([seed, batch]).integers(0, 2, (n + 1) // 2)
+    return np.stack([first, 1 - first], axis=1).reshape(-1)[:n].astype(np.int64)
 
 
 def image_rng(seed: int, batch: int, index: int) -> np.random.Generator:
