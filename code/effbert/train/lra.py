@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
+import inspect
 import json
 import statistics
 import time
@@ -159,9 +160,12 @@ def truncate(split: LraSplit, max_len: int) -> tuple[LraSplit, int]:
 def read_task(task: str, lra_dir: Path, protocol: LraProtocol) -> tuple[dict[str, LraSplit], int]:
     """train/dev/test LraSplits of `task`, truncated to the protocol's max_len; and the truncation count."""
     module = task_loader(task)
+    options = dict(protocol.options)
+    if "max_length" in inspect.signature(module.read_split).parameters:
+        options["max_length"] = protocol.max_len + 1  # long documents are cut while read (+1: still counted as cut)
     splits, truncated = {}, 0
     for name in ("train", "dev", "test"):
-        split = module.read_split(Path(lra_dir), name, **dict(protocol.options))
+        split = module.read_split(Path(lra_dir), name, **options)
         if not len(split):
             raise InputError(f"{lra_dir}: the {task} {name} split has no examples")
         if split.num_inputs != protocol.inputs:
