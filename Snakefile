@@ -11,6 +11,10 @@ configfile: "config/config.yaml"
 validate(config, "workflow/schemas/config.schema.yaml")
 
 
+# the software of every rule: this project's image (Dockerfile), used with --software-deployment-method apptainer
+container: config.get("container", "docker://effbert:latest")
+
+
 include: "workflow/rules/common.smk"
 include: "workflow/rules/documents.smk"
 include: "workflow/rules/tokenizer.smk"
@@ -21,6 +25,49 @@ include: "workflow/rules/lra.smk"
 include: "workflow/rules/report.smk"
 
 
+# Named targets (`snakemake <target>`, `docker run ... effbert <target>`); each runs what it needs first.
+localrules:
+    all,
+    shards,
+    pretrain,
+    glue,
+    lra,
+    report,
+
+
 rule all:
     input:
         REPORT_TABLES,
+
+
+rule shards:
+    input:
+        sorted({f"{shards_for(model)}/manifest.json" for model in MODEL_NAMES}),
+
+
+rule pretrain:
+    input:
+        pretrained(MODEL_NAMES),
+
+
+rule glue:
+    input:
+        glue_scores(MODEL_NAMES),
+
+
+rule lra:
+    input:
+        lra_scores(MODEL_NAMES),
+
+
+# one target per model folder, named as the folder (e.g. `snakemake nystrom-512`): its pretraining, GLUE and LRA
+for _model in MODEL_NAMES:
+
+    rule:
+        name:
+            _model
+        localrule: True
+        input:
+            pretrained([_model]),
+            glue_scores([_model]),
+            lra_scores([_model]),

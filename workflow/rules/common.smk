@@ -1,4 +1,5 @@
-# Helpers only: paths from the config, and the model folders' own config.json (read through effbert.config).
+# Helpers only (no rules): paths from the config, the model folders' own config.json (read through effbert.config),
+# every rule's resources, and the functions the rule files call, by stage.
 from pathlib import Path
 
 from effbert.config import load_config
@@ -42,3 +43,137 @@ def from_cp_inputs(wildcards):
         if (Path(MODELS) / name).resolve() in source.parents and name != wildcards.model:
             return [f"{MODELS}/{name}/pretrain.json"]
     return [str(source)]
+
+
+# Per-rule resources in one place (gpus per node, nodes, mem_mb, runtime in minutes); each rule takes its
+# own with `resources: **rule_resources(name)`; a profile's set-resources overrides them (profiles/gpu,
+# profiles/slurm), and its set-threads the rules' threads. GPUs default to 0: a plain `snakemake --cores N` runs
+# every job as one process, which uses the first GPU when there is one.
+SMALL_JOB = {"mem_mb": 4_000, "runtime": 60}
+RESOURCES = {
+    "extract_documents": {"mem_mb": 16_000, "runtime": 24 * 60},
+    "build_tokenizer": {"mem_mb": 64_000, "runtime": 12 * 60},
+    "build_shards": {"mem_mb": 64_000, "runtime": 24 * 60},
+    "pretrain_model": {"gpus": 0, "nodes": 1, "mem_mb": 64_000, "runtime": 7 * 24 * 60},
+    "finetune_glue": {"gpus": 0, "mem_mb": 32_000, "runtime": 12 * 60},
+    "train_lra": {"gpus": 0, "mem_mb": 32_000, "runtime": 24 * 60},
+    "generate_listops": {"mem_mb": 8_000, "runtime": 2 * 60},
+    "generate_pathfinder": {"mem_mb": 8_000, "runtime": 12 * 60},
+    "generate_pathx": {"mem_mb": 8_000, "runtime": 12 * 60},
+}
+
+
+def rule_resources(rule):
+    """A rule's resource defaults; every job lists gpus (0 for CPU work), mem_mb and runtime."""
+    return {"gpus": 0, **RESOURCES.get(rule, SMALL_JOB)}
+
+
+# tokenizer.smk
+
+
+def tokenizer_inputs(wc):
+    spec = tokenizer_spec(wc.tokenizer)
+    return [spec["file"]] if "file" in spec else source_texts(spec["sources"])
+
+
+def tokenizer_args(wc, input):
+    spec = tokenizer_spec(wc.tokenizer)
+    if "file" in spec:
+        return f"--from {spec['file']}"
+    lower = " --lowercase" if spec.get("lowercase") else ""
+    return f"--kind {spec['kind']} --vocab_size {spec['vocab_size']} --text {' '.join(input)}{lower}"
+
+
+# shards.smk
+
+SHARDS = config["shards"]
+
+
+def shard_settings(length):
+    """The shard settings for one length: the defaults, overridden by shards.by_length[<length>] (the seeds'
+    4096-token set added Stories and RealNews at one third)."""
+    override = (SHARDS.get("by_length") or {}).get(int(length), {})
+    return {**{k: v for k, v in SHARDS.items() if k != "by_length"}, **override}
+
+
+def shard_options(wc):
+    s = shard_settings(wc.length)
+    probs = " ".join(str(s.get("sample_probs", {}).get(source, 1.0)) for source in s["sources"])
+    return (f"--dev_fraction {s.get('dev_fraction', 0.01)} --dupe_factor {s.get('dupe_factor', 1)}"
+            f" --seed {s.get('seed', 0)} --sample_probs {probs}")
+
+
+# pretrain.smk: effbert, torchrun on the job's GPUs, or one torchrun per node under srun
+
+
+def pretrain_launcher(wildcards, resources):
+    gpus, nodes = resources.gpus, resources.nodes
+    if gpus < 1:
+        return "effbert"
+    if nodes <= 1:
+        return f"torchrun --standalone --nnodes 1 --nproc_per_node {gpus} -m effbert"
+    head = '$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1)'
+    return (f"srun --overlap --nodes {nodes} --ntasks-per-node 1 --kill-on-bad-exit=1"
+            f" torchrun --nnodes {nodes} --nproc_per_node {gpus} --rdzv_id \"$SLURM_JOB_ID\" --rdzv_backend c10d"
+            f" --rdzv_endpoint \"{head}:29500\" -m effbert")
+
+
+def threads_per_process(wildcards, threads, resources):
+    return max(1, threads // max(1, resources.gpus))
+
+
+# report.smk and the named targets: what each model's scores are
+
+
+def pretrained(models):
+    return expand(f"{MODELS}/{{model}}/pretrain.json", model=models)
+
+
+def glue_scores(models):
+    return expand(f"{MODELS}/{{model}}/glue/{{task}}.json", model=models, task=config["glue"]["tasks"])
+
+
+def lra_scores(models):
+    return expand(f"{MODELS}/{{model}}/lra/{{task}}.json", model=models, task=config["lra"]["tasks"])
+
+
+# glue.smk: one run per grid point and seed
+
+from effbert.train.glue_protocol import grid
+
+
+def glue_runs(wc):
+    return [f"{MODELS}/{wc.model}/glue/{wc.task}/{run.name}.json" for run in grid(MODEL_CONFIGS[wc.model].glue)]
+
+
+# lra.smk: generated or placed data, one run per task and seed
+
+from effbert.config import LRA_TASKS
+from effbert.data.lra.protocol import PROTOCOLS
+
+GENERATE = config["lra"].get("generate") or {}
+LISTOPS = f"{LRA_DIR}/listops-1000"
+LISTOPS_FILES = [f"{LISTOPS}/basic_{split}.tsv" for split in ("train", "val", "test")]
+RELEASE_FOLDERS = {"text": "aclImdb", "retrieval": "tsv_data", "image": "cifar-10-batches-py"}
+
+
+def pathfinder_folder(task):
+    """<lra_dir>/pathfinder<res>/<difficulty>, as the task's protocol row names it."""
+    options = dict(PROTOCOLS[task].options)
+    return f"{LRA_DIR}/pathfinder{options['resolution']}/{options['difficulty']}"
+
+
+def lra_task_inputs(wc):
+    """What a task reads: generated files (the DAG makes them), else the release's folder (you place it)."""
+    task = wc.task
+    if task == "listops":
+        return LISTOPS_FILES
+    if task in ("pathfinder", "pathx"):
+        folder = pathfinder_folder(task)
+        return [f"{folder}/stats.json"] if task in GENERATE else [f"{folder}/metadata"]
+    return [f"{LRA_DIR}/{RELEASE_FOLDERS[task]}"]
+
+
+def lra_seed_results(wc):
+    seeds = MODEL_CONFIGS[wc.model].lra.task_seeds(wc.task)
+    return [f"{MODELS}/{wc.model}/lra/{wc.task}/seed-{seed}.json" for seed in seeds]

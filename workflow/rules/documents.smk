@@ -15,6 +15,8 @@ rule extract_documents:
         f"{LOGS}/documents/{{source}}.log",
     benchmark:
         f"{LOGS}/documents/{{source}}.benchmark.tsv"
+    resources:
+        **rule_resources("extract_documents"),
     threads: workflow.cores
     shell:
         "effbert documents --source {wildcards.source} --input {input} --out {output}"

@@ -2,13 +2,6 @@
 # (models/<name>/glue/<TASK>/<run>.json), then the selection among them -> models/<name>/glue/<TASK>.json.
 # The grid (batch sizes x learning rates x seeds) is the model's config.json "glue" section.
 
-from effbert.train.glue_protocol import grid
-
-
-def glue_runs(wc):
-    return [f"{MODELS}/{wc.model}/glue/{wc.task}/{run.name}.json" for run in grid(MODEL_CONFIGS[wc.model].glue)]
-
-
 rule finetune_glue:
     input:
         config=f"{MODELS}/{{model}}/config.json",
@@ -20,13 +13,18 @@ rule finetune_glue:
         model=r"[^/]+",
         task=r"[^/]+",
         run=r"bs\d+-lr[^/]+-seed-?\d+",
+    params:
+        model=lambda wc, input: Path(input.config).parent,
+        glue_dir=lambda wc, input: Path(input.task).parent,
     log:
         f"{LOGS}/glue/{{model}}-{{task}}-{{run}}.log",
     benchmark:
         f"{LOGS}/glue/{{model}}-{{task}}-{{run}}.benchmark.tsv"
+    resources:
+        **rule_resources("finetune_glue"),
     threads: 1
     shell:
-        "effbert glue --model {MODELS}/{wildcards.model} --task {wildcards.task} --glue_dir {GLUE_DIR}"
+        "effbert glue --model {params.model} --task {wildcards.task} --glue_dir {params.glue_dir}"
         " --run {wildcards.run} --threads {threads} > {log} 2>&1"
 
 
@@ -39,7 +37,11 @@ rule select_glue:
     wildcard_constraints:
         model=r"[^/]+",
         task=r"[^/]+",
+    params:
+        model=lambda wc, input: Path(input.config).parent,
     log:
         f"{LOGS}/glue/{{model}}-{{task}}.log",
+    resources:
+        **rule_resources("select_glue"),
     shell:
-        "effbert glue-select --model {MODELS}/{wildcards.model} --task {wildcards.task} > {log} 2>&1"
+        "effbert glue-select --model {params.model} --task {wildcards.task} > {log} 2>&1"

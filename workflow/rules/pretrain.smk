@@ -1,4 +1,6 @@
 # A model folder's config.json + its shard set -> checkpoints/cp-NNNN.pt, pretrain.jsonl, pretrain.json.
+# With GPUs (resources gpus, per node) the job runs under torchrun, one process per GPU; with nodes > 1 (SLURM)
+# srun starts one torchrun per node of the job, meeting at its first node. Without GPUs: plain `effbert pretrain`.
 
 
 rule pretrain_model:
@@ -9,12 +11,17 @@ rule pretrain_model:
     output:
         f"{MODELS}/{{model}}/pretrain.json",
     params:
+        model=lambda wc: f"{MODELS}/{wc.model}",
         shards=lambda wc: shards_for(wc.model),
+        launch=pretrain_launcher,
+        threads=threads_per_process,
     log:
         f"{LOGS}/pretrain/{{model}}.log",
     benchmark:
         f"{LOGS}/pretrain/{{model}}.benchmark.tsv"
+    resources:
+        **rule_resources("pretrain_model"),
     threads: 1
     shell:
-        "effbert pretrain --model {MODELS}/{wildcards.model} --shards {params.shards}"
-        " --threads {threads} > {log} 2>&1"
+        "{params.launch} pretrain --model {params.model} --shards {params.shards}"
+        " --threads {params.threads} > {log} 2>&1"

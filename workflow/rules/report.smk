@@ -5,16 +5,19 @@ REPORT_TABLES = [f"{RESULTS}/{table}.{ext}" for table in ("pretrain", "glue", "l
 
 rule report:
     input:
-        expand(f"{MODELS}/{{model}}/pretrain.json", model=MODEL_NAMES),
-        expand(f"{MODELS}/{{model}}/glue/{{task}}.json", model=MODEL_NAMES, task=config["glue"]["tasks"]),
-        expand(f"{MODELS}/{{model}}/lra/{{task}}.json", model=MODEL_NAMES, task=config["lra"]["tasks"]),
+        pretrained(MODEL_NAMES),
+        glue_scores(MODEL_NAMES),
+        lra_scores(MODEL_NAMES),
     output:
         REPORT_TABLES,
     params:
         models=" ".join(f"{MODELS}/{name}" for name in MODEL_NAMES),
+        out=lambda wc, output: Path(output[0]).parent,
     log:
         f"{LOGS}/report.log",
     benchmark:
         f"{LOGS}/report.benchmark.tsv"
+    resources:
+        **rule_resources("report"),
     shell:
-        "effbert report --models {params.models} --out {RESULTS} > {log} 2>&1"
+        "effbert report --models {params.models} --out {params.out} > {log} 2>&1"
