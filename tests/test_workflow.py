@@ -1,0 +1,185 @@
+"""The workflow as a cluster sees it: `snakemake --lint` is clean, the SLURM profile's dry run lists every job
+with its resources (GPUs per node as sbatch's gres, torchrun on the job's GPUs), the named targets plan the
+jobs they promise, and every target the docs name exists in the Snakefile."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from conftest import ROOT
+
+SNAKEMAKE = [sys.executable, "-m", "snakemake"]
+TARGETS = {"shards", "pretrain", "glue", "lra", "report", "all"}
+# rules that only gather other jobs' outputs: no software, no resources of their own
+TARGET_RULES = TARGETS - {"report"}
+
+
+def tracked_only(folder: str, names: list[str]) -> list[str]:
+    """copytree's ignore: what the pipeline wrote (demo/out, everything in a model folder but config.json)."""
+    if Path(folder).parent.name == "models":
+        return [name for name in names if name != "config.json"]
+    return ["out"] if Path(folder).name == "demo" else []
+
+
+def copy_workflow(dest: Path, demo: bool = False) -> Path:
+    """The workflow, configs, profiles and model folders (config.json only) in a fresh folder."""
+    dest.mkdir(parents=True, exist_ok=True)
+    for name in ["Snakefile", "workflow", "config", "profiles", "models"] + (["demo"] if demo else []):
+        src = ROOT / name
+        if src.is_dir():
+            shutil.copytree(src, dest / name, ignore=tracked_only)
+        else:
+            shutil.copy2(src, dest / name)
+    return dest
+
+
+def snakemake(cwd: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    done = subprocess.run(SNAKEMAKE + list(args), cwd=cwd, capture_output=True, text=True)
+    if check:
+        assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
+    return done
+
+
+def place_raw_data(project: Path, *args: str) -> str:
+    """Create the folders the user places (raw dumps, GLUE, LRA release) until the dry run plans; its output."""
+    for _ in range(20):
+        done = snakemake(project, *args, check=False)
+        if done.returncode == 0:
+            return done.stdout + done.stderr
+        missing = re.search(r"affected files:\n((?: {8}\S+\n)+)", done.stdout + done.stderr)
+        assert missing, done.stdout[-4000:] + done.stderr[-4000:]
+        for path in missing.group(1).split():
+            (project / path).mkdir(parents=True, exist_ok=True)
+    raise AssertionError("the dry run kept asking for more input folders")
+
+
+def planned(output: str) -> list[dict]:
+    """Every job of a dry run: rule, resources (parsed) and shell command."""
+    jobs = []
+    for block in re.split(r"\n(?=\[[^\]]+\]\n(?:local)?rule )", output):
+        head = re.search(r"^(?:local)?rule (\S+):", block, re.M)
+        if not head:
+            continue
+        resources = re.search(r"^\s+resources: (.*)$", block, re.M)
+        threads = re.search(r"^\s+threads: (\d+)$", block, re.M)
+        shell = re.search(r"^Shell command: (.*)$", block, re.M)
+        jobs.append({
+            "rule": head.group(1),
+            "resources": dict(item.split("=", 1) for item in resources.group(1).split(", ")) if resources else {},
+            "threads": int(threads.group(1)) if threads else 1,
+            "shell": shell.group(1) if shell else "",
+        })
+    return jobs
+
+
+def job_stats(output: str) -> Counter:
+    table = output.split("Job stats:")[1]
+    return Counter({m.group(1): int(m.group(2)) for m in re.finditer(r"^(\w+)\s+(\d+)$", table, re.M)
+                    if m.group(1) != "total"})
+
+
+def test_lint_is_clean(tmp_path):
+    for configfile in ("config/config.yaml", "config/demo.yaml"):
+        done = snakemake(copy_workflow(tmp_path / Path(configfile).stem, demo=True), "--configfile", configfile,
+                         "--lint", check=False)
+        assert done.returncode == 0, f"snakemake --lint ({configfile}):\n{done.stdout[-6000:]}{done.stderr[-2000:]}"
+
+
+@pytest.mark.slow
+def test_slurm_profile_dry_run_lists_every_job_with_its_resources(tmp_path):
+    pytest.importorskip("snakemake_executor_plugin_slurm", reason="pip install snakemake-executor-plugin-slurm")
+    project = copy_workflow(tmp_path)
+    output = place_raw_data(project, "--profile", "profiles/slurm", "-n", "all")
+    jobs = planned(output)
+    stats = job_stats(output)
+    assert Counter(job["rule"] for job in jobs) == stats  # one block per job, none missing
+    assert stats["pretrain_model"] == len(list((project / "models").glob("*/config.json")))
+    for job in jobs:
+        if job["rule"] in TARGET_RULES:
+            continue
+        res = job["resources"]
+        assert {"gpus", "mem_mb", "runtime", "slurm_partition"} <= res.keys(), job
+        assert int(res["mem_mb"]) > 0 and int(res["runtime"]) > 0, job
+        gpus = int(res["gpus"])
+        # sbatch learns of GPUs through gres (per node); torchrun through gpus: they must agree
+        assert res.get("gres", "") == (f"gpu:{gpus}" if gpus else ""), job
+        assert res["slurm_partition"] == ("gpu" if gpus else "cpu"), job
+    pretrain = [job for job in jobs if job["rule"] == "pretrain_model"]
+    for job in pretrain:
+        gpus, threads = int(job["resources"]["gpus"]), job["threads"]
+        assert gpus == 8 and threads == 32
+        assert f"torchrun --standalone --nnodes 1 --nproc_per_node {gpus} -m effbert pretrain" in job["shell"]
+        assert f"--threads {threads // gpus}" in job["shell"]
+    assert {int(job["resources"]["gpus"]) for job in jobs if job["rule"] == "finetune_glue"} == {1}
+
+
+@pytest.mark.slow
+def test_pretraining_across_nodes_runs_one_torchrun_per_node(tmp_path):
+    pytest.importorskip("snakemake_executor_plugin_slurm", reason="pip install snakemake-executor-plugin-slurm")
+    project = copy_workflow(tmp_path)
+    profile = project / "profiles/slurm/config.yaml"
+    text = profile.read_text()
+    assert "    nodes: 1\n" in text
+    profile.write_text(text.replace("    nodes: 1\n", "    nodes: 4\n"))
+    output = place_raw_data(project, "--profile", "profiles/slurm", "-n", "pretrain")
+    jobs = [job for job in planned(output) if job["rule"] == "pretrain_model"]
+    assert jobs
+    for job in jobs:
+        assert job["resources"]["nodes"] == "4"
+        assert re.search(r"srun --overlap --nodes 4 --ntasks-per-node 1 .*torchrun --nnodes 4 --nproc_per_node 8 "
+                         r".*--rdzv_backend c10d --rdzv_endpoint .*-m effbert pretrain", job["shell"]), job["shell"]
+
+
+def test_cpu_run_pretrains_without_torchrun(tmp_path):
+    project = copy_workflow(tmp_path, demo=True)
+    output = snakemake(project, "--configfile", "config/demo.yaml", "-n", "-p", "--cores", "2", "pretrain").stdout
+    commands = [job["shell"] for job in planned(output) if job["rule"] == "pretrain_model"]
+    assert len(commands) == 2 and all(cmd.startswith("effbert pretrain ") for cmd in commands)
+
+
+def test_named_targets_plan_what_they_promise(tmp_path):
+    project = copy_workflow(tmp_path, demo=True)
+    demo = ["--configfile", "config/demo.yaml", "-n", "--cores", "2"]
+    models = sorted(p.parent.name for p in (project / "demo/models").glob("*/config.json"))
+
+    def rules(target: str) -> set[str]:
+        return set(job_stats(snakemake(project, *demo, target).stdout))
+
+    assert rules("shards") == {"extract_documents", "build_tokenizer", "build_shards", "shards"}
+    assert "pretrain_model" in rules("pretrain") and "finetune_glue" not in rules("pretrain")
+    assert {"finetune_glue", "select_glue"} <= rules("glue") and "train_lra" not in rules("glue")
+    assert "train_lra" in rules("lra") and "finetune_glue" not in rules("lra")
+    assert "report" in rules("report") and "report" in rules("all")
+    # a model's own target: only that model's jobs
+    per_model = snakemake(project, *demo, models[0]).stdout
+    assert job_stats(per_model)["pretrain_model"] == 1
+    assert f"demo/models/{models[1]}/" not in per_model
+
+
+def documented_targets() -> set[str]:
+    """Targets the docs show: rows of the targets table (`| \\`name\\` |`) and `docker run ... effbert <target>`."""
+    names = set()
+    for doc in [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]:
+        text = doc.read_text()
+        section = re.search(r"<!-- targets -->(.*?)<!-- /targets -->", text, re.S)
+        if section:
+            names |= set(re.findall(r"^\| `([\w.-]+)` \|", section.group(1), re.M))
+        names |= set(re.findall(r"docker run [^`\n]*?\beffbert ([a-z][\w.-]*)(?=[\s`])", text))
+    return names
+
+
+def test_targets_named_in_the_docs_exist(tmp_path):
+    project = copy_workflow(tmp_path)
+    rules = set(snakemake(project, "--list-rules").stdout.split())
+    named = documented_targets()
+    assert TARGETS <= named, f"targets the docs should name: {sorted(TARGETS - named)}"
+    models = {p.parent.name for p in (ROOT / "models").glob("*/config.json")}
+    assert named - {"effbert", "bash", "snakemake"} <= rules, f"not in the Snakefile: {sorted(named - rules)}"
+    assert models <= rules  # one target per model folder
