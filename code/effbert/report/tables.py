@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from effbert.data.glue import glue_score
+from effbert.data.glue import GLUE_SCORE_TASKS, glue_score
 from effbert.files import read_json, write_text
 from effbert.report import published
 
@@ -99,9 +99,17 @@ def wide(tidy: pd.DataFrame, reference: dict[str, dict[str, float]]) -> pd.DataF
     return out.reset_index()
 
 
+GLUE_ORDER = [*GLUE_SCORE_TASKS[:6], "MNLI-mm", *GLUE_SCORE_TASKS[6:]]  # the leaderboard's column order
+
+
+def _glue_order(tidy: pd.DataFrame) -> pd.DataFrame:
+    rank = {task: i for i, task in enumerate(GLUE_ORDER)}
+    return tidy.sort_values("task", key=lambda tasks: tasks.map(lambda t: rank.get(t, len(rank))), kind="stable")
+
+
 def glue_table(model_dirs: list[Path]) -> pd.DataFrame:
-    return _task_rows(model_dirs, "glue", "score", published.GLUE,
-                      extra={"MNLI-mm": ("MNLI", "accuracy_mismatched")})
+    return _glue_order(_task_rows(model_dirs, "glue", "score", published.GLUE,
+                                  extra={"MNLI-mm": ("MNLI", "accuracy_mismatched")}))
 
 
 def glue_selection(model_dirs: list[Path]) -> pd.DataFrame:
@@ -115,13 +123,14 @@ def glue_selection(model_dirs: list[Path]) -> pd.DataFrame:
             per_seed = r.get("per_seed", {})
             rows.append({
                 "model": d.name, "task": path.stem, "metric": r.get("metric"),
-                "GLUE part": r.get("glue_score"), "batch": chosen.get("batch_size"), "lr": chosen.get("lr"),
+                "GLUE part": r.get("glue_score"), "batch": chosen.get("batch_size"),
+                "lr": None if chosen.get("lr") is None else f"{chosen['lr']:g}",
                 "epochs": chosen.get("epochs"),
                 "per seed": ", ".join(f"{seed}: {v:.1f}" for seed, v in per_seed.items()) or None,
                 "protocol": r.get("protocol", "one run"),
             })
-    return pd.DataFrame(rows, columns=["model", "task", "metric", "GLUE part", "batch", "lr", "epochs",
-                                       "per seed", "protocol"])
+    return _glue_order(pd.DataFrame(rows, columns=["model", "task", "metric", "GLUE part", "batch", "lr", "epochs",
+                                                   "per seed", "protocol"])).sort_values("model", kind="stable")
 
 
 def _glue_scores(selection: pd.DataFrame) -> dict[str, str]:
@@ -138,9 +147,11 @@ def lra_table(model_dirs: list[Path]) -> pd.DataFrame:
     return _task_rows(model_dirs, "lra", "accuracy", published.LRA)
 
 
-def _markdown(table: pd.DataFrame) -> str:
+def _markdown(table: pd.DataFrame, verbatim: tuple[str, ...] = ()) -> str:
+    """`verbatim` columns are shown as written (a learning rate of 5e-05 is not 0.00)."""
     shown = table.astype(object).where(table.notna(), None)  # a task a model has not run shows as "-"
-    return shown.to_markdown(index=False, floatfmt=".2f", missingval="-") + "\n"
+    keep = [i for i, column in enumerate(shown.columns) if column in verbatim]
+    return shown.to_markdown(index=False, floatfmt=".2f", missingval="-", disable_numparse=keep or False) + "\n"
 
 
 NOTES = {
@@ -169,7 +180,7 @@ def write_report(model_dirs: list[Path], out_dir: Path) -> dict[str, str]:
             if name == "glue" and not shown.empty:
                 selection = glue_selection(model_dirs)
                 shown.insert(len(shown.columns) - 1, "GLUE", shown.model.map(_glue_scores(selection)).fillna("-"))
-                text = _markdown(shown) + "\nSelected runs:\n\n" + _markdown(selection)
+                text = _markdown(shown) + "\nSelected runs:\n\n" + _markdown(selection, verbatim=("lr",))
             else:
                 text = _markdown(shown)
         markdown[name] = f"{NOTES[name]}\n\n{text}"

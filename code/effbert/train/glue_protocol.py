@@ -74,8 +74,10 @@ AGGREGATE = {"mean": np.mean, "median": np.median, "max": np.max}
 def _describe(cfg: GlueConfig, points: int) -> str:
     seeds = len(cfg.seeds)
     how = {"mean": "mean", "median": "median", "max": "best"}[cfg.selection]
+    batches = "/".join(str(b) for b in cfg.batch_size)
+    lrs = "/".join(f"{lr:g}" for lr in cfg.lr)
     return (f"{how} of {seeds} seed{'s' * (seeds > 1)} at the best of {points} grid point{'s' * (points > 1)}"
-            f" (batch {cfg.batch_size} x lr {[f'{lr:g}' for lr in cfg.lr]}), selected on dev")
+            f" (batch {batches} x lr {lrs}), selected on dev")
 
 
 def select_runs(task: str, runs: dict[GlueRun, dict], cfg: GlueConfig) -> dict:
