@@ -12,6 +12,7 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+import yaml
 
 from conftest import ROOT
 
@@ -49,7 +50,12 @@ def snakemake(cwd: Path, *args: str, check: bool = True) -> subprocess.Completed
 
 def place_raw_data(project: Path, *args: str) -> str:
     """Create the folders the user places (raw dumps, GLUE, LRA release) until the dry run plans; its output."""
-    for _ in range(20):
+    config = yaml.safe_load((project / "config/config.yaml").read_text())
+    for source in config["sources"].values():
+        (project / source["input"]).mkdir(parents=True, exist_ok=True)
+    for task in config["glue"]["tasks"]:
+        (project / config["glue"]["dir"] / task).mkdir(parents=True, exist_ok=True)
+    for _ in range(20):  # the rest (LRA release folders), as the dry run names them
         done = snakemake(project, *args, check=False)
         if done.returncode == 0:
             return done.stdout + done.stderr
@@ -120,7 +126,6 @@ def test_slurm_profile_dry_run_lists_every_job_with_its_resources(tmp_path):
     assert {int(job["resources"]["gpus"]) for job in jobs if job["rule"] == "finetune_glue"} == {1}
 
 
-@pytest.mark.slow
 def test_pretraining_across_nodes_runs_one_torchrun_per_node(tmp_path):
     pytest.importorskip("snakemake_executor_plugin_slurm", reason="pip install snakemake-executor-plugin-slurm")
     project = copy_workflow(tmp_path)
