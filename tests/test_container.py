@@ -98,8 +98,10 @@ def test_entrypoint_gives_pretraining_every_gpu_it_sees(tmp_path):
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert "Using profile profiles/gpu" in done.stdout + done.stderr
     assert done.stdout.count("torchrun --standalone --nnodes 1 --nproc_per_node 4 -m effbert pretrain") == 2
-    glue = entrypoint(workspace, project, "--configfile", "config/demo.yaml", "-n", "glue", gpus=4)
-    assert glue.returncode == 0 and "gpus=1" in glue.stdout  # the runs after pretraining: one GPU each
+    glue = entrypoint(workspace, project, "--configfile", "config/demo.yaml", "-n", "-p", "glue", gpus=4)
+    assert glue.returncode == 0, glue.stdout[-3000:] + glue.stderr[-3000:]
+    # the runs after pretraining: one GPU each, a different one for each run at the same time
+    assert "gpus=1" in glue.stdout and "claim-gpus.sh' 1 effbert glue --model" in glue.stdout
 
 
 def test_entrypoint_runs_a_program_given_first(tmp_path):

@@ -4,10 +4,12 @@ jobs they promise, and every target the docs name exists in the Snakefile."""
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
 import sys
+import time
 from collections import Counter
 from pathlib import Path
 
@@ -188,3 +190,32 @@ def test_targets_named_in_the_docs_exist(tmp_path):
     models = {p.parent.name for p in (ROOT / "models").glob("*/config.json")}
     assert named - {"effbert", "bash", "snakemake"} <= rules, f"not in the Snakefile: {sorted(named - rules)}"
     assert models <= rules  # one target per model folder
+
+
+def test_gpu_jobs_on_one_machine_get_different_gpus(tmp_path):
+    """workflow/scripts/claim-gpus.sh: jobs running side by side get disjoint GPUs; one that wants more than are
+    free waits until they are; no GPUs asked, or SLURM's choice already made, changes nothing."""
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    (fake / "nvidia-smi").write_text("#!/bin/sh\nfor i in 0 1 2 3; do echo \"GPU $i: NVIDIA H100\"; done\n")
+    (fake / "nvidia-smi").chmod(0o755)
+    env = {**os.environ, "PATH": f"{fake}{os.pathsep}{os.environ['PATH']}",
+           "EFFBERT_GPU_LOCKS": str(tmp_path / "locks")}
+    env.pop("CUDA_VISIBLE_DEVICES", None)
+    claim = str(ROOT / "workflow/scripts/claim-gpus.sh")
+
+    def start(n: int, seconds: float, extra: dict | None = None) -> subprocess.Popen:
+        script = f'echo "$CUDA_VISIBLE_DEVICES"; sleep {seconds}'
+        return subprocess.Popen(["bash", claim, str(n), "sh", "-c", script], env={**env, **(extra or {})},
+                                stdout=subprocess.PIPE, text=True)
+
+    holders = [start(1, 3) for _ in range(3)]
+    time.sleep(1)
+    began = time.monotonic()
+    waiting = start(2, 0)  # only one GPU is free: waits for the others to finish
+    got = sorted(p.communicate()[0].strip() for p in holders)
+    pair = waiting.communicate()[0].strip().split(",")
+    assert got == ["0", "1", "2"]
+    assert len(set(pair)) == 2 and time.monotonic() - began > 1.5
+    assert start(0, 0).communicate()[0].strip() == ""
+    assert start(2, 0, {"CUDA_VISIBLE_DEVICES": "5,7"}).communicate()[0].strip() == "5,7"

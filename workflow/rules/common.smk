@@ -68,6 +68,14 @@ def rule_resources(rule):
     return {"gpus": 0, **RESOURCES.get(rule, SMALL_JOB)}
 
 
+CLAIM_GPUS = Path(workflow.basedir) / "workflow" / "scripts" / "claim-gpus.sh"
+
+
+def on_gpus(wildcards, resources):
+    """A GPU job's command prefix: which of this machine's GPUs it gets (a lock per GPU; SLURM's own choice stands)."""
+    return f"bash '{CLAIM_GPUS}' {resources.gpus}" if resources.gpus > 0 else ""
+
+
 # tokenizer.smk
 
 
@@ -111,7 +119,7 @@ def pretrain_launcher(wildcards, resources):
     if gpus < 1:
         return "effbert"
     if nodes <= 1:
-        return f"torchrun --standalone --nnodes 1 --nproc_per_node {gpus} -m effbert"
+        return f"{on_gpus(wildcards, resources)} torchrun --standalone --nnodes 1 --nproc_per_node {gpus} -m effbert"
     head = '$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1)'
     return (f"srun --overlap --nodes {nodes} --ntasks-per-node 1 --kill-on-bad-exit=1"
             f" torchrun --nnodes {nodes} --nproc_per_node {gpus} --rdzv_id \"$SLURM_JOB_ID\" --rdzv_backend c10d"

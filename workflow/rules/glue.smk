@@ -16,6 +16,7 @@ rule finetune_glue:
     params:
         model=lambda wc, input: Path(input.config).parent,
         glue_dir=lambda wc, input: Path(input.task).parent,
+        on_gpus=on_gpus,
     log:
         f"{LOGS}/glue/{{model}}-{{task}}-{{run}}.log",
     benchmark:
@@ -24,7 +25,7 @@ rule finetune_glue:
         **rule_resources("finetune_glue"),
     threads: 1
     shell:
-        "effbert glue --model {params.model} --task {wildcards.task} --glue_dir {params.glue_dir}"
+        "{params.on_gpus} effbert glue --model {params.model} --task {wildcards.task} --glue_dir {params.glue_dir}"
         " --run {wildcards.run} --threads {threads} > {log} 2>&1"
 
 

@@ -58,6 +58,7 @@ rule train_lra:
     params:
         model=lambda wc, input: Path(input.config).parent,
         lra_dir=LRA_DIR,
+        on_gpus=on_gpus,
     log:
         f"{LOGS}/lra/{{model}}-{{task}}-seed-{{seed}}.log",
     benchmark:
@@ -66,7 +67,7 @@ rule train_lra:
         **rule_resources("train_lra"),
     threads: 1
     shell:
-        "effbert lra --model {params.model} --task {wildcards.task} --lra_dir {params.lra_dir}"
+        "{params.on_gpus} effbert lra --model {params.model} --task {wildcards.task} --lra_dir {params.lra_dir}"
         " --seed {wildcards.seed} --threads {threads} > {log} 2>&1"
 
 
