@@ -12,15 +12,9 @@ import numpy as np
 import pytest
 
 from effbert.data import shards
-from effbert.data.shards import (
-    FIELDS,
-    IGNORE,
-    ShardDataset,
-    build_shards,
-    field_dtypes,
-    read_manifest,
-    uniform_draws,
-)
+from effbert.data.instances import IGNORE
+from effbert.data.shard_files import FIELDS, ShardDataset, field_dtypes, read_manifest
+from effbert.data.shards import build_shards, uniform_draws
 from effbert.data.tokenizer import import_tokenizer, load_tokenizer, special_tokens, train_tokenizer
 from effbert.errors import InputError
 from test_tokenizer import minilm_model_dir, write_corpus

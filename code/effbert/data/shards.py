@@ -1,13 +1,6 @@
-"""Pretraining shards: documents -> fixed-length MLM + sentence-order-prediction instances in .npy files.
-
-Instances follow ALBERT's recipe: pack a document's sentences up to a target length, cut the packed chunk
-at a sentence boundary into segments A and B, swap them half of the time (the SOP label), and mask 15% of
-the tokens (80% [MASK], 10% a random token, 10% unchanged). Every row is
-
-    CLS A SEP B SEP pad ...      token_type_ids 0 for CLS A SEP, 1 for B SEP, 0 over padding
-
-with the tokenizer's own CLS/SEP/PAD ids (so <s> A </s> B </s> for RoBERTa's specials). The train/dev
-split is by document, from a hash of its text, so it never depends on the seed or the tokenizer.
+"""Building pretraining shards: documents -> fixed-length MLM + SOP instances (effbert.data.instances)
+-> the shard set's files (effbert.data.shard_files). The train/dev split is by document, from a hash of
+its text, so it never depends on the seed or the tokenizer.
 
 At scale (issue #4) the work streams in three steps, memory bounded by a unit and a shard, not the corpus:
 1. index: every part file is read once (in parallel) for each document's split position and cut into
@@ -27,28 +20,18 @@ import json
 import multiprocessing
 import shutil
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import torch
 from tqdm import tqdm
 
-from effbert.data.tokenizer import SpecialTokens, copy_tokenizer, load_tokenizer, part_files, special_tokens
+from effbert.data.instances import Instance, InstanceMaker
+from effbert.data.shard_files import MANIFEST, SPLITS, ShardWriter, field_dtypes, read_manifest
+from effbert.data.tokenizer import copy_tokenizer, load_tokenizer, part_files, special_tokens
 from effbert.errors import InputError
 from effbert.files import atomic_dir, sha256_file
 
-# The widest dtype of each field; field_dtypes narrows the ids for vocabularies that fit (the manifest says).
-FIELDS = {
-    "input_ids": np.int32,  # (B, L) masked input, pad id beyond the length
-    "mlm_labels": np.int32,  # (B, L) original id where a prediction is asked, IGNORE elsewhere
-    "token_type_ids": np.int8,  # (B, L)
-    "sop_labels": np.int8,  # (B,) 0 = A before B as in the document, 1 = swapped
-    "lengths": np.int32,  # (B,) real tokens including CLS and the two SEPs
-}
-IGNORE = -100  # torch.nn.functional.cross_entropy's default ignore_index
-SPLITS = ("train", "dev")
-MANIFEST = "manifest.json"
 ENCODE_SENTENCES = 20000  # sentences per encode_batch call (parallel in Rust; books are long, so count lines)
 
 
@@ -87,128 +70,6 @@ def dev_documents(positions: np.ndarray, dev_fraction: float) -> np.ndarray:
         if is_dev.all():
             is_dev[np.argmax(positions)] = False
     return is_dev
-
-
-# ---------------------------------------------------------------- instances
-
-
-@dataclass
-class Instance:
-    """One row before padding: `tokens` already masked, `labels` IGNORE where nothing is predicted."""
-
-    tokens: np.ndarray
-    labels: np.ndarray
-    a_length: int  # CLS + A + SEP carry token type 0
-    swapped: bool
-
-
-@dataclass
-class InstanceMaker:
-    max_seq_len: int
-    specials: SpecialTokens
-    vocab_size: int
-    masked_lm_prob: float = 0.15
-    max_predictions: int = 20
-    short_seq_prob: float = 0.1
-    random_ids: np.ndarray = field(init=False)
-
-    def __post_init__(self) -> None:
-        # Replacement tokens come from the ordinary vocabulary only.
-        self.random_ids = np.setdiff1d(np.arange(self.vocab_size), sorted(self.specials.ids()))
-        self.max_tokens = self.max_seq_len - 3  # room for CLS, SEP, SEP
-
-    def _target_length(self, rng: np.random.Generator) -> int:
-        # Mostly full rows; sometimes a shorter one so the model also sees short inputs (as in BERT/ALBERT).
-        if rng.random() < self.short_seq_prob:
-            return int(rng.integers(2, self.max_tokens + 1))
-        return self.max_tokens
-
-    def from_document(self, segments: list[list[int]], rng: np.random.Generator) -> Iterator[Instance]:
-        """Pack the document's tokenised sentences into chunks near a target length, one instance each."""
-        segments = [s for s in segments if s]
-        target = self._target_length(rng)
-        chunk: list[list[int]] = []
-        length = 0
-        for i, segment in enumerate(segments):
-            chunk.append(segment)
-            length += len(segment)
-            if i == len(segments) - 1 or length >= target:
-                pair = self._split(chunk, rng)
-                if pair is not None:
-                    yield self._instance(*pair, rng)
-                chunk, length = [], 0
-                target = self._target_length(rng)
-
-    @staticmethod
-    def _split(chunk: list[list[int]], rng: np.random.Generator) -> tuple[list[int], list[int]] | None:
-        """A and B: the chunk cut at a random sentence boundary; a one-sentence chunk is cut in the middle
-        of its tokens (so single-sentence documents still teach MLM and SOP); None below two tokens."""
-        if len(chunk) >= 2:
-            a_end = int(rng.integers(1, len(chunk)))
-            return [t for s in chunk[:a_end] for t in s], [t for s in chunk[a_end:] for t in s]
-        tokens = chunk[0]
-        if len(tokens) < 2:
-            return None
-        middle = len(tokens) // 2
-        return tokens[:middle], tokens[middle:]
-
-    def _instance(self, a: list[int], b: list[int], rng: np.random.Generator) -> Instance:
-        swapped = bool(rng.random() < 0.5)
-        if swapped:
-            a, b = b, a
-        a, b = self._truncate(a, b, rng)
-        s = self.specials
-        tokens = np.array([s.cls, *a, s.sep, *b, s.sep], dtype=np.int32)
-        masked, labels = self._mask(tokens, rng)
-        return Instance(masked, labels, len(a) + 2, swapped)
-
-    def _truncate(self, a: list[int], b: list[int], rng: np.random.Generator) -> tuple[list[int], list[int]]:
-        """Drop tokens from the longer segment, at its front or back at random, until the pair fits
-        (ALBERT's truncate_seq_pair), so neither segment always loses the same end."""
-        excess = len(a) + len(b) - self.max_tokens
-        if excess <= 0:
-            return a, b
-        bounds = [[0, len(a)], [0, len(b)]]
-        for coin in rng.random(excess):
-            longer = bounds[0] if bounds[0][1] - bounds[0][0] > bounds[1][1] - bounds[1][0] else bounds[1]
-            if coin < 0.5:
-                longer[0] += 1
-            else:
-                longer[1] -= 1
-        return a[bounds[0][0] : bounds[0][1]], b[bounds[1][0] : bounds[1][1]]
-
-    def _mask(self, tokens: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-        # Segments hold no CLS/SEP/PAD/MASK (see _encode), so the ordinary tokens are all but [UNK] and
-        # the three placed at the start and at the ends of A and B.
-        ordinary = (tokens != self.specials.unk) & (tokens != self.specials.sep)
-        ordinary[0] = False
-        candidates = np.flatnonzero(ordinary)
-        labels = np.full(len(tokens), IGNORE, dtype=np.int32)
-        masked = tokens.copy()
-        if len(candidates) == 0:
-            return masked, labels
-        count = min(self.max_predictions, max(1, round(len(candidates) * self.masked_lm_prob)))
-        chosen = np.sort(rng.choice(candidates, size=count, replace=False))
-        labels[chosen] = tokens[chosen]
-        fate = rng.random(count)
-        masked[chosen[fate < 0.8]] = self.specials.mask
-        replaced = chosen[(fate >= 0.8) & (fate < 0.9)]
-        masked[replaced] = rng.choice(self.random_ids, size=len(replaced))
-        return masked, labels  # the remaining 10% keep their token but are still predicted
-
-
-# ---------------------------------------------------------------- dtypes
-
-
-def field_dtypes(vocab_size: int) -> dict[str, np.dtype]:
-    """On-disk dtype of every field: token ids in uint16 while the vocabulary fits (BERT 30522, RoBERTa
-    50265), labels (ids or IGNORE = -100) in int16 while it fits there (BERT yes, RoBERTa no)."""
-    dtypes = dict(FIELDS)
-    if vocab_size <= 1 << 16:
-        dtypes["input_ids"] = np.uint16
-    if vocab_size <= 1 << 15:
-        dtypes["mlm_labels"] = np.int16
-    return {name: np.dtype(d) for name, d in dtypes.items()}
 
 
 # ---------------------------------------------------------------- index: documents -> work units
@@ -337,81 +198,6 @@ def _save_instances(folder: Path, split: str, instances: list[Instance]) -> None
     }
     for name, array in arrays.items():
         np.save(folder / f"{split}.{name}.npy", array, allow_pickle=False)
-
-
-# ---------------------------------------------------------------- assembling: instances -> shards
-
-
-class ShardWriter:
-    """Fills one split's shards of `per_shard` rows from the units' instances in document order and writes
-    each as shard-NNNNN.<field>.npy, rows shuffled within the shard (seeded) so a shard never reads as one
-    document after another. Holds one shard in memory at most."""
-
-    def __init__(self, folder: Path, split: str, max_seq_len: int, pad: int, per_shard: int, seed: int,
-                 dtypes: dict[str, np.dtype]):  # fmt: skip
-        self.folder, self.split, self.max_seq_len, self.pad = folder, split, max_seq_len, pad
-        self.per_shard, self.seed, self.dtypes = per_shard, seed, dtypes
-        self.shards: list[dict] = []
-        self.tokens = 0
-        self._new()
-
-    def _new(self, rows: int = 1024) -> None:
-        # Start small and double up to per_shard: a small split (dev) never holds a full shard's memory.
-        n, L = min(rows, self.per_shard), self.max_seq_len
-        self.arrays = {
-            "input_ids": np.full((n, L), self.pad, dtype=self.dtypes["input_ids"]),
-            "mlm_labels": np.full((n, L), IGNORE, dtype=self.dtypes["mlm_labels"]),
-            "token_type_ids": np.zeros((n, L), dtype=self.dtypes["token_type_ids"]),
-            "sop_labels": np.zeros(n, dtype=self.dtypes["sop_labels"]),
-            "lengths": np.zeros(n, dtype=self.dtypes["lengths"]),
-        }
-        self.filled = 0
-
-    def _grow(self) -> None:
-        old, filled = self.arrays, self.filled
-        self._new(2 * len(old["lengths"]))
-        for name, array in old.items():
-            self.arrays[name][:filled] = array
-        self.filled = filled
-
-    def add_unit(self, unit_folder: Path) -> None:
-        load = {name: np.load(unit_folder / f"{self.split}.{name}.npy", mmap_mode="r", allow_pickle=False)
-                for name in ("tokens", "labels", "lengths", "a_lengths", "swapped")}  # fmt: skip
-        ends = np.cumsum(load["lengths"])
-        starts = ends - load["lengths"]
-        for i in range(len(load["lengths"])):
-            if self.filled == len(self.arrays["lengths"]):
-                self._grow()
-            row, n = self.filled, int(load["lengths"][i])
-            a = self.arrays
-            a["input_ids"][row, :n] = load["tokens"][starts[i] : ends[i]]
-            a["mlm_labels"][row, :n] = load["labels"][starts[i] : ends[i]]
-            a["token_type_ids"][row, int(load["a_lengths"][i]) : n] = 1
-            a["sop_labels"][row] = load["swapped"][i]
-            a["lengths"][row] = n
-            self.filled += 1
-            if self.filled == self.per_shard:
-                self.flush()
-
-    def flush(self) -> None:
-        if not self.filled:
-            return
-        number = len(self.shards)
-        rng = np.random.default_rng([self.seed, SPLITS.index(self.split), number])
-        order = rng.permutation(self.filled)
-        name = f"shard-{number:05d}"
-        self.folder.mkdir(parents=True, exist_ok=True)
-        digests = {}
-        for field_name, array in self.arrays.items():
-            path = self.folder / f"{name}.{field_name}.npy"
-            np.save(path, array[: self.filled][order], allow_pickle=False)
-            digests[field_name] = sha256_file(path)
-        self.shards.append({"name": name, "instances": self.filled, "sha256": digests})
-        self.tokens += int(self.arrays["lengths"][: self.filled].sum())
-        self._new()
-
-    def summary(self) -> dict:
-        return {"instances": sum(s["instances"] for s in self.shards), "tokens": self.tokens, "shards": self.shards}
 
 
 # ---------------------------------------------------------------- building
@@ -676,88 +462,3 @@ def _encode(tok, documents: list[list[str]], structural: frozenset[int]) -> list
         [e.ids if structural.isdisjoint(e.ids) else [t for t in e.ids if t not in structural] for e in encodings]
     )
     return [[next(ids) for _ in doc] for doc in documents]
-
-
-# ---------------------------------------------------------------- reading
-
-
-def read_manifest(out_dir: Path) -> dict:
-    """The manifest.json of a shards folder, checked for the keys readers rely on."""
-    path = Path(out_dir) / MANIFEST
-    if not path.is_file():
-        raise InputError(f"{path}: not found (expected the output of `effbert shards`)")
-    try:
-        manifest = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as error:
-        raise InputError(f"{path}: not valid JSON ({error})") from error
-    for key in ("max_seq_len", "tokenizer", "splits", "fields"):
-        if key not in manifest:
-            raise InputError(f"{path}: key {key!r} missing")
-    return manifest
-
-
-class ShardDataset:
-    """Random access to one split's instances across its shards, memory-mapped (nothing read until used)."""
-
-    def __init__(self, out_dir: Path, split: str):
-        self.out_dir, self.split = Path(out_dir), split
-        self.manifest = read_manifest(self.out_dir)
-        if split not in self.manifest["splits"]:
-            raise InputError(f"{self.out_dir / MANIFEST}: no split {split!r} (has {list(self.manifest['splits'])})")
-        self.max_seq_len = int(self.manifest["max_seq_len"])
-        self._open()
-
-    def _open(self) -> None:
-        self._shards = []
-        counts = []
-        for shard in self.manifest["splits"][self.split]["shards"]:
-            arrays = {}
-            for name, dtype in self.manifest["fields"].items():
-                path = self.out_dir / self.split / f"{shard['name']}.{name}.npy"
-                if not path.is_file():
-                    raise InputError(f"{path}: shard file missing (listed in {MANIFEST})")
-                array = np.load(path, mmap_mode="r", allow_pickle=False)
-                shape = (shard["instances"], self.max_seq_len)[: array.ndim]
-                if array.dtype != dtype or array.shape != shape:
-                    raise InputError(f"{path}: {array.dtype} {array.shape}, expected {np.dtype(dtype)} {shape}")
-                arrays[name] = array
-            self._shards.append(arrays)
-            counts.append(shard["instances"])
-        self._ends = np.cumsum(counts, dtype=np.int64)
-        self._starts = self._ends - np.array(counts, dtype=np.int64)
-
-    # Memory maps do not travel well to DataLoader workers: send the folder, reopen there.
-    def __getstate__(self) -> dict:
-        return {
-            "out_dir": self.out_dir,
-            "split": self.split,
-            "manifest": self.manifest,
-            "max_seq_len": self.max_seq_len,
-        }
-
-    def __setstate__(self, state: dict) -> None:
-        self.__dict__.update(state)
-        self._open()
-
-    def __len__(self) -> int:
-        return int(self._ends[-1]) if len(self._ends) else 0
-
-    def batch(self, indices: np.ndarray) -> dict[str, torch.Tensor]:
-        """input_ids, mlm_labels, token_type_ids (B, L), sop_labels (B,) as long; attention_mask (B, L) bool."""
-        indices = np.asarray(indices, dtype=np.int64).reshape(-1)
-        if len(indices) and (indices.min() < 0 or indices.max() >= len(self)):
-            raise IndexError(f"instance index out of range 0..{len(self) - 1} ({self.out_dir}, {self.split})")
-        shard = np.searchsorted(self._ends, indices, side="right")
-        rows = indices - self._starts[shard]
-        row_shape = {"sop_labels": (), "lengths": ()}
-        out = {
-            name: np.empty((len(indices), *row_shape.get(name, (self.max_seq_len,))), dtype=np.int64) for name in FIELDS
-        }
-        for s in np.unique(shard):
-            chosen = shard == s
-            for name in FIELDS:
-                out[name][chosen] = self._shards[s][name][rows[chosen]]
-        lengths = torch.from_numpy(out.pop("lengths"))
-        batch = {name: torch.from_numpy(array) for name, array in out.items()}
-        batch["attention_mask"] = torch.arange(self.max_seq_len)[None, :] < lengths[:, None]
-        return batch

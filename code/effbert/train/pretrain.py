@@ -21,7 +21,7 @@ import torch.distributed as dist
 from tqdm.auto import tqdm
 
 from effbert.config import Config, ModelConfig, config_json, load_config
-from effbert.data.shards import ShardDataset, read_manifest
+from effbert.data.shard_files import ShardDataset, read_manifest
 from effbert.errors import InputError
 from effbert.files import sha256_file, write_json
 from effbert.model.pretraining import IGNORE, PretrainingModel

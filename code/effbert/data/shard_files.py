@@ -1,0 +1,196 @@
+"""The shard set's files: one .npy per field and shard, a manifest.json, and the reader over them.
+
+    <out>/manifest.json                      counts, length, tokenizer, sources, seed, masking, fields' dtypes
+    <out>/{train,dev}/shard-NNNNN.<field>.npy one array per field (FIELDS), rows shuffled within the shard
+
+Token ids are uint16 when the vocabulary fits (labels int16 up to 32768), else int32 (field_dtypes).
+Files are read memory-mapped with allow_pickle=False: nothing is loaded until a batch asks for it.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from effbert.data.instances import IGNORE
+from effbert.errors import InputError
+from effbert.files import sha256_file
+
+# The widest dtype of each field; field_dtypes narrows the ids for vocabularies that fit (the manifest says).
+FIELDS = {
+    "input_ids": np.int32,  # (B, L) masked input, pad id beyond the length
+    "mlm_labels": np.int32,  # (B, L) original id where a prediction is asked, IGNORE elsewhere
+    "token_type_ids": np.int8,  # (B, L)
+    "sop_labels": np.int8,  # (B,) 0 = A before B as in the document, 1 = swapped
+    "lengths": np.int32,  # (B,) real tokens including CLS and the two SEPs
+}
+SPLITS = ("train", "dev")
+MANIFEST = "manifest.json"
+
+
+def field_dtypes(vocab_size: int) -> dict[str, np.dtype]:
+    """On-disk dtype of every field: token ids in uint16 while the vocabulary fits (BERT 30522, RoBERTa
+    50265), labels (ids or IGNORE = -100) in int16 while it fits there (BERT yes, RoBERTa no)."""
+    dtypes = dict(FIELDS)
+    if vocab_size <= 1 << 16:
+        dtypes["input_ids"] = np.uint16
+    if vocab_size <= 1 << 15:
+        dtypes["mlm_labels"] = np.int16
+    return {name: np.dtype(d) for name, d in dtypes.items()}
+
+
+class ShardWriter:
+    """Fills one split's shards of `per_shard` rows from the units' instances in document order and writes
+    each as shard-NNNNN.<field>.npy, rows shuffled within the shard (seeded) so a shard never reads as one
+    document after another. Holds one shard in memory at most."""
+
+    def __init__(self, folder: Path, split: str, max_seq_len: int, pad: int, per_shard: int, seed: int,
+                 dtypes: dict[str, np.dtype]):  # fmt: skip
+        self.folder, self.split, self.max_seq_len, self.pad = folder, split, max_seq_len, pad
+        self.per_shard, self.seed, self.dtypes = per_shard, seed, dtypes
+        self.shards: list[dict] = []
+        self.tokens = 0
+        self._new()
+
+    def _new(self, rows: int = 1024) -> None:
+        # Start small and double up to per_shard: a small split (dev) never holds a full shard's memory.
+        n, L = min(rows, self.per_shard), self.max_seq_len
+        self.arrays = {
+            "input_ids": np.full((n, L), self.pad, dtype=self.dtypes["input_ids"]),
+            "mlm_labels": np.full((n, L), IGNORE, dtype=self.dtypes["mlm_labels"]),
+            "token_type_ids": np.zeros((n, L), dtype=self.dtypes["token_type_ids"]),
+            "sop_labels": np.zeros(n, dtype=self.dtypes["sop_labels"]),
+            "lengths": np.zeros(n, dtype=self.dtypes["lengths"]),
+        }
+        self.filled = 0
+
+    def _grow(self) -> None:
+        old, filled = self.arrays, self.filled
+        self._new(2 * len(old["lengths"]))
+        for name, array in old.items():
+            self.arrays[name][:filled] = array
+        self.filled = filled
+
+    def add_unit(self, unit_folder: Path) -> None:
+        load = {name: np.load(unit_folder / f"{self.split}.{name}.npy", mmap_mode="r", allow_pickle=False)
+                for name in ("tokens", "labels", "lengths", "a_lengths", "swapped")}  # fmt: skip
+        ends = np.cumsum(load["lengths"])
+        starts = ends - load["lengths"]
+        for i in range(len(load["lengths"])):
+            if self.filled == len(self.arrays["lengths"]):
+                self._grow()
+            row, n = self.filled, int(load["lengths"][i])
+            a = self.arrays
+            a["input_ids"][row, :n] = load["tokens"][starts[i] : ends[i]]
+            a["mlm_labels"][row, :n] = load["labels"][starts[i] : ends[i]]
+            a["token_type_ids"][row, int(load["a_lengths"][i]) : n] = 1
+            a["sop_labels"][row] = load["swapped"][i]
+            a["lengths"][row] = n
+            self.filled += 1
+            if self.filled == self.per_shard:
+                self.flush()
+
+    def flush(self) -> None:
+        if not self.filled:
+            return
+        number = len(self.shards)
+        rng = np.random.default_rng([self.seed, SPLITS.index(self.split), number])
+        order = rng.permutation(self.filled)
+        name = f"shard-{number:05d}"
+        self.folder.mkdir(parents=True, exist_ok=True)
+        digests = {}
+        for field_name, array in self.arrays.items():
+            path = self.folder / f"{name}.{field_name}.npy"
+            np.save(path, array[: self.filled][order], allow_pickle=False)
+            digests[field_name] = sha256_file(path)
+        self.shards.append({"name": name, "instances": self.filled, "sha256": digests})
+        self.tokens += int(self.arrays["lengths"][: self.filled].sum())
+        self._new()
+
+    def summary(self) -> dict:
+        return {"instances": sum(s["instances"] for s in self.shards), "tokens": self.tokens, "shards": self.shards}
+
+
+def read_manifest(out_dir: Path) -> dict:
+    """The manifest.json of a shards folder, checked for the keys readers rely on."""
+    path = Path(out_dir) / MANIFEST
+    if not path.is_file():
+        raise InputError(f"{path}: not found (expected the output of `effbert shards`)")
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as error:
+        raise InputError(f"{path}: not valid JSON ({error})") from error
+    for key in ("max_seq_len", "tokenizer", "splits", "fields"):
+        if key not in manifest:
+            raise InputError(f"{path}: key {key!r} missing")
+    return manifest
+
+
+class ShardDataset:
+    """Random access to one split's instances across its shards, memory-mapped (nothing read until used)."""
+
+    def __init__(self, out_dir: Path, split: str):
+        self.out_dir, self.split = Path(out_dir), split
+        self.manifest = read_manifest(self.out_dir)
+        if split not in self.manifest["splits"]:
+            raise InputError(f"{self.out_dir / MANIFEST}: no split {split!r} (has {list(self.manifest['splits'])})")
+        self.max_seq_len = int(self.manifest["max_seq_len"])
+        self._open()
+
+    def _open(self) -> None:
+        self._shards = []
+        counts = []
+        for shard in self.manifest["splits"][self.split]["shards"]:
+            arrays = {}
+            for name, dtype in self.manifest["fields"].items():
+                path = self.out_dir / self.split / f"{shard['name']}.{name}.npy"
+                if not path.is_file():
+                    raise InputError(f"{path}: shard file missing (listed in {MANIFEST})")
+                array = np.load(path, mmap_mode="r", allow_pickle=False)
+                shape = (shard["instances"], self.max_seq_len)[: array.ndim]
+                if array.dtype != dtype or array.shape != shape:
+                    raise InputError(f"{path}: {array.dtype} {array.shape}, expected {np.dtype(dtype)} {shape}")
+                arrays[name] = array
+            self._shards.append(arrays)
+            counts.append(shard["instances"])
+        self._ends = np.cumsum(counts, dtype=np.int64)
+        self._starts = self._ends - np.array(counts, dtype=np.int64)
+
+    # Memory maps do not travel well to DataLoader workers: send the folder, reopen there.
+    def __getstate__(self) -> dict:
+        return {
+            "out_dir": self.out_dir,
+            "split": self.split,
+            "manifest": self.manifest,
+            "max_seq_len": self.max_seq_len,
+        }
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self._open()
+
+    def __len__(self) -> int:
+        return int(self._ends[-1]) if len(self._ends) else 0
+
+    def batch(self, indices: np.ndarray) -> dict[str, torch.Tensor]:
+        """input_ids, mlm_labels, token_type_ids (B, L), sop_labels (B,) as long; attention_mask (B, L) bool."""
+        indices = np.asarray(indices, dtype=np.int64).reshape(-1)
+        if len(indices) and (indices.min() < 0 or indices.max() >= len(self)):
+            raise IndexError(f"instance index out of range 0..{len(self) - 1} ({self.out_dir}, {self.split})")
+        shard = np.searchsorted(self._ends, indices, side="right")
+        rows = indices - self._starts[shard]
+        row_shape = {"sop_labels": (), "lengths": ()}
+        out = {
+            name: np.empty((len(indices), *row_shape.get(name, (self.max_seq_len,))), dtype=np.int64) for name in FIELDS
+        }
+        for s in np.unique(shard):
+            chosen = shard == s
+            for name in FIELDS:
+                out[name][chosen] = self._shards[s][name][rows[chosen]]
+        lengths = torch.from_numpy(out.pop("lengths"))
+        batch = {name: torch.from_numpy(array) for name, array in out.items()}
+        batch["attention_mask"] = torch.arange(self.max_seq_len)[None, :] < lengths[:, None]
+        return batch
