@@ -19,19 +19,28 @@ ENV VENV=/opt/effbert/venv \
     XDG_CACHE_HOME=/tmp/cache \
     MPLCONFIGDIR=/tmp/matplotlib
 # the venv sees the base image's packages (its CUDA torch); everything else installs into the venv, with the
-# versions pyproject.toml allows (DL3013: a local project, not a package to pin here)
+# versions pyproject.toml allows (DL3013 off: pyproject.toml and TORCH_SPEC pin, not this file)
 ENV PATH=$VENV/bin:$PATH
 
 WORKDIR /opt/effbert/src
-COPY docker/wheels/ /tmp/wheels/
-COPY pyproject.toml README.md ./
-COPY code/ code/
+# the dependencies first, in a layer that outlives changes to the code, then the package itself; wheels in
+# docker/wheels/ (mounted, never copied into the image) replace the index when there are any
+COPY pyproject.toml ./
 # hadolint ignore=DL3013
-RUN python3 -m venv --system-site-packages "$VENV" \
+RUN --mount=type=bind,source=docker/wheels,target=/tmp/wheels \
+    python3 -m venv --system-site-packages "$VENV" \
     && if find /tmp/wheels -name '*.whl' | grep -q .; then export PIP_NO_INDEX=1 PIP_FIND_LINKS=/tmp/wheels; fi \
     && if [ -n "$TORCH_SPEC" ]; then pip install --no-cache-dir $TORCH_SPEC; fi \
-    && pip install --no-cache-dir . \
-    && rm -rf /tmp/wheels \
+    && python3 -c 'import tomllib; print("\n".join(tomllib.load(open("pyproject.toml", "rb"))["project"]["dependencies"]))' \
+        > /tmp/requirements.txt \
+    && pip install --no-cache-dir --requirement /tmp/requirements.txt \
+    && rm /tmp/requirements.txt
+COPY README.md ./
+COPY code/ code/
+# hadolint ignore=DL3013
+RUN --mount=type=bind,source=docker/wheels,target=/tmp/wheels \
+    if find /tmp/wheels -name '*.whl' | grep -q .; then export PIP_NO_INDEX=1 PIP_FIND_LINKS=/tmp/wheels; fi \
+    && pip install --no-cache-dir --no-deps . \
     && effbert --help > /dev/null
 
 # the workflow, configs, model folders and the demo's inputs: copied into an empty workspace on first use
@@ -59,11 +68,14 @@ CMD ["all"]
 # The smoke test, as a build stage (CI cannot start containers): the CLI, then the demo DAG through the
 # entrypoint to its result tables.
 FROM image AS smoke
+# a new value reruns the smoke test even when every layer above is cached (docker/build-test.sh passes one)
+ARG SMOKE_RUN=""
 USER 0
 RUN mkdir /tmp/smoke && chown 1000:1000 /tmp/smoke
 USER 1000
 WORKDIR /tmp/smoke
-RUN effbert --help \
+RUN echo "smoke test ${SMOKE_RUN}" \
+    && effbert --help \
     && EFFBERT_CORES=2 effbert-entrypoint all --configfile config/demo.yaml \
     && for table in pretrain glue lra; do test -s "demo/out/results/$table.csv"; cat "demo/out/results/$table.md"; done
 

@@ -14,7 +14,7 @@ cd "$(dirname "$0")/.."
 CACHE=${EFFBERT_IMAGE_CACHE:-$HOME/.cache/effbert-image}
 BASE=localhost/effbert-test-base:bookworm   # Debian 12: python3 is 3.11, as pyproject.toml requires
 IMAGE=localhost/effbert:build-test
-TORCH_SPEC=${EFFBERT_TORCH:-torch==2.13.0}  # the CPU wheel stands in for the CUDA one of the real base image
+TORCH_SPEC=${EFFBERT_IMAGE_TORCH:-torch==2.13.0}  # the CPU wheel stands in for the CUDA one of the real base image
 WHEELS=docker/wheels                        # inside the build context; its *.whl are ignored by git
 
 skip() {
@@ -72,8 +72,10 @@ cp -l "$CACHE"/wheels/*.whl "$WHEELS"/ 2>/dev/null || cp "$CACHE"/wheels/*.whl "
 rm -f "$WHEELS"/effbert-*.whl
 trap 'rm -f "$WHEELS"/*.whl' EXIT
 
-# 3. The real Dockerfile on that base, through the smoke stage.
+# 3. The real Dockerfile on that base, through the smoke stage (rerun every time: SMOKE_RUN). Layers unused for a
+#    week go first, so that the layer cache does not grow without end.
+podman image prune --force --filter until=168h > /dev/null || true
 podman build --isolation=chroot --format docker \
-  --build-arg BASE_IMAGE="$BASE" --build-arg TORCH_SPEC="$TORCH_SPEC" \
+  --build-arg BASE_IMAGE="$BASE" --build-arg TORCH_SPEC="$TORCH_SPEC" --build-arg SMOKE_RUN="$(date +%s)" \
   --target smoke --tag "$IMAGE" --file Dockerfile .
 echo "image build test passed: $IMAGE (smoke stage ran effbert --help and the demo DAG)"
