@@ -103,7 +103,7 @@ def test_existing_config_keeps_its_attention(hf_dir: Path, tmp_path: Path) -> No
     checkpoint = read_checkpoint(import_hf_bert(hf_dir, model_dir, log=logged.append))
     assert checkpoint["config"]["model"]["attention"]["type"] == "fnet"
     assert checkpoint["config"]["model"]["hidden_size"] == 384  # BERT's size, not the config's default
-    assert checkpoint["config"]["glue"]["lr"] == 2e-5
+    assert checkpoint["config"]["glue"]["lr"] == [2e-5]  # a single value is a one-point grid
     assert any("unused" in line and "attention.query.weight" in line for line in logged)  # FNet: no projections
 
 
