@@ -1,5 +1,6 @@
 # Helpers only (no rules): paths from the config, the model folders' own config.json (read through effbert.config),
 # every rule's resources, and the functions the rule files call, by stage.
+import importlib
 from pathlib import Path
 
 from effbert.config import load_config
@@ -162,7 +163,6 @@ from effbert.data.lra.protocol import PROTOCOLS
 GENERATE = config["lra"].get("generate") or {}
 LISTOPS = f"{LRA_DIR}/listops-1000"
 LISTOPS_FILES = [f"{LISTOPS}/basic_{split}.tsv" for split in ("train", "val", "test")]
-RELEASE_FOLDERS = {"text": "aclImdb", "retrieval": "tsv_data", "image": "cifar-10-batches-py"}
 
 
 def pathfinder_folder(task):
@@ -179,7 +179,8 @@ def lra_task_inputs(wc):
     if task in ("pathfinder", "pathx"):
         folder = pathfinder_folder(task)
         return [f"{folder}/stats.json"] if task in GENERATE else [f"{folder}/metadata"]
-    return [f"{LRA_DIR}/{RELEASE_FOLDERS[task]}"]
+    loader = importlib.import_module(f"effbert.data.lra.{PROTOCOLS[task].loader}")
+    return [f"{LRA_DIR}/{loader.RELEASE_DIR}"]  # the folder the task's loader reads
 
 
 def lra_seed_results(wc):
