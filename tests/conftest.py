@@ -1,8 +1,14 @@
-"""Shared test helpers: where the real-format fixtures are, when this checkout has them."""
+"""Shared test helpers: where the real-format fixtures are (when this checkout has them), and a copy of the
+project's workflow in a fresh folder for Snakemake runs."""
 
 from __future__ import annotations
 
 import os
+import re
+import shutil
+import subprocess
+import sys
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -13,6 +19,44 @@ import torch
 torch.set_num_threads(1)
 
 ROOT = Path(__file__).resolve().parents[1]
+SNAKEMAKE = [sys.executable, "-m", "snakemake"]
+WORKFLOW = ("Snakefile", "workflow", "config", "profiles")
+
+
+def tracked_only(folder: str, names: list[str]) -> list[str]:
+    """copytree's ignore: what the pipeline wrote (demo/out, everything in a model folder but config.json)."""
+    if Path(folder).parent.name == "models":
+        return [name for name in names if name != "config.json"]
+    return ["out"] if Path(folder).name == "demo" else []
+
+
+def copy_project(dest: Path, extra: tuple[str, ...] | list[str] = ()) -> Path:
+    """The workflow (Snakefile, rules, configs, profiles) and the `extra` folders, as git tracks them, in `dest`."""
+    dest.mkdir(parents=True, exist_ok=True)
+    for name in (*WORKFLOW, *extra):
+        src = ROOT / name
+        if src.is_dir():
+            shutil.copytree(src, dest / name, ignore=tracked_only)
+        else:
+            shutil.copy2(src, dest / name)
+    return dest
+
+
+def snakemake(cwd: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    """Snakemake of this environment in `cwd` (its jobs find this environment's `effbert` even when it is not
+    activated); with `check`, a failure shows the end of its output."""
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+    done = subprocess.run(SNAKEMAKE + list(args), cwd=cwd, env=env, capture_output=True, text=True)
+    if check:
+        assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
+    return done
+
+
+def planned_jobs(output: str) -> Counter:
+    """Rule -> count from the job table a Snakemake run or dry run prints."""
+    table = output.split("Job stats:")[1] if "Job stats:" in output else ""
+    return Counter({m.group(1): int(m.group(2)) for m in re.finditer(r"^(\w+)\s+(\d+)$", table, re.M)
+                    if m.group(1) != "total"})
 
 
 def _fixtures_root() -> Path:

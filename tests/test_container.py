@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT
+from conftest import ROOT, copy_project
 
 ENTRYPOINT = ROOT / "docker" / "entrypoint.sh"
 BIN = Path(sys.executable).parent  # snakemake and effbert of this environment
@@ -40,23 +40,9 @@ def test_dockerfile_defaults_to_a_pinned_cuda_pytorch_image_and_a_non_root_user(
     assert 'VOLUME ["/workspace"]' in text and 'ENTRYPOINT ["effbert-entrypoint"]' in text
 
 
-def tracked_only(folder: str, names: list[str]) -> list[str]:
-    """copytree's ignore: what the pipeline wrote (demo/out, everything in a model folder but config.json)."""
-    if Path(folder).parent.name == "models":
-        return [name for name in names if name != "config.json"]
-    return ["out"] if Path(folder).name == "demo" else []
-
-
 def bundled_project(dest: Path) -> Path:
     """What the image carries in /opt/effbert/project (see the Dockerfile's COPY lines)."""
-    dest.mkdir()
-    for name in ("Snakefile", "workflow", "config", "profiles", "models", "demo"):
-        src = ROOT / name
-        if src.is_dir():
-            shutil.copytree(src, dest / name, ignore=tracked_only)
-        else:
-            shutil.copy2(src, dest / name)
-    return dest
+    return copy_project(dest, ["models", "demo"])
 
 
 def entrypoint(workspace: Path, project: Path, *args: str, gpus: int | None = None) -> subprocess.CompletedProcess:

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import ROOT
 from effbert.config import ModelConfig, parse_config
 from effbert.data.lra.listops import generate_listops
 from effbert.data.lra.protocol import PROTOCOLS, resolve_protocol
@@ -32,7 +33,6 @@ from effbert.train.lra import (
     train_lra,
 )
 
-ROOT = Path(__file__).resolve().parents[1]
 TINY = {"hidden_size": 32, "ffn_size": 64, "num_heads": 2, "num_layers": 1}
 
 
@@ -351,15 +351,11 @@ def test_every_loader_trains_end_to_end(tmp_path: Path, task: str, write, inputs
 def test_dag_fans_out_seeds_and_generates_pathfinder(tmp_path: Path):
     """A dry run: one job per task and seed, one gather per task, Pathfinder and Path-X generated at the
     resolution and difficulty of their protocol rows."""
-    import shutil
-    import subprocess
-    import sys
-
     import yaml
 
-    for name in ("Snakefile", "workflow", "config"):
-        src = ROOT / name
-        (shutil.copytree if src.is_dir() else shutil.copy2)(src, tmp_path / name)
+    from conftest import copy_project, planned_jobs, snakemake
+
+    copy_project(tmp_path)
     config = yaml.safe_load((ROOT / "config" / "demo.yaml").read_text())
     config["models_dir"] = "models"
     config["lra"] = {"dir": "lra", "tasks": ["listops", "pathfinder", "pathx"], "generate": {
@@ -368,12 +364,9 @@ def test_dag_fans_out_seeds_and_generates_pathfinder(tmp_path: Path):
     (tmp_path / "lra.yaml").write_text(yaml.safe_dump(config))
     write_model(tmp_path, {"seeds": [0, 5]})
     targets = [f"models/tiny/lra/{task}.json" for task in ("listops", "pathfinder", "pathx")]
-    done = subprocess.run([sys.executable, "-m", "snakemake", *targets, "-n", "-p", "--cores", "2",
-                           "--configfile", "lra.yaml"], cwd=tmp_path, capture_output=True, text=True)
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    done = snakemake(tmp_path, *targets, "-n", "-p", "--cores", "2", "--configfile", "lra.yaml")
     plan = done.stdout + done.stderr
-    jobs = dict(re.findall(r"^(\w+)\s+(\d+)$", plan.split("Job stats:")[1], re.M))
-    assert {k: int(v) for k, v in jobs.items() if k != "total"} == {
+    assert planned_jobs(plan) == {
         "generate_listops": 1, "generate_pathfinder": 1, "generate_pathx": 1, "train_lra": 6, "gather_lra": 3}
     assert "--out lra/pathfinder32/curv_contour_length_14 --resolution 32" in plan
     assert "--out lra/pathfinder128/curv_contour_length_14 --resolution 128" in plan

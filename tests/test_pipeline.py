@@ -5,42 +5,19 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
-import subprocess
-import sys
 from collections import Counter
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
-from conftest import ROOT
-
-SNAKEMAKE = [sys.executable, "-m", "snakemake"]
-WORKFLOW = ["Snakefile", "workflow", "config"]
-
-
-def copy_project(dest: Path, extra: list[str]) -> Path:
-    for name in WORKFLOW + extra:
-        src = ROOT / name
-        if src.is_dir():
-            shutil.copytree(src, dest / name, ignore=shutil.ignore_patterns("out", "checkpoints", "*.jsonl"))
-        else:
-            shutil.copy2(src, dest / name)
-    return dest
+import conftest
+from conftest import copy_project, planned_jobs
 
 
 def snakemake(cwd: Path, *args: str) -> str:
-    done = subprocess.run(SNAKEMAKE + list(args), cwd=cwd, capture_output=True, text=True)
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    done = conftest.snakemake(cwd, *args)
     return done.stdout + done.stderr
-
-
-def planned_jobs(output: str) -> Counter:
-    """Rule -> count from a dry run's job table."""
-    table = output.split("Job stats:")[1] if "Job stats:" in output else ""
-    return Counter({m.group(1): int(m.group(2)) for m in re.finditer(r"^(\w+)\s+(\d+)$", table, re.M)
-                    if m.group(1) != "total"})
 
 
 def test_real_scale_dry_run_lists_the_whole_dag(tmp_path):

@@ -6,9 +6,7 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import subprocess
-import sys
 import time
 from collections import Counter
 from pathlib import Path
@@ -16,38 +14,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import ROOT
+from conftest import ROOT, copy_project, planned_jobs, snakemake
 
-SNAKEMAKE = [sys.executable, "-m", "snakemake"]
 TARGETS = {"shards", "pretrain", "glue", "lra", "report", "all"}
 # rules that only gather other jobs' outputs: no software, no resources of their own
 TARGET_RULES = TARGETS - {"report"}
-
-
-def tracked_only(folder: str, names: list[str]) -> list[str]:
-    """copytree's ignore: what the pipeline wrote (demo/out, everything in a model folder but config.json)."""
-    if Path(folder).parent.name == "models":
-        return [name for name in names if name != "config.json"]
-    return ["out"] if Path(folder).name == "demo" else []
-
-
-def copy_workflow(dest: Path, demo: bool = False) -> Path:
-    """The workflow, configs, profiles and model folders (config.json only) in a fresh folder."""
-    dest.mkdir(parents=True, exist_ok=True)
-    for name in ["Snakefile", "workflow", "config", "profiles", "models"] + (["demo"] if demo else []):
-        src = ROOT / name
-        if src.is_dir():
-            shutil.copytree(src, dest / name, ignore=tracked_only)
-        else:
-            shutil.copy2(src, dest / name)
-    return dest
-
-
-def snakemake(cwd: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-    done = subprocess.run(SNAKEMAKE + list(args), cwd=cwd, capture_output=True, text=True)
-    if check:
-        assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
-    return done
 
 
 def place_raw_data(project: Path, *args: str) -> str:
@@ -87,15 +58,9 @@ def planned(output: str) -> list[dict]:
     return jobs
 
 
-def job_stats(output: str) -> Counter:
-    table = output.split("Job stats:")[1]
-    return Counter({m.group(1): int(m.group(2)) for m in re.finditer(r"^(\w+)\s+(\d+)$", table, re.M)
-                    if m.group(1) != "total"})
-
-
 def test_lint_is_clean(tmp_path):
     for configfile in ("config/config.yaml", "config/demo.yaml"):
-        done = snakemake(copy_workflow(tmp_path / Path(configfile).stem, demo=True), "--configfile", configfile,
+        done = snakemake(copy_project(tmp_path / Path(configfile).stem, ["demo"]), "--configfile", configfile,
                          "--lint", check=False)
         assert done.returncode == 0, f"snakemake --lint ({configfile}):\n{done.stdout[-6000:]}{done.stderr[-2000:]}"
 
@@ -103,10 +68,10 @@ def test_lint_is_clean(tmp_path):
 @pytest.mark.slow
 def test_slurm_profile_dry_run_lists_every_job_with_its_resources(tmp_path):
     pytest.importorskip("snakemake_executor_plugin_slurm", reason="pip install snakemake-executor-plugin-slurm")
-    project = copy_workflow(tmp_path)
+    project = copy_project(tmp_path, ["models"])
     output = place_raw_data(project, "--profile", "profiles/slurm", "-n", "all")
     jobs = planned(output)
-    stats = job_stats(output)
+    stats = planned_jobs(output)
     assert Counter(job["rule"] for job in jobs) == stats  # one block per job, none missing
     assert stats["pretrain_model"] == len(list((project / "models").glob("*/config.json")))
     for job in jobs:
@@ -130,7 +95,7 @@ def test_slurm_profile_dry_run_lists_every_job_with_its_resources(tmp_path):
 
 def test_pretraining_across_nodes_runs_one_torchrun_per_node(tmp_path):
     pytest.importorskip("snakemake_executor_plugin_slurm", reason="pip install snakemake-executor-plugin-slurm")
-    project = copy_workflow(tmp_path)
+    project = copy_project(tmp_path, ["models"])
     profile = project / "profiles/slurm/config.yaml"
     text = profile.read_text()
     assert "    nodes: 1\n" in text
@@ -145,19 +110,19 @@ def test_pretraining_across_nodes_runs_one_torchrun_per_node(tmp_path):
 
 
 def test_cpu_run_pretrains_without_torchrun(tmp_path):
-    project = copy_workflow(tmp_path, demo=True)
+    project = copy_project(tmp_path, ["demo"])
     output = snakemake(project, "--configfile", "config/demo.yaml", "-n", "-p", "--cores", "2", "pretrain").stdout
     commands = [job["shell"] for job in planned(output) if job["rule"] == "pretrain_model"]
     assert len(commands) == 2 and all(cmd.startswith("effbert pretrain ") for cmd in commands)
 
 
 def test_named_targets_plan_what_they_promise(tmp_path):
-    project = copy_workflow(tmp_path, demo=True)
+    project = copy_project(tmp_path, ["demo"])
     demo = ["--configfile", "config/demo.yaml", "-n", "--cores", "2"]
     models = sorted(p.parent.name for p in (project / "demo/models").glob("*/config.json"))
 
     def rules(target: str) -> set[str]:
-        return set(job_stats(snakemake(project, *demo, target).stdout))
+        return set(planned_jobs(snakemake(project, *demo, target).stdout))
 
     assert rules("shards") == {"extract_documents", "build_tokenizer", "build_shards", "shards"}
     assert "pretrain_model" in rules("pretrain") and "finetune_glue" not in rules("pretrain")
@@ -166,7 +131,7 @@ def test_named_targets_plan_what_they_promise(tmp_path):
     assert "report" in rules("report") and "report" in rules("all")
     # a model's own target: only that model's jobs
     per_model = snakemake(project, *demo, models[0]).stdout
-    assert job_stats(per_model)["pretrain_model"] == 1
+    assert planned_jobs(per_model)["pretrain_model"] == 1
     assert f"demo/models/{models[1]}/" not in per_model
 
 
@@ -183,7 +148,7 @@ def documented_targets() -> set[str]:
 
 
 def test_targets_named_in_the_docs_exist(tmp_path):
-    project = copy_workflow(tmp_path)
+    project = copy_project(tmp_path, ["models"])
     rules = set(snakemake(project, "--list-rules").stdout.split())
     named = documented_targets()
     assert TARGETS <= named, f"targets the docs should name: {sorted(TARGETS - named)}"
