@@ -86,15 +86,12 @@ PROTOCOLS: dict[str, LraProtocol] = {
         split="80/10/10 of the release's images, in the release's order",
         batch_size=256, lr=1e-4, warmup_steps=312, steps=62400, eval_every=312, **_MODEL,
     ),
-    "pathx": LraProtocol(
-        task="pathx", loader="pathfinder", num_classes=2, vocab_size=256, max_len=16384, pad_to=16384,
-        train_examples=None, dev_examples=None, test_examples=None,
-        options=(("resolution", 128), ("difficulty", "curv_contour_length_14")),
-        split="80/10/10 of the release's images, in the release's order",
-        published=False,  # the Nystromformer study did not run Path-X: pathfinder's settings at 128x128
-        batch_size=256, lr=1e-4, warmup_steps=312, steps=62400, eval_every=312, **_MODEL,
-    ),
 }
+# The Nystromformer study did not run Path-X: Pathfinder's row at 128 x 128 (16384 pixels), marked unpublished.
+PROTOCOLS["pathx"] = dataclasses.replace(
+    PROTOCOLS["pathfinder"], task="pathx", max_len=16384, pad_to=16384, published=False,
+    options=(("resolution", 128), ("difficulty", "curv_contour_length_14")),
+)
 
 # the protocol fields a config.json may override (LraTaskConfig spells the same names)
 OVERRIDABLE = ("steps", "batch_size", "lr", "warmup_steps", "eval_every", "max_len",
