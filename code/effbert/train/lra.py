@@ -24,7 +24,6 @@ from __future__ import annotations
 import dataclasses
 import importlib
 import inspect
-import json
 import statistics
 import time
 from collections.abc import Callable
@@ -38,10 +37,11 @@ from pydantic import ValidationError
 from torch import nn
 
 from effbert.config import CONFIG_FILE, LRA_TASKS, ModelConfig, load_config
+from effbert.data.instances import IGNORE  # label of positions without a masked-LM prediction
 from effbert.data.lra.protocol import PROTOCOLS, LraProtocol, resolve_protocol
 from effbert.data.lra.split import LraSplit
 from effbert.errors import InputError
-from effbert.files import write_json
+from effbert.files import read_json, write_json
 from effbert.model.encoder import Encoder, init_weights
 from effbert.model.heads import MlmHead, mean_over_real_tokens
 from effbert.train.device import pick_device, seed_everything
@@ -49,7 +49,6 @@ from effbert.train.loop import SeededBatches, fit, run_evaluation
 
 assert set(LRA_TASKS) == set(PROTOCOLS), "config.LRA_TASKS and protocol.PROTOCOLS must name the same tasks"
 TASKS = tuple(PROTOCOLS)
-IGNORE = -100  # label of positions without a masked-LM prediction
 
 
 def task_loader(task: str) -> ModuleType:
@@ -351,7 +350,7 @@ def gather_lra(model_dir: Path, task: str, seeds: list[int] | None = None) -> di
         if not path.is_file():
             raise InputError(f"{path}: no result for seed {seed}; run `effbert lra --model {model_dir} --task {task} "
                              f"--seed {seed}` first")
-        runs.append(json.loads(path.read_text(encoding="utf-8")))
+        runs.append(read_json(path))
     accuracy_mean, accuracy_std = _mean_std([r["accuracy"] for r in runs])
     dev_mean, dev_std = _mean_std([r["dev_accuracy"] for r in runs])
     result = {
