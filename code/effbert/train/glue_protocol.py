@@ -124,17 +124,19 @@ def gather(model_dir: Path, task: str) -> dict:
     """Select among the finished runs of the model's grid; write glue/<TASK>.json and the submission files."""
     model_dir = Path(model_dir)
     cfg = load_config(model_dir).glue
-    missing = [run_path(model_dir, task, r) for r in grid(cfg) if not run_path(model_dir, task, r).is_file()]
+    paths = {run: run_path(model_dir, task, run) for run in grid(cfg)}
+    missing = [path for path in paths.values() if not path.is_file()]
     if missing:
         shown = ", ".join(str(p) for p in missing[:3]) + (f" and {len(missing) - 3} more" if len(missing) > 3 else "")
         raise InputError(f"{model_dir}: GLUE {task}: {len(missing)} run(s) of the grid have not finished: {shown}")
-    runs = {r: read_json(run_path(model_dir, task, r)) for r in grid(cfg)}
+    runs = {run: read_json(path) for run, path in paths.items()}
     result = select_runs(task, runs, cfg)
-    chosen = run_path(model_dir, task, GlueRun.parse(result["submission_run"])).with_suffix("") / SUBMISSION_DIR
+    chosen = GlueRun.parse(result["submission_run"])
+    predictions = paths[chosen].with_suffix("") / SUBMISSION_DIR
     result["submission"] = []
-    for name in runs[GlueRun.parse(result["submission_run"])].get("submission", []):
+    for name in runs[chosen].get("submission", []):
         with atomic_path(model_dir / "glue" / SUBMISSION_DIR / name) as tmp:
-            shutil.copyfile(chosen / name, tmp)
+            shutil.copyfile(predictions / name, tmp)
         result["submission"].append(name)
     write_json(model_dir / "glue" / f"{task}.json", result)
     return result
