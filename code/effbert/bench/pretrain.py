@@ -23,8 +23,9 @@ import torch
 from torch import nn
 
 from effbert.config import ModelConfig
+from effbert.data.instances import IGNORE
 from effbert.files import write_json
-from effbert.model.pretraining import IGNORE, PretrainingModel
+from effbert.model.pretraining import PretrainingModel
 from effbert.train.device import pick_device
 from effbert.train.loop import fit
 

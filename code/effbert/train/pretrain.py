@@ -21,10 +21,11 @@ import torch.distributed as dist
 from tqdm.auto import tqdm
 
 from effbert.config import Config, ModelConfig, config_json, load_config
+from effbert.data.instances import IGNORE
 from effbert.data.shard_files import ShardDataset, read_manifest
 from effbert.errors import InputError
 from effbert.files import sha256_file, write_json
-from effbert.model.pretraining import IGNORE, PretrainingModel
+from effbert.model.pretraining import PretrainingModel
 from effbert.train.checkpoints import (
     CHECKPOINT_DIR,
     checkpoint_name,
