@@ -29,7 +29,7 @@ COPY pyproject.toml ./
 # hadolint ignore=DL3013
 RUN --mount=type=bind,source=docker/wheels,target=/tmp/wheels \
     python3 -m venv --system-site-packages "$VENV" \
-    && if find /tmp/wheels -name '*.whl' | grep -q .; then export PIP_NO_INDEX=1 PIP_FIND_LINKS=/tmp/wheels; fi \
+    && if [ -n "$(find /tmp/wheels -name '*.whl' -print -quit)" ]; then export PIP_NO_INDEX=1 PIP_FIND_LINKS=/tmp/wheels; fi \
     && if [ -n "$TORCH_SPEC" ]; then pip install --no-cache-dir $TORCH_SPEC; fi \
     && python3 -c 'import tomllib; print("\n".join(tomllib.load(open("pyproject.toml", "rb"))["project"]["dependencies"]))' \
         > /tmp/requirements.txt \
@@ -39,7 +39,7 @@ COPY README.md ./
 COPY code/ code/
 # hadolint ignore=DL3013
 RUN --mount=type=bind,source=docker/wheels,target=/tmp/wheels \
-    if find /tmp/wheels -name '*.whl' | grep -q .; then export PIP_NO_INDEX=1 PIP_FIND_LINKS=/tmp/wheels; fi \
+    if [ -n "$(find /tmp/wheels -name '*.whl' -print -quit)" ]; then export PIP_NO_INDEX=1 PIP_FIND_LINKS=/tmp/wheels; fi \
     && pip install --no-cache-dir --no-deps . \
     && effbert --help > /dev/null
 
