@@ -263,7 +263,7 @@ def test_finetune_tiny_model_on_demo_sst2(tmp_path):
 
 
 def test_finetune_grid_runs_each_point_once_then_selects(tmp_path):
-    from effbert.train.glue import finetune_grid
+    from effbert.train.glue import finetune_grid, select
 
     write_demo_glue(tmp_path / "glue")
     model_dir = _tiny_model_dir(tmp_path, tmp_path / "glue")
@@ -279,6 +279,19 @@ def test_finetune_grid_runs_each_point_once_then_selects(tmp_path):
     stamps = {p: p.stat().st_mtime_ns for p in (model_dir / "glue" / "SST-2").glob("*.json")}
     assert finetune_grid(model_dir, "SST-2", tmp_path / "glue", device="cpu") == result
     assert stamps == {p: p.stat().st_mtime_ns for p in (model_dir / "glue" / "SST-2").glob("*.json")}
+
+    # how the runs are chosen among is not part of any run: nothing retrains
+    config["glue"]["selection"] = "max"
+    (model_dir / "config.json").write_text(json.dumps(config))
+    assert finetune_grid(model_dir, "SST-2", tmp_path / "glue", device="cpu")["selection"] == "max"
+    assert stamps == {p: p.stat().st_mtime_ns for p in (model_dir / "glue" / "SST-2").glob("*.json")}
+    # a setting every run uses: the runs on disk no longer count, and are run again
+    config["glue"]["warmup_ratio"] = 0.2
+    (model_dir / "config.json").write_text(json.dumps(config))
+    with pytest.raises(InputError, match="2 run.* made under other settings"):
+        select(model_dir, "SST-2")
+    finetune_grid(model_dir, "SST-2", tmp_path / "glue", device="cpu")
+    assert all(stamps[p] != p.stat().st_mtime_ns for p in stamps)
 
 
 def _run_submission(model_dir: Path, task: str, name: str) -> Path:

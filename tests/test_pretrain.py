@@ -168,19 +168,84 @@ def test_interrupted_run_resumes_bitwise(tmp_path, shards, monkeypatch):
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
-def test_checkpoints_of_another_config_are_set_aside(tmp_path, shards):
+def _edit(folder: Path, **pretraining) -> None:
+    cfg = json.loads((folder / "config.json").read_text())
+    cfg["pretraining"].update(pretraining)
+    (folder / "config.json").write_text(json.dumps(cfg))
+
+
+def _files(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_a_changed_setting_stops_naming_the_keys_and_the_ways_forward(tmp_path, shards):
     folder = model_folder(tmp_path, steps=4, log_every=2, eval_every=4, checkpoint_every=2)
     pretrain(folder, shards, device="cpu", threads=1)
     assert pretrain(folder, shards, device="cpu", threads=1)["resumed_from"] == 4  # nothing left to do
+    _edit(folder, lr=1e-3, warmup_steps=2)
+    before = _files(folder)
+    with pytest.raises(InputError) as stopped:
+        pretrain(folder, shards, device="cpu", threads=1)
+    message = str(stopped.value)
+    assert "cp-0004.pt (step 4)" in message
+    assert "pretraining.lr: 0.003 -> 0.001" in message and "pretraining.warmup_steps: 10 -> 2" in message
+    assert '"on_change": "continue"' in message and '"on_change": "restart"' in message
+    after = _files(folder)
+    after.pop("config.json"), before.pop("config.json")
+    assert after == before  # no checkpoint moved, no log rewritten
 
-    cfg = json.loads((folder / "config.json").read_text())
-    cfg["pretraining"]["lr"] = 1e-3
-    (folder / "config.json").write_text(json.dumps(cfg))
+
+def test_continue_goes_on_from_the_last_checkpoint_with_the_new_settings(tmp_path, shards):
+    folder = model_folder(tmp_path, steps=4, log_every=2, eval_every=4, checkpoint_every=2)
+    pretrain(folder, shards, device="cpu", threads=1)
+    first = _train_records(folder)
+    _edit(folder, lr=1e-3, steps=8, batch_size=8, on_change="continue")
     summary = pretrain(folder, shards, device="cpu", threads=1)
-    assert summary["resumed_from"] is None
+    assert summary["resumed_from"] == 4
+    records = _train_records(folder)
+    assert records[: len(first)] == first  # the log up to the checkpoint is kept
+    train = {r["step"]: r for r in records if r["split"] == "train"}
+    # the new peak lr on the new schedule at the old step: warmup of 10 steps, (step + 1) / 10
+    assert train[4]["lr"] == pytest.approx(3e-3 * 5 / 10)
+    assert train[6]["lr"] == pytest.approx(1e-3 * 7 / 10) and train[8]["lr"] == pytest.approx(1e-3 * 9 / 10)
+    assert [p.name for p in list_checkpoints(folder)] == [f"cp-000{s}.pt" for s in (2, 4, 6, 8)]
+    state = read_checkpoint(find_checkpoint(folder))
+    assert state["history"] == [{"step": 4, "changed": {"pretraining.batch_size": [16, 8],
+                                                        "pretraining.lr": [0.003, 0.001], "pretraining.steps": [4, 8]}}]
+    # 4 steps of 16 rows seen: the 8-row batches go on at batch 8 of the same epoch
+    assert state["data"] == {"epoch": 0, "position": 8 + 4}
+    assert pretrain(folder, shards, device="cpu", threads=1)["resumed_from"] == 8  # the new settings now stand
+    # a change with nothing left to train is recorded all the same, so asking again is not needed
+    _edit(folder, warmup_steps=4)
+    assert pretrain(folder, shards, device="cpu", threads=1)["resumed_from"] == 8
+    assert read_checkpoint(find_checkpoint(folder))["history"][-1] == {
+        "step": 8, "changed": {"pretraining.warmup_steps": [10, 4]}}
+    _edit(folder, on_change="stop")
+    assert pretrain(folder, shards, device="cpu", threads=1)["resumed_from"] == 8
+
+
+def test_another_model_shape_cannot_continue(tmp_path, shards):
+    folder = model_folder(tmp_path, steps=2, log_every=2, eval_every=2, checkpoint_every=2)
+    pretrain(folder, shards, device="cpu", threads=1)
+    cfg = json.loads((folder / "config.json").read_text())
+    cfg["model"]["num_layers"] = 3
+    cfg["pretraining"]["on_change"] = "continue"
+    (folder / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(InputError, match=r"model.num_layers: 2 -> 3(.|\n)*cannot continue(.|\n)*from_cp"):
+        pretrain(folder, shards, device="cpu", threads=1)
+    assert [p.name for p in list_checkpoints(folder)] == ["cp-0002.pt"]
+
+
+def test_restart_sets_the_earlier_run_aside(tmp_path, shards):
+    folder = model_folder(tmp_path, steps=4, log_every=2, eval_every=4, checkpoint_every=2)
+    pretrain(folder, shards, device="cpu", threads=1)
+    _edit(folder, lr=1e-3, on_change="restart")
+    assert pretrain(folder, shards, device="cpu", threads=1)["resumed_from"] is None
     stale = list((folder / "checkpoints").glob("stale-*"))
-    assert len(stale) == 1 and sorted(p.name for p in stale[0].iterdir()) == ["cp-0002.pt", "cp-0004.pt"]
+    assert len(stale) == 1
+    assert {"cp-0002.pt", "cp-0004.pt", "pretrain.jsonl"} <= {p.name for p in stale[0].iterdir()}
     assert read_checkpoint(find_checkpoint(folder))["config"]["pretraining"]["lr"] == 1e-3
+    assert [r["step"] for r in _train_records(folder) if r["split"] == "train"] == [2, 4]  # the new run's log
 
 
 def test_accumulation_equals_one_big_batch(tmp_path, shards):
@@ -214,7 +279,8 @@ def test_runtime_keys_do_not_stop_a_resume(tmp_path, shards):
     folder = model_folder(tmp_path, steps=20, eval_every=10, checkpoint_every=10)
     pretrain(folder, shards, device="cpu")
     cfg = json.loads((folder / "config.json").read_text())
-    cfg["pretraining"].update(steps=20, log_every=5, eval_every=20, tensorboard=False)  # how it is watched
+    cfg["pretraining"].update(steps=20, log_every=5, eval_every=20, tensorboard=False,  # how it is watched
+                              micro_batch_size=8)
     (folder / "config.json").write_text(json.dumps(cfg))
     assert pretrain(folder, shards, device="cpu")["resumed_from"] == 20
 

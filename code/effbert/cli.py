@@ -56,9 +56,9 @@ def _glue(a: argparse.Namespace) -> None:
 
 
 def _glue_select(a: argparse.Namespace) -> None:
-    from effbert.train.glue_protocol import gather
+    from effbert.train.glue import select
 
-    gather(a.model, a.task)
+    select(a.model, a.task)
 
 
 def _lra_data(a: argparse.Namespace) -> None:
@@ -80,7 +80,7 @@ def _lra(a: argparse.Namespace) -> None:
 
     set_threads(a.threads)
     if a.gather:
-        gather_lra(a.model, a.task)
+        gather_lra(a.model, a.task, runs=a.runs)
     elif a.seed is not None:
         train_lra(a.model, a.task, a.lra_dir, seed=a.seed, device=a.device)
     else:
@@ -217,6 +217,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--lra_dir", type=Path, default=Path("lra/lra_release"))
     s.add_argument("--seed", type=int, help="train this seed only: models/<name>/lra/<task>/seed-<s>.json")
     s.add_argument("--gather", action="store_true", help="only gather the seeds' results into lra/<task>.json")
+    s.add_argument("--runs", type=Path, nargs="+", help="with --gather: the seeds' result files, in lra.seeds order, "
+                   "when another folder with the same LRA settings ran them")
     runtime(s)
 
     s = stage("report", _report, "collect every model's scores into results/{pretrain,glue,lra}.{csv,md}")

@@ -9,18 +9,21 @@ impossible values with an error that names the file and the key.
                 "attention": {"type": "nystrom", "num_landmarks": 64}},
       "pretraining": {"tokenizer": "roberta", "batch_size": 256, "steps": 500000},
       "glue": {"batch_size": [16, 32], "lr": [2e-5, 3e-5, 4e-5, 5e-5], "seeds": [0, 1, 2]},
-      "lra": {"listops": {"steps": 5000}},
-      "from_cp": null
+      "lra": {"listops": {"steps": 5000, "attention": {"num_landmarks": 32}}},
+      "from_cp": null,
+      "stages": ["pretrain", "glue", "lra"]
     }
+
+Which settings make up each stage's run (and so what an edit reruns) is effbert.train.identity.
 """
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Literal, get_args
+from typing import Annotated, Any, Literal, get_args
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator, model_validator
 
 from effbert.data.glue import TASKS as GLUE_TASKS
 from effbert.errors import InputError
@@ -186,6 +189,12 @@ class PretrainConfig(_Section):
     eval_batches: int = Field(50, ge=1, description="dev batches per evaluation")
     checkpoint_every: int = Field(5000, ge=1)
     seed: int = 0
+    on_change: Literal["stop", "continue", "restart"] = Field(
+        "stop",
+        description="when the newest checkpoint was made under other settings: 'stop' with a message naming the "
+        "changed keys; 'continue' from it with the new settings (where the weights still fit: lr, steps, "
+        "schedule, batch size, ...); 'restart' at step 0 with the old checkpoints moved to checkpoints/stale-<time>/",
+    )
 
 
 def _as_list(value: object) -> object:
@@ -246,6 +255,10 @@ class LraTaskConfig(_Section):
     )
     mask_prob: float | None = Field(None, gt=0.0, lt=1.0, description="masked share of real tokens in self-pretraining")
     seeds: list[int] | None = Field(None, min_length=1, description="null: lra.seeds")
+    attention: dict[str, Any] | None = Field(
+        None, description="attention options for this task over model.attention, e.g. {\"hash_bits\": 11} "
+        "(YOSO's per-task tau); with another \"type\", a whole attention of its own"
+    )
 
 
 class LraConfig(_Section):
@@ -279,9 +292,22 @@ class LraConfig(_Section):
 
 
 LRA_TASKS = ("listops", "text", "retrieval", "image", "pathfinder", "pathx")
+STAGES = ("pretrain", "glue", "lra")
+_ATTENTION = TypeAdapter(AttentionConfig)
+
+
+def _task_attention(base: BaseModel, override: dict[str, Any] | None) -> BaseModel:
+    """model.attention with a task's options over it; another "type" replaces it whole."""
+    if not override:
+        return base
+    if override.get("type", base.type) != base.type:
+        return _ATTENTION.validate_python(override, strict=True)
+    return _ATTENTION.validate_python(base.model_dump() | override, strict=True)
 
 
 class Config(_Section):
+    description: str = Field("", description="what this folder reproduces and where its settings come from "
+                             "(read by people and listed in the README; no run reads it)")
     model: ModelConfig = ModelConfig()
     pretraining: PretrainConfig = PretrainConfig()
     glue: GlueConfig = GlueConfig()
@@ -289,13 +315,52 @@ class Config(_Section):
     from_cp: str | None = Field(
         None, description="a checkpoint (path relative to the model folder) to initialise pretraining from"
     )
+    import_hf: str | None = Field(
+        None, description="a HuggingFace BERT folder (config.json, weights, vocab; path relative to the model "
+        "folder) imported with model.attention as this folder's weights, in place of pretraining (stages without "
+        "'pretrain'); GLUE fine-tunes them"
+    )
+    stages: list[Literal["pretrain", "glue", "lra"]] = Field(
+        list(STAGES), min_length=1, description="what the DAG runs for this folder: pretraining, GLUE fine-tuning "
+        "(of the pretrained or imported weights), Long Range Arena (from scratch at the LRA protocol)"
+    )
+
+    @model_validator(mode="after")
+    def _stages_fit(self) -> Config:
+        if len(set(self.stages)) != len(self.stages):
+            raise ValueError(f"stages lists a stage twice ({self.stages})")
+        pretrains = "pretrain" in self.stages
+        if self.import_hf and pretrains:
+            raise ValueError("import_hf gives this folder imported weights in place of pretraining: remove "
+                             "'pretrain' from stages, or pretrain in another folder whose from_cp names "
+                             "this one's checkpoints/cp-0000.pt")
+        if self.from_cp and not pretrains:
+            raise ValueError("from_cp starts pretraining, but stages has no 'pretrain'")
+        if "glue" in self.stages and not (pretrains or self.import_hf):
+            raise ValueError("stages: 'glue' fine-tunes pretrained weights: add 'pretrain' to stages, or name a "
+                             "HuggingFace BERT folder to import in import_hf")
+        for task in LRA_TASKS:
+            try:
+                self.lra_attention(task)
+            except ValidationError as e:
+                found = "; ".join(_describe(err, f"lra.{task}.attention") for err in e.errors())
+                raise ValueError(found) from None
+        return self
+
+    def lra_attention(self, task: str) -> AttentionConfig:
+        """The attention an LRA task trains with: model.attention, with lra.<task>.attention over it."""
+        return _task_attention(self.model.attention, getattr(self.lra, task).attention)
 
 
-def _describe(error: dict) -> str:
+def _describe(error: dict, prefix: str = "") -> str:
     # pydantic puts the union tag into the location (model.attention.nystrom.x): drop it
     loc = [str(p) for p in error["loc"]]
-    loc = [p for i, p in enumerate(loc) if not (i and loc[i - 1] == "attention" and p in ATTENTION_TYPES)]
-    where = ".".join(loc) or "(top level)"
+    after = ["attention", *loc] if prefix else loc  # a prefix ends in "attention": its first key may be the tag
+    loc = [p for i, p in enumerate(loc) if not ((i or prefix) and after[i - (not prefix)] == "attention"
+                                                 and p in ATTENTION_TYPES)]
+    where = ".".join(([prefix] if prefix else []) + loc) or "(top level)"
+    if where == "(top level)" and error["type"] == "value_error":  # a check across sections names its own keys
+        return error["msg"].removeprefix("Value error, ")
     if error["type"] == "extra_forbidden":
         return f"{where}: unknown key"
     if error["type"] == "union_tag_invalid":

@@ -11,6 +11,7 @@ old TensorFlow-converted checkpoints spell LayerNorm's weight and bias `gamma` a
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import tempfile
@@ -24,7 +25,7 @@ from tokenizers import Tokenizer
 from effbert.config import CONFIG_FILE, Config, ModelConfig, config_json, load_config, parse_config
 from effbert.data.tokenizer import import_tokenizer
 from effbert.errors import InputError
-from effbert.files import write_json
+from effbert.files import sha256_file, write_json
 from effbert.model.pretraining import PretrainingModel
 from effbert.train.checkpoints import CHECKPOINT_DIR, checkpoint_name, save_checkpoint
 from effbert.train.initialise import initialise_from
@@ -160,9 +161,16 @@ def import_hf_bert(
     initialise_from(model, state, log=log, source=str(weights_file))
 
     out = model_dir / CHECKPOINT_DIR / checkpoint_name(0)
+    identity = {"imported": {  # what these weights are made of (a GLUE run records it as its starting point)
+        "from": str(hf_dir), "config_sha256": sha256_file(hf_dir / "config.json"),
+        "weights_sha256": sha256_file(weights_file),
+        "tokenizer_sha256": hashlib.sha256(tokenizer_json.encode()).hexdigest(),
+        "attention": model_cfg.attention.model_dump(mode="json"), "seed": config.pretraining.seed,
+        "sop": config.pretraining.sop,
+    }}
     save_checkpoint(
         out, model=model.state_dict(), step=0, config=config_json(config), vocab_size=model_cfg.vocab_size,
-        tokenizer=tokenizer_json, imported_from=str(hf_dir),
+        tokenizer=tokenizer_json, imported_from=str(hf_dir), identity=identity,
     )
     if existing is None:
         write_json(config_path, {"model": config_json(config)["model"]})

@@ -25,17 +25,18 @@ import torch.nn.functional as F
 from tokenizers import Tokenizer
 from torch import nn
 
-from effbert.config import ModelConfig, load_config, parse_config
+from effbert.config import Config, ModelConfig, load_config, parse_config
 from effbert.data.glue import GlueSplit, compute_metrics, get_task, load_split
 from effbert.data.glue_submission import write_submission
 from effbert.data.tokenizer import special_tokens
 from effbert.errors import InputError
-from effbert.files import write_json
+from effbert.files import read_json, write_json
 from effbert.model.encoder import Encoder
 from effbert.model.heads import ClassificationHead
 from effbert.train.checkpoints import find_checkpoint, load_encoder_weights, read_checkpoint
 from effbert.train.device import pick_device, seed_everything
 from effbert.train.glue_protocol import SUBMISSION_DIR, GlueRun, gather, grid, run_path, task_epochs
+from effbert.train.identity import checkpoint_identity, digest, glue_run_settings
 from effbert.train.loop import SeededBatches, fit
 
 EVAL_BATCH_SIZE = 128
@@ -137,7 +138,8 @@ def finetune(
     and write models/<name>/glue/<TASK>/<run>.json."""
     start_time = time.perf_counter()
     model_dir, glue_dir = Path(model_dir), Path(glue_dir)
-    glue_cfg = load_config(model_dir).glue
+    cfg = load_config(model_dir)
+    glue_cfg = cfg.glue
     spec = get_task(task)
     if spec.label is None:
         raise InputError(f"GLUE task {task} has no labelled training data to fine-tune on")
@@ -165,6 +167,7 @@ def finetune(
             f"{model_dir}/config.json: glue.max_seq_len {max_len} exceeds the model's max_seq_len "
             f"{model_cfg.max_seq_len} (position embeddings)"
         )
+    identity = glue_run_identity(cfg, task, run, state)
     tok = Tokenizer.from_str(state["tokenizer"])
     tok.enable_truncation(max_len)  # the longer text of a pair loses tokens first; specials always fit
 
@@ -223,6 +226,7 @@ def finetune(
         "train_examples": len(train),
         "submission": submission,
         "checkpoint": checkpoint_name,
+        "identity": identity,
         "hyperparameters": {
             "batch_size": run.batch_size, "lr": run.lr, "epochs": epochs, "steps": steps,
             "warmup_steps": warmup_steps, "weight_decay": glue_cfg.weight_decay, "max_seq_len": max_len,
@@ -235,9 +239,28 @@ def finetune(
     return result
 
 
+def glue_run_identity(cfg: Config, task: str, run: GlueRun, checkpoint: dict) -> dict:
+    """A run's identity: its settings and the identity of the checkpoint it starts from."""
+    return {**glue_run_settings(cfg, task, run), "starts_from": digest(checkpoint_identity(checkpoint))}
+
+
+def expected_identities(model_dir: Path, task: str) -> dict[GlueRun, dict]:
+    """Every run of the grid's identity, as a run made now would record it."""
+    cfg = load_config(model_dir)
+    state = read_checkpoint(find_checkpoint(model_dir, cfg.glue.checkpoint), mmap=True)
+    return {run: glue_run_identity(cfg, task, run, state) for run in grid(cfg.glue)}
+
+
+def select(model_dir: Path, task: str) -> dict:
+    """The selection among the grid's runs, each checked to be of the current settings and weights."""
+    return gather(model_dir, task, expected_identities(model_dir, task))
+
+
 def finetune_grid(model_dir: Path, task: str, glue_dir: Path, *, device: str | None = None) -> dict:
-    """Every run of the model's grid not yet on disk, one after another, then the selection (no Snakemake)."""
-    for run in grid(load_config(model_dir).glue):
-        if not run_path(model_dir, task, run).is_file():
+    """Every run of the model's grid not yet on disk under its current identity, one after another, then the
+    selection (no Snakemake)."""
+    for run, identity in expected_identities(model_dir, task).items():
+        path = run_path(model_dir, task, run)
+        if not path.is_file() or read_json(path).get("identity") != identity:
             finetune(model_dir, task, glue_dir, run, device=device)
-    return gather(model_dir, task)
+    return select(model_dir, task)

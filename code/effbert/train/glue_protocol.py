@@ -120,16 +120,26 @@ def select_runs(task: str, runs: dict[GlueRun, dict], cfg: GlueConfig) -> dict:
     }
 
 
-def gather(model_dir: Path, task: str) -> dict:
-    """Select among the finished runs of the model's grid; write glue/<TASK>.json and the submission files."""
+def _listed(paths: list[Path]) -> str:
+    return ", ".join(str(p) for p in paths[:3]) + (f" and {len(paths) - 3} more" if len(paths) > 3 else "")
+
+
+def gather(model_dir: Path, task: str, expected: dict[GlueRun, dict] | None = None) -> dict:
+    """Select among the finished runs of the model's grid; write glue/<TASK>.json and the submission files.
+
+    `expected`: each run's identity now (effbert.train.identity); a run made under another is not used."""
     model_dir = Path(model_dir)
     cfg = load_config(model_dir).glue
     paths = {run: run_path(model_dir, task, run) for run in grid(cfg)}
     missing = [path for path in paths.values() if not path.is_file()]
     if missing:
-        shown = ", ".join(str(p) for p in missing[:3]) + (f" and {len(missing) - 3} more" if len(missing) > 3 else "")
-        raise InputError(f"{model_dir}: GLUE {task}: {len(missing)} run(s) of the grid have not finished: {shown}")
+        raise InputError(f"{model_dir}: GLUE {task}: {len(missing)} run(s) of the grid have not finished: "
+                         f"{_listed(missing)}")
     runs = {run: read_json(path) for run, path in paths.items()}
+    stale = [paths[run] for run, found in runs.items() if expected and found.get("identity") != expected[run]]
+    if stale:
+        raise InputError(f"{model_dir}: GLUE {task}: {len(stale)} run(s) were made under other settings or weights "
+                         f"than config.json's now; run them again: {_listed(stale)}")
     result = select_runs(task, runs, cfg)
     chosen = GlueRun.parse(result["submission_run"])
     predictions = paths[chosen].with_suffix("") / SUBMISSION_DIR

@@ -267,6 +267,12 @@ def fit(
         scheduler.load_state_dict(resume["scheduler"])
         scaler.load_state_dict(resume["scaler"])
         done, tokens, positions = resume["step"], resume["tokens"], resume["positions"]
+        # the settings given now, not the saved ones (the same values on a plain resume; new ones when a run
+        # continues with new settings): peak lr and decay per group, and the new schedule at this step
+        scheduler.base_lrs = [lr] * len(optimizer.param_groups)
+        for group, fresh in zip(optimizer.param_groups, param_groups(model, weight_decay), strict=True):
+            group.update(initial_lr=lr, weight_decay=fresh["weight_decay"], lr=lr * scheduler.lr_lambdas[0](done))
+        scheduler._last_lr = [group["lr"] for group in optimizer.param_groups]
         # each rank's sums since the last log (another world size: rank 0 carries them all)
         mine = resume["running"]
         if len(mine) == world:

@@ -17,6 +17,9 @@ One run per seed, then a gather:
     models/<name>/lra/<task>/seed-<s>.metrics.jsonl       the loop's train and dev log
     models/<name>/lra/<task>/seed-<s>.self-pretrain.jsonl the masked-LM log, when self-pretraining
     models/<name>/lra/<task>.json                         the gather: accuracy (mean over seeds), accuracy_std, runs
+
+The attention is the folder's model.attention with lra.<task>.attention over it (YOSO's per-task tau);
+every seed's result records its identity (effbert.train.identity.lra_run_settings), which the gather checks.
 """
 
 from __future__ import annotations
@@ -45,6 +48,7 @@ from effbert.files import read_json, write_json
 from effbert.model.encoder import Encoder, init_weights
 from effbert.model.heads import MlmHead, mean_over_real_tokens
 from effbert.train.device import pick_device, seed_everything
+from effbert.train.identity import lra_run_settings
 from effbert.train.loop import SeededBatches, fit, run_evaluation
 
 assert set(LRA_TASKS) == set(PROTOCOLS), "config.LRA_TASKS and protocol.PROTOCOLS must name the same tasks"
@@ -134,7 +138,7 @@ def accuracy(model: nn.Module, split: LraSplit, batch_size: int, pad_id: int, de
 
 
 def model_config(base: ModelConfig, protocol: LraProtocol, vocab_size: int, source: str) -> ModelConfig:
-    """The model folder's attention settings on the protocol's model sizes."""
+    """`base`'s attention settings on the protocol's model sizes."""
     sizes = {
         "vocab_size": vocab_size, "max_seq_len": protocol.max_len, "type_vocab_size": 1,
         "hidden_size": protocol.hidden_size, "num_layers": protocol.num_layers, "num_heads": protocol.num_heads,
@@ -259,7 +263,9 @@ def train_lra(model_dir: Path, task: str, lra_dir: Path, *, seed: int | None = N
     data_vocab, pad_id = int(module.VOCAB_SIZE), int(module.PAD_ID)
     mask_id = data_vocab  # self-pretraining's [MASK]: one row past the data's tokens
     vocab_size = max(protocol.vocab_size, data_vocab + (protocol.self_pretrain_steps > 0))
-    mcfg = model_config(cfg.model, protocol, vocab_size, str(model_dir / CONFIG_FILE))
+    attention = cfg.lra_attention(task)  # model.attention with this task's options over it
+    mcfg = model_config(cfg.model.model_copy(update={"attention": attention}), protocol, vocab_size,
+                        str(model_dir / CONFIG_FILE))
     seed_everything(seed)
     model = LraClassifier(mcfg, vocab_size, protocol.num_classes, mlp_size=protocol.ffn_size,
                           inputs=protocol.inputs).to(device)
@@ -321,7 +327,8 @@ def train_lra(model_dir: Path, task: str, lra_dir: Path, *, seed: int | None = N
         "seconds": round(time.perf_counter() - started, 3),
         "train_seconds": round(train_seconds, 3),
         "model": model_dir.name,
-        "attention": cfg.model.attention.model_dump(),
+        "attention": attention.model_dump(),
+        "identity": lra_run_settings(cfg, task, seed),
         "parameters": sum(p.numel() for p in model.parameters()),
         "examples": {name: len(split) for name, split in splits.items()},
         "truncated": truncated,
@@ -339,20 +346,30 @@ def _mean_std(values: list[float]) -> tuple[float, float]:
     return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
 
 
-def gather_lra(model_dir: Path, task: str, seeds: list[int] | None = None) -> dict:
-    """Mean and spread over the seeds' results; write models/<name>/lra/<task>.json (what the report reads)."""
+def gather_lra(model_dir: Path, task: str, seeds: list[int] | None = None, runs: list[Path] | None = None) -> dict:
+    """Mean and spread over the seeds' results; write models/<name>/lra/<task>.json (what the report reads).
+
+    `runs`: the seeds' result files when they are not this folder's own (another folder with the same LRA
+    settings ran them); each must be of this folder's settings for its task and seed."""
     model_dir = Path(model_dir)
     task_loader(task)  # names the task in the error when unknown
-    seeds = load_config(model_dir).lra.task_seeds(task) if seeds is None else list(seeds)
-    runs = []
-    for seed in seeds:
-        path = seed_path(model_dir, task, seed)
+    cfg = load_config(model_dir)
+    seeds = cfg.lra.task_seeds(task) if seeds is None else list(seeds)
+    paths = [Path(p) for p in runs] if runs is not None else [seed_path(model_dir, task, seed) for seed in seeds]
+    if len(paths) != len(seeds):
+        raise InputError(f"{model_dir}: {len(paths)} result files given for the {len(seeds)} seeds of {task}")
+    results = []
+    for seed, path in zip(seeds, paths, strict=True):
         if not path.is_file():
             raise InputError(f"{path}: no result for seed {seed}; run `effbert lra --model {model_dir} --task {task} "
                              f"--seed {seed}` first")
-        runs.append(read_json(path))
-    accuracy_mean, accuracy_std = _mean_std([r["accuracy"] for r in runs])
-    dev_mean, dev_std = _mean_std([r["dev_accuracy"] for r in runs])
+        found = read_json(path)
+        if found.get("identity") != lra_run_settings(cfg, task, seed):
+            raise InputError(f"{path}: made under other LRA settings than {model_dir / CONFIG_FILE}'s for {task} "
+                             f"seed {seed}; run it again")
+        results.append(found)
+    accuracy_mean, accuracy_std = _mean_std([r["accuracy"] for r in results])
+    dev_mean, dev_std = _mean_std([r["dev_accuracy"] for r in results])
     result = {
         "task": task,
         "accuracy": accuracy_mean,
@@ -360,12 +377,13 @@ def gather_lra(model_dir: Path, task: str, seeds: list[int] | None = None) -> di
         "dev_accuracy": dev_mean,
         "dev_accuracy_std": dev_std,
         "seeds": seeds,
-        "steps": runs[0]["steps"],
+        "steps": results[0]["steps"],
         "model": model_dir.name,
-        "attention": runs[0]["attention"],
-        "protocol": runs[0]["protocol"],
-        "seconds": round(sum(r["seconds"] for r in runs), 3),
-        "runs": [{k: v for k, v in r.items() if k not in ("protocol", "attention")} for r in runs],
+        "attention": results[0]["attention"],
+        "protocol": results[0]["protocol"],
+        "seconds": round(sum(r["seconds"] for r in results), 3),
+        "runs": [{k: v for k, v in r.items() if k not in ("protocol", "attention", "identity")} | {"file": str(path)}
+                 for r, path in zip(results, paths, strict=True)],
     }
     write_json(model_dir / "lra" / f"{task}.json", result)
     return result
@@ -373,8 +391,12 @@ def gather_lra(model_dir: Path, task: str, seeds: list[int] | None = None) -> di
 
 def run_lra(model_dir: Path, task: str, lra_dir: Path, *, device: torch.device | str | None = None,
             progress: Callable[[dict], None] | None = None) -> dict:
-    """Every seed of the task in turn (skipping none), then the gather."""
-    for seed in load_config(model_dir).lra.task_seeds(task):
+    """Every seed of the task not yet on disk under its current settings, in turn, then the gather."""
+    cfg = load_config(model_dir)
+    for seed in cfg.lra.task_seeds(task):
+        path = seed_path(model_dir, task, seed)
+        if path.is_file() and read_json(path).get("identity") == lra_run_settings(cfg, task, seed):
+            continue
         result = train_lra(model_dir, task, lra_dir, seed=seed, device=device)
         if progress is not None:
             progress(result)

@@ -4,9 +4,9 @@ Writes models/<name>/checkpoints/cp-NNNN.pt, models/<name>/pretrain.jsonl (every
 evaluation), models/<name>/tensorboard/ (when the tensorboard package is installed) and, last,
 models/<name>/pretrain.json (the summary the report reads).
 
-A rerun resumes from the newest checkpoint whose stored config and shard set (sha256 of its
-manifest.json) equal the current ones; checkpoints of any other config or shard set, and newer ones
-than that, are moved to checkpoints/stale-<UTC time>/ (kept: they may have cost GPU-days).
+Every checkpoint records the run identity it was made under (effbert.train.identity); a rerun resumes
+from the newest checkpoint when that identity is the current one, and otherwise stops, continues or
+restarts as `pretraining.on_change` says (effbert.train.resume): never silently from step 0.
 """
 
 from __future__ import annotations
@@ -20,24 +20,18 @@ import torch
 import torch.distributed as dist
 from tqdm.auto import tqdm
 
-from effbert.config import Config, ModelConfig, config_json, load_config
+from effbert.config import Config, ModelConfig, PretrainConfig, config_json, load_config
 from effbert.data.instances import IGNORE
 from effbert.data.shard_files import ShardDataset, read_manifest
 from effbert.errors import InputError
 from effbert.files import sha256_file, write_json
 from effbert.model.pretraining import PretrainingModel
-from effbert.train.checkpoints import (
-    CHECKPOINT_DIR,
-    checkpoint_name,
-    list_checkpoints,
-    newest_resumable,
-    read_checkpoint,
-    save_checkpoint,
-    set_aside,
-)
+from effbert.train.checkpoints import CHECKPOINT_DIR, checkpoint_name, read_checkpoint, save_checkpoint
 from effbert.train.device import end_distributed, init_distributed, seed_everything, set_threads
+from effbert.train.identity import checkpoint_identity, digest, pretraining_settings
 from effbert.train.initialise import initialise_from
-from effbert.train.loop import SeededBatches, fit
+from effbert.train.loop import SeededBatches, fit, run_evaluation
+from effbert.train.resume import Start, choose_start, continued_data
 
 METRICS_FILE = "pretrain.jsonl"
 SUMMARY_FILE = "pretrain.json"
@@ -87,28 +81,34 @@ def _check_shards(cfg: Config, shards_dir: Path, manifest: dict) -> tuple[int, s
 
 
 def _from_cp_source(model_dir: Path, from_cp: str) -> Path:
-    source = Path(from_cp) if Path(from_cp).is_absolute() else model_dir / from_cp
-    if not source.is_file():
-        raise InputError(f"{model_dir}/config.json: from_cp: no checkpoint at {source}")
-    return source
+    return Path(from_cp) if Path(from_cp).is_absolute() else model_dir / from_cp
 
 
-# keys that change how a run is watched, not what it computes: a change to them keeps the checkpoints resumable
-_RUNTIME_KEYS = ("log_every", "eval_every", "eval_batches", "checkpoint_every", "compile", "tensorboard")
+# what `save` writes beside the loop's state (effbert.train.loop.fit's checkpoint state)
+_SAVED_BESIDE = ("config", "vocab_size", "tokenizer", "shards", "identity", "history")
 
 
-def _without_runtime_keys(resolved: dict) -> dict:
-    """A resolved config less the runtime keys: what a checkpoint must match to be resumed."""
-    pretraining = {k: v for k, v in resolved.get("pretraining", {}).items() if k not in _RUNTIME_KEYS}
-    return {**resolved, "pretraining": pretraining}
+def run_identity(cfg: Config, manifest: dict, manifest_sha256: str, from_cp: Path | None) -> dict:
+    """This run's identity: its settings and the data it reads (shards, tokenizer, the from_cp source's identity
+    when that file is there to read)."""
+    source = None
+    if from_cp is not None and from_cp.is_file():
+        source = digest(checkpoint_identity(read_checkpoint(from_cp, mmap=True)))
+    data = {"shards": manifest_sha256, "tokenizer": manifest["tokenizer"]["sha256"], "from_cp": source}
+    return {**pretraining_settings(cfg), "data": data}
 
 
-def run_identity(cfg: Config) -> dict:
-    return _without_runtime_keys(config_json(cfg))
-
-
-def run_identity_of(checkpoint: dict) -> dict:
-    return _without_runtime_keys(checkpoint.get("config") or {})
+def _start(model_dir: Path, identity: dict, run: PretrainConfig, rank: int) -> Start:
+    """choose_start between barriers: every rank has read the checkpoints before rank 0 moves any."""
+    distributed = dist.is_available() and dist.is_initialized()
+    if distributed:
+        dist.barrier()
+    begin = choose_start(model_dir, identity, run.on_change, run.steps, rank, logs=(METRICS_FILE, TENSORBOARD_DIR))
+    if distributed:
+        dist.barrier()
+    if rank == 0 and begin.state is not None and not begin.changed:
+        tqdm.write(f"{model_dir}: resuming from {begin.path.name}", file=sys.stderr)
+    return begin
 
 
 def flops_per_token(model: torch.nn.Module, cfg: ModelConfig) -> float:
@@ -116,32 +116,6 @@ def flops_per_token(model: torch.nn.Module, cfg: ModelConfig) -> float:
     and weighted sum, 12 * layers * hidden * sequence length (the PaLM paper's accounting)."""
     params = sum(p.numel() for p in model.parameters())
     return 6.0 * params + 12.0 * cfg.num_layers * cfg.hidden_size * cfg.max_seq_len
-
-
-def _resume_point(model_dir: Path, identity: dict, rank: int, keep_also: Path | None = None) -> dict | None:
-    """The newest checkpoint of this very run (same resolved config and shard set), after setting aside
-    (rank 0) the checkpoints of any other run, except `keep_also` (a from_cp source kept in this folder,
-    such as an imported cp-0000.pt)."""
-    found = newest_resumable(
-        model_dir, lambda s: run_identity_of(s) == identity["config"] and s.get("shards", {}).get("manifest_sha256")
-        == identity["manifest_sha256"] and "scheduler" in s
-    )
-    if dist.is_available() and dist.is_initialized():
-        dist.barrier()  # every rank has chosen before rank 0 moves files
-    if rank == 0:
-        keep = found[0] if found else None
-        stale = [p for p in list_checkpoints(model_dir) if keep is None or int(p.stem[3:]) > int(keep.stem[3:])
-                 or run_identity_of(read_checkpoint(p, mmap=True)) != identity["config"]]
-        stale = [p for p in stale if keep_also is None or p.resolve() != keep_also.resolve()]
-        moved = set_aside(stale, model_dir)
-        if moved:
-            tqdm.write(f"{model_dir}: {len(stale)} checkpoint(s) of another config or shard set moved to {moved}",
-                       file=sys.stderr)
-        if found:
-            tqdm.write(f"{model_dir}: resuming from {found[0].name}", file=sys.stderr)
-    if dist.is_available() and dist.is_initialized():
-        dist.barrier()
-    return found[1] if found else None
 
 
 def pretrain(model_dir: str | Path, shards_dir: str | Path, *, device: str | None = None,
@@ -177,19 +151,26 @@ def _pretrain(model_dir: Path, shards_dir: Path, cfg: Config, manifest: dict, vo
         raise InputError(f"{model_dir}/config.json: pretraining.batch_size {run.batch_size} does not split "
                          f"evenly over {world} processes")
 
-    identity = {"config": run_identity(cfg), "manifest_sha256": sha256_file(shards_dir / "manifest.json")}
+    manifest_sha256 = sha256_file(shards_dir / "manifest.json")
     source = _from_cp_source(model_dir, cfg.from_cp) if cfg.from_cp else None
-    resume = _resume_point(model_dir, identity, rank, keep_also=source)
+    identity = run_identity(cfg, manifest, manifest_sha256, source)
+    begin = _start(model_dir, identity, run, rank)
+    resume = begin.state
     if resume is None and source is not None:
+        if not source.is_file():
+            raise InputError(f"{model_dir}/config.json: from_cp: no checkpoint at {source}")
         log = tqdm.write if rank == 0 else (lambda _: None)
         initialise_from(model, read_checkpoint(source)["model"], log=log, source=str(source))
+    if begin.changed:  # continuing with new settings: the data position carried over to the new batches
+        resume = {**resume, "data": continued_data(resume, checkpoint_identity(resume), identity)}
 
     def save(step: int, state: dict) -> None:
         save_checkpoint(
             model_dir / CHECKPOINT_DIR / checkpoint_name(step), **state,
             config=config_json(cfg), vocab_size=vocab_size, tokenizer=tokenizer_json,
             shards={"dir": str(shards_dir), "tokenizer_sha256": manifest["tokenizer"]["sha256"],
-                    "manifest_sha256": identity["manifest_sha256"]},
+                    "manifest_sha256": manifest_sha256},
+            identity=identity, history=begin.history,
         )
 
     def counts(batch: dict) -> dict:
@@ -223,8 +204,13 @@ def _pretrain(model_dir: Path, shards_dir: Path, cfg: Config, manifest: dict, vo
     )
     if rank != 0:
         return {}
-    final = [r for r in records if r["split"] == "dev"][-1]
-    trained = [r for r in records if r["split"] == "train"][-1]
+    if begin.changed and resume["step"] == run.steps:  # nothing left to train: record the change all the same
+        save(run.steps, {k: v for k, v in resume.items() if k not in _SAVED_BESIDE})
+    final = next((r for r in reversed(records) if r["split"] == "dev"), None)
+    if final is None:  # a finished run whose log is gone: evaluate its weights again
+        final = run_evaluation(model, lambda m: dev_metrics(m, dev_data, run.micro_batch_size or run.batch_size,
+                                                             run.eval_batches, dev))
+    trained = next((r for r in reversed(records) if r["split"] == "train"), None)
     summary = {
         "model": model_dir.name,
         "attention": cfg.model.attention.type,
@@ -232,9 +218,11 @@ def _pretrain(model_dir: Path, shards_dir: Path, cfg: Config, manifest: dict, vo
         "mlm_loss": final["mlm_loss"],
         "mlm_accuracy": final["mlm_accuracy"],
         "sop_accuracy": final.get("sop_accuracy"),
-        "train_tokens": trained["tokens"],
+        "train_tokens": trained["tokens"] if trained else resume["tokens"],
         "seconds": time.perf_counter() - start,
         "resumed_from": resume["step"] if resume else None,
+        "identity": digest(identity),
+        "history": begin.history,
         "processes": world,
         "device": str(dev),
         "checkpoint": str(model_dir / CHECKPOINT_DIR / checkpoint_name(run.steps)),

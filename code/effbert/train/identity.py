@@ -1,0 +1,116 @@
+"""Run identities: exactly the settings each stage's run reads, computed here and nowhere else.
+
+A run's identity decides whether existing work still stands. The DAG reruns a job when the digest of
+its settings changes (a Snakemake `params` entry of each rule), so an edit reruns exactly the runs it
+changes and a bare `touch` of config.json reruns nothing. The stages record the full identity in what
+they write (checkpoints, result files) and compare it before reusing anything.
+
+- pretraining: the model section, the pretraining section less RUNTIME_KEYS, from_cp; and the data it
+  read (the shard set's manifest and tokenizer, the from_cp checkpoint's own identity). Only the first
+  part is known before the run (the DAG's digest); the data part is recorded in every checkpoint.
+- a GLUE run: what it starts from (the pretraining settings, or the imported BERT) + its task, grid
+  point, seed and the glue settings it uses; recorded with the identity of the checkpoint it read.
+- an LRA run: the task's attention (model.attention with lra.<task>.attention over it), its resolved
+  protocol and the seed. LRA trains from scratch, so nothing else of the folder enters it: folders with
+  the same attention share their LRA runs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+
+from effbert.config import Config, parse_config
+from effbert.data.lra.protocol import resolve_protocol
+from effbert.train.glue_protocol import GlueRun, task_epochs
+
+# pretraining keys that change how a run is watched or split into passes, not what it computes
+RUNTIME_KEYS = ("log_every", "eval_every", "eval_batches", "checkpoint_every", "micro_batch_size", "compile",
+                "tensorboard", "on_change")
+
+
+def digest(identity: object) -> str:
+    """A short stable digest of an identity (canonical JSON)."""
+    text = json.dumps(identity, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def pretraining_settings(cfg: Config) -> dict:
+    pretraining = cfg.pretraining.model_dump(mode="json")
+    return {
+        "model": cfg.model.model_dump(mode="json"),
+        "pretraining": {k: v for k, v in pretraining.items() if k not in RUNTIME_KEYS},
+        "from_cp": cfg.from_cp,
+    }
+
+
+def import_settings(cfg: Config) -> dict:
+    """What an imported checkpoint (import_hf) is made of: the BERT folder, the attention put in, and the seed
+    of the tensors BERT lacks."""
+    return {"import_hf": cfg.import_hf, "attention": cfg.model.attention.model_dump(mode="json"),
+            "seed": cfg.pretraining.seed, "sop": cfg.pretraining.sop}
+
+
+def weights_settings(cfg: Config) -> dict:
+    """The settings of the weights GLUE fine-tunes: pretrained here, or imported."""
+    if "pretrain" in cfg.stages:
+        return {"pretrained": digest(pretraining_settings(cfg))}
+    return {"imported": digest(import_settings(cfg))}
+
+
+def glue_run_settings(cfg: Config, task: str, run: GlueRun) -> dict:
+    glue = cfg.glue
+    return {
+        "weights": weights_settings(cfg), "checkpoint": glue.checkpoint, "task": task,
+        "batch_size": run.batch_size, "lr": run.lr, "seed": run.seed, "epochs": task_epochs(glue, task),
+        "weight_decay": glue.weight_decay, "warmup_ratio": glue.warmup_ratio, "max_seq_len": glue.max_seq_len,
+    }
+
+
+def glue_selection_settings(cfg: Config, task: str) -> dict:
+    glue = cfg.glue
+    return {"task": task, "batch_size": glue.batch_size, "lr": glue.lr, "seeds": glue.seeds,
+            "selection": glue.selection}
+
+
+def lra_run_settings(cfg: Config, task: str, seed: int) -> dict:
+    overrides = getattr(cfg.lra, task)
+    protocol = dataclasses.replace(resolve_protocol(task, overrides),
+                                   self_pretrain_steps=cfg.lra.task_self_pretrain_steps(task))
+    return _plain({"task": task, "attention": cfg.lra_attention(task).model_dump(mode="json"),
+                   "protocol": dataclasses.asdict(protocol), "seed": seed})
+
+
+def _plain(identity: dict) -> dict:
+    """As a JSON file gives it back (tuples become lists), so a recorded identity compares equal."""
+    return json.loads(json.dumps(identity))
+
+
+def checkpoint_identity(state: dict) -> dict:
+    """The identity a checkpoint was made under: pretraining's (older checkpoints: derived from their config and
+    shard set), or an import's."""
+    if "identity" in state:
+        return state["identity"]
+    shards = state.get("shards") or {}
+    saved = state["config"]
+    cfg = parse_config(saved if "model" in saved else {"model": saved}, "checkpoint")
+    return {**pretraining_settings(cfg), "data": {"shards": shards.get("manifest_sha256"),
+                                                  "tokenizer": shards.get("tokenizer_sha256"), "from_cp": None}}
+
+
+def changes(old: dict, new: dict, prefix: str = "") -> list[tuple[str, object, object]]:
+    """(dotted key, old value, new value) for every leaf that differs, in key order."""
+    found = []
+    for key in sorted(set(old) | set(new)):
+        a, b = old.get(key), new.get(key)
+        name = f"{prefix}{key}"
+        if isinstance(a, dict) and isinstance(b, dict):
+            found += changes(a, b, f"{name}.")
+        elif a != b:
+            found.append((name, a, b))
+    return found
+
+
+def describe_changes(found: list[tuple[str, object, object]]) -> str:
+    return "\n".join(f"  {key}: {json.dumps(a)} -> {json.dumps(b)}" for key, a, b in found)
