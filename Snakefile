@@ -20,6 +20,7 @@ include: "workflow/rules/documents.smk"
 include: "workflow/rules/tokenizer.smk"
 include: "workflow/rules/shards.smk"
 include: "workflow/rules/pretrain.smk"
+include: "workflow/rules/import.smk"
 include: "workflow/rules/glue.smk"
 include: "workflow/rules/lra.smk"
 include: "workflow/rules/report.smk"
@@ -42,7 +43,7 @@ rule all:
 
 rule shards:
     input:
-        sorted({f"{shards_for(model)}/manifest.json" for model in MODEL_NAMES}),
+        sorted({f"{shards_for(model)}/manifest.json" for model in with_stage("pretrain")}),
 
 
 rule pretrain:
@@ -60,7 +61,7 @@ rule lra:
         lra_scores(MODEL_NAMES),
 
 
-# one target per model folder, named as the folder (e.g. `snakemake nystrom-512`): its pretraining, GLUE and LRA
+# one target per model folder, named as the folder (e.g. `snakemake nystrom-512`): the stages it lists
 for _model in MODEL_NAMES:
 
     rule:
@@ -68,6 +69,4 @@ for _model in MODEL_NAMES:
             _model
         localrule: True
         input:
-            pretrained([_model]),
-            glue_scores([_model]),
-            lra_scores([_model]),
+            model_outputs([_model]),

@@ -55,7 +55,7 @@ def snakemake(cwd: Path, *args: str, check: bool = True) -> subprocess.Completed
 def planned_jobs(output: str) -> Counter:
     """Rule -> count from the job table a Snakemake run or dry run prints."""
     table = output.split("Job stats:")[1] if "Job stats:" in output else ""
-    return Counter({m.group(1): int(m.group(2)) for m in re.finditer(r"^(\w+)\s+(\d+)$", table, re.M)
+    return Counter({m.group(1): int(m.group(2)) for m in re.finditer(r"^([\w.-]+)\s+(\d+)$", table, re.M)
                     if m.group(1) != "total"})
 
 

@@ -1,9 +1,25 @@
 # Helpers only (no rules): paths from the config, the model folders' own config.json (read through effbert.config),
 # every rule's resources, and the functions the rule files call, by stage.
+#
+# Rules take no config.json as input. Each job's `identity` param is the digest of exactly the settings its
+# run reads (effbert.train.identity), so an edit reruns the jobs whose settings it changes (and what depends
+# on their outputs), and a bare `touch` reruns nothing. profiles/default keeps the rerun triggers to mtime,
+# params and input: a new release of a rule's command line does not rerun GPU-weeks of finished work.
 import importlib
+import os
 from pathlib import Path
 
 from effbert.config import load_config
+from effbert.train.checkpoints import CHECKPOINT_DIR, checkpoint_name
+from effbert.train.glue_protocol import GlueRun, grid
+from effbert.train.identity import (
+    digest,
+    glue_run_settings,
+    glue_selection_settings,
+    import_settings,
+    lra_run_settings,
+    pretraining_settings,
+)
 
 DATA = config["data_dir"]
 MODELS = config["models_dir"]
@@ -14,6 +30,14 @@ LOGS = config.get("logs_dir", "logs")
 
 MODEL_NAMES = config.get("models") or sorted(p.parent.name for p in Path(MODELS).glob("*/config.json"))
 MODEL_CONFIGS = {name: load_config(Path(MODELS) / name) for name in MODEL_NAMES}
+
+
+def with_stage(stage, models=MODEL_NAMES):
+    """The models whose config.json `stages` include `stage` (pretrain, glue, lra)."""
+    return [name for name in models if stage in MODEL_CONFIGS[name].stages]
+
+
+IMPORTED = f"{CHECKPOINT_DIR}/{checkpoint_name(0)}"  # where import_hf puts a folder's imported weights
 
 
 def tokenizer_spec(name):
@@ -35,15 +59,38 @@ def shards_for(model):
 
 
 def from_cp_inputs(wildcards):
-    """A model initialised from another model folder's checkpoint waits for that model's pretraining."""
+    """A model initialised from another model folder's checkpoint waits for that model's pretraining (or import)."""
     from_cp = MODEL_CONFIGS[wildcards.model].from_cp
     if not from_cp:
         return []
     source = (Path(MODELS) / wildcards.model / from_cp).resolve()
     for name in MODEL_NAMES:
         if (Path(MODELS) / name).resolve() in source.parents and name != wildcards.model:
-            return [f"{MODELS}/{name}/pretrain.json"]
+            return [weights_of(name)]
     return [str(source)]
+
+
+def weights_of(model):
+    """What stands for a model's weights being ready: its pretraining summary, or its imported checkpoint."""
+    if "pretrain" in MODEL_CONFIGS[model].stages:
+        return f"{MODELS}/{model}/pretrain.json"
+    return f"{MODELS}/{model}/{IMPORTED}"
+
+
+def pretrain_identity(wc):
+    return digest(pretraining_settings(MODEL_CONFIGS[wc.model]))
+
+
+# import.smk: a HuggingFace BERT folder (config.json's import_hf, relative to the model folder) -> cp-0000.pt
+
+
+def import_source(wc):
+    given = MODEL_CONFIGS[wc.model].import_hf
+    return given if os.path.isabs(given) else os.path.normpath(f"{MODELS}/{wc.model}/{given}")
+
+
+def import_identity(wc):
+    return digest(import_settings(MODEL_CONFIGS[wc.model]))
 
 
 # Per-rule resources in one place (gpus per node, nodes, mem_mb, runtime in minutes); each rule takes its
@@ -55,6 +102,7 @@ RESOURCES = {
     "extract_documents": {"mem_mb": 16_000, "runtime": 24 * 60},
     "build_tokenizer": {"mem_mb": 64_000, "runtime": 12 * 60},
     "build_shards": {"mem_mb": 64_000, "runtime": 24 * 60},
+    "import_hf": {"mem_mb": 16_000, "runtime": 60},
     "pretrain_model": {"gpus": 0, "nodes": 1, "mem_mb": 64_000, "runtime": 7 * 24 * 60},
     "finetune_glue": {"gpus": 0, "mem_mb": 32_000, "runtime": 12 * 60},
     "train_lra": {"gpus": 0, "mem_mb": 32_000, "runtime": 24 * 60},
@@ -135,24 +183,36 @@ def threads_per_process(wildcards, threads, resources):
 
 
 def pretrained(models):
-    return expand(f"{MODELS}/{{model}}/pretrain.json", model=models)
+    return expand(f"{MODELS}/{{model}}/pretrain.json", model=with_stage("pretrain", models))
 
 
 def glue_scores(models):
-    return expand(f"{MODELS}/{{model}}/glue/{{task}}.json", model=models, task=config["glue"]["tasks"])
+    return expand(f"{MODELS}/{{model}}/glue/{{task}}.json", model=with_stage("glue", models),
+                  task=config["glue"]["tasks"])
 
 
 def lra_scores(models):
-    return expand(f"{MODELS}/{{model}}/lra/{{task}}.json", model=models, task=config["lra"]["tasks"])
+    return expand(f"{MODELS}/{{model}}/lra/{{task}}.json", model=with_stage("lra", models),
+                  task=config["lra"]["tasks"])
+
+
+def model_outputs(models):
+    return pretrained(models) + glue_scores(models) + lra_scores(models)
 
 
 # glue.smk: one run per grid point and seed
 
-from effbert.train.glue_protocol import grid
-
 
 def glue_runs(wc):
     return [f"{MODELS}/{wc.model}/glue/{wc.task}/{run.name}.json" for run in grid(MODEL_CONFIGS[wc.model].glue)]
+
+
+def glue_run_identity(wc):
+    return digest(glue_run_settings(MODEL_CONFIGS[wc.model], wc.task, GlueRun.parse(wc.run)))
+
+
+def glue_selection_identity(wc):
+    return digest(glue_selection_settings(MODEL_CONFIGS[wc.model], wc.task))
 
 
 # lra.smk: generated or placed data, one run per task and seed
@@ -183,6 +243,21 @@ def lra_task_inputs(wc):
     return [f"{LRA_DIR}/{loader.RELEASE_DIR}"]  # the folder the task's loader reads
 
 
+def lra_identity(model, task, seed):
+    return digest(lra_run_settings(MODEL_CONFIGS[model], task, int(seed)))
+
+
+def lra_run_owner(model, task, seed):
+    """The first folder (by name) whose run of this task and seed has the same settings: it runs it, once, for
+    every folder that shares them."""
+    mine = lra_identity(model, task, seed)
+    return next((name for name in with_stage("lra") if lra_identity(name, task, seed) == mine), model)
+
+
 def lra_seed_results(wc):
     seeds = MODEL_CONFIGS[wc.model].lra.task_seeds(wc.task)
-    return [f"{MODELS}/{wc.model}/lra/{wc.task}/seed-{seed}.json" for seed in seeds]
+    return [f"{MODELS}/{lra_run_owner(wc.model, wc.task, s)}/lra/{wc.task}/seed-{s}.json" for s in seeds]
+
+
+def lra_run_identity(wc):
+    return lra_identity(wc.model, wc.task, wc.seed)

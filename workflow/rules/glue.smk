@@ -1,11 +1,12 @@
 # A pretrained checkpoint + a GLUE task folder (official layout) -> one run per grid point and seed
 # (models/<name>/glue/<TASK>/<run>.json), then the selection among them -> models/<name>/glue/<TASK>.json.
-# The grid (batch sizes x learning rates x seeds) is the model's config.json "glue" section.
+# The grid (batch sizes x learning rates x seeds) is the model's config.json "glue" section. A run reruns when
+# its own settings change or its weights do (pretrain.json or the imported checkpoint is newer); the selection
+# when the grid or the way of choosing does.
 
 rule finetune_glue:
     input:
-        config=f"{MODELS}/{{model}}/config.json",
-        pretrained=f"{MODELS}/{{model}}/pretrain.json",
+        weights=lambda wc: weights_of(wc.model),
         task=f"{GLUE_DIR}/{{task}}",
     output:
         f"{MODELS}/{{model}}/glue/{{task}}/{{run}}.json",
@@ -14,7 +15,8 @@ rule finetune_glue:
         task=r"[^/]+",
         run=r"bs\d+-lr[^/]+-seed-?\d+",
     params:
-        model=lambda wc, input: Path(input.config).parent,
+        identity=glue_run_identity,
+        model=lambda wc: f"{MODELS}/{wc.model}",
         glue_dir=lambda wc, input: Path(input.task).parent,
         on_gpus=on_gpus,
     log:
@@ -31,7 +33,6 @@ rule finetune_glue:
 
 rule select_glue:
     input:
-        config=f"{MODELS}/{{model}}/config.json",
         runs=glue_runs,
     output:
         f"{MODELS}/{{model}}/glue/{{task}}.json",
@@ -39,7 +40,8 @@ rule select_glue:
         model=r"[^/]+",
         task=r"[^/]+",
     params:
-        model=lambda wc, input: Path(input.config).parent,
+        identity=glue_selection_identity,
+        model=lambda wc: f"{MODELS}/{wc.model}",
     log:
         f"{LOGS}/glue/{{model}}-{{task}}.log",
     resources:

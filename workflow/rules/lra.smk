@@ -1,6 +1,8 @@
 # Long Range Arena: the release's files (or ListOps / Pathfinder generated in the release's layout)
 # -> one run per task and seed (models/<m>/lra/<task>/seed-<s>.json) -> the gather, models/<m>/lra/<task>.json
 # (mean and spread over the seeds; the report reads it). Seeds: the model's config.json lra.seeds.
+# A run's identity is the task's attention, protocol and seed: folders that share it share the run (the first
+# such folder by name runs it; the others' gathers read it there), and only its own edits rerun it.
 
 if "listops" in GENERATE:
 
@@ -47,7 +49,6 @@ for _task in ("pathfinder", "pathx"):
 
 rule train_lra:
     input:
-        config=f"{MODELS}/{{model}}/config.json",
         data=lra_task_inputs,
     output:
         f"{MODELS}/{{model}}/lra/{{task}}/seed-{{seed}}.json",
@@ -56,7 +57,8 @@ rule train_lra:
         task="|".join(LRA_TASKS),
         seed=r"-?\d+",
     params:
-        model=lambda wc, input: Path(input.config).parent,
+        identity=lra_run_identity,
+        model=lambda wc: f"{MODELS}/{wc.model}",
         lra_dir=LRA_DIR,
         on_gpus=on_gpus,
     log:
@@ -73,7 +75,6 @@ rule train_lra:
 
 rule gather_lra:
     input:
-        config=f"{MODELS}/{{model}}/config.json",
         runs=lra_seed_results,
     output:
         f"{MODELS}/{{model}}/lra/{{task}}.json",
@@ -81,10 +82,11 @@ rule gather_lra:
         model=r"[^/]+",
         task="|".join(LRA_TASKS),
     params:
-        model=lambda wc, input: Path(input.config).parent,
+        seeds=lambda wc: MODEL_CONFIGS[wc.model].lra.task_seeds(wc.task),
+        model=lambda wc: f"{MODELS}/{wc.model}",
     log:
         f"{LOGS}/lra/{{model}}-{{task}}.log",
     resources:
         **rule_resources("gather_lra"),
     shell:
-        "effbert lra --model {params.model} --task {wildcards.task} --gather > {log} 2>&1"
+        "effbert lra --model {params.model} --task {wildcards.task} --gather --runs {input.runs} > {log} 2>&1"

@@ -1,16 +1,18 @@
 # A model folder's config.json + its shard set -> checkpoints/cp-NNNN.pt, pretrain.jsonl, pretrain.json.
+# Reruns when the pretraining identity changes (model, pretraining less its runtime keys, from_cp) or the shards
+# are rebuilt; the job then resumes, or stops naming the changed keys (pretraining.on_change in config.json).
 # With GPUs (resources gpus, per node) the job runs under torchrun, one process per GPU; with nodes > 1 (SLURM)
 # srun starts one torchrun per node of the job, meeting at its first node. Without GPUs: plain `effbert pretrain`.
 
 
 rule pretrain_model:
     input:
-        config=f"{MODELS}/{{model}}/config.json",
         shards=lambda wc: f"{shards_for(wc.model)}/manifest.json",
         from_cp=from_cp_inputs,
     output:
         f"{MODELS}/{{model}}/pretrain.json",
     params:
+        identity=pretrain_identity,
         model=lambda wc: f"{MODELS}/{wc.model}",
         shards=lambda wc: shards_for(wc.model),
         launch=pretrain_launcher,

@@ -5,9 +5,7 @@ REPORT_TABLES = [f"{RESULTS}/{table}.{ext}" for table in ("pretrain", "glue", "l
 
 rule report:
     input:
-        pretrained(MODEL_NAMES),
-        glue_scores(MODEL_NAMES),
-        lra_scores(MODEL_NAMES),
+        model_outputs(MODEL_NAMES),
     output:
         REPORT_TABLES,
     params:
