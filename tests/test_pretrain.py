@@ -305,3 +305,69 @@ def test_from_cp_tiles_positions_and_lists_fresh_parameters(tmp_path, shards, ca
     first = read_checkpoint(list_checkpoints(target)[0])["model"]
     positions = read_checkpoint(source / "checkpoints" / "cp-0010.pt")["model"]["encoder.embeddings.position.weight"]
     assert first["encoder.embeddings.position.weight"].shape == (128, 32) and positions.shape == (64, 32)
+
+
+def test_a_second_writer_is_refused_and_a_dead_holders_lock_taken_over(tmp_path, shards):
+    import subprocess
+    import sys
+    import time
+
+    folder = model_folder(tmp_path, steps=2, log_every=1, eval_every=2, checkpoint_every=2)
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time\nfrom effbert.locks import writer_lock\n"
+         f"with writer_lock({str(folder)!r}, 'pretraining'):\n    print('held', flush=True)\n    time.sleep(60)"],
+        stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        began = time.monotonic()
+        with pytest.raises(InputError, match=rf"another pretraining is writing here \(pid {holder.pid} on "):
+            pretrain(folder, shards, device="cpu", threads=1)
+        assert time.monotonic() - began < 5  # refused at once, not after waiting
+        assert not (folder / "pretrain.jsonl").exists() and not list_checkpoints(folder)
+    finally:
+        holder.kill()  # as kill -9: the kernel releases its lock
+        holder.wait()
+    assert pretrain(folder, shards, device="cpu", threads=1)["steps"] == 2
+
+
+def test_a_torn_last_log_line_is_dropped_and_the_run_resumes(tmp_path, shards, monkeypatch):
+    import effbert.train.pretrain as stage
+
+    folder = model_folder(tmp_path, steps=6, log_every=1, eval_every=6, checkpoint_every=3)
+    real_save = stage.save_checkpoint
+
+    def save_then_die(path, **content):
+        real_save(path, **content)
+        raise Killed(path)
+
+    monkeypatch.setattr(stage, "save_checkpoint", save_then_die)
+    with pytest.raises(Killed):
+        pretrain(folder, shards, device="cpu", threads=1)
+    monkeypatch.setattr(stage, "save_checkpoint", real_save)
+    log = folder / "pretrain.jsonl"
+    log.write_text(log.read_text() + '{"step": 4, "split": "tr')  # killed mid-append
+    assert pretrain(folder, shards, device="cpu", threads=1)["resumed_from"] == 3
+    records = [json.loads(line) for line in log.read_text().splitlines()]  # every line whole again
+    assert [r["step"] for r in records if r["split"] == "train"] == [1, 2, 3, 4, 5, 6]
+
+    lines = log.read_text().splitlines()
+    log.write_text("\n".join(lines[:2] + ["{broken"] + lines[2:]) + "\n")  # damage that is not a torn end
+    cfg = json.loads((folder / "config.json").read_text())
+    cfg["pretraining"].update(steps=7, on_change="continue")
+    (folder / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(InputError, match=r"pretrain.jsonl: line 3: not a JSON record"):
+        pretrain(folder, shards, device="cpu", threads=1)
+
+
+def test_a_damaged_checkpoint_is_passed_over_with_a_warning(tmp_path, shards, capsys):
+    folder = model_folder(tmp_path, steps=6, log_every=2, eval_every=6, checkpoint_every=2)
+    pretrain(folder, shards, device="cpu", threads=1)
+    (folder / "checkpoints/cp-0002.pt").write_bytes(b"damaged")  # an older one: never read
+    capsys.readouterr()
+    assert pretrain(folder, shards, device="cpu", threads=1)["resumed_from"] == 6
+    assert "passing over" not in capsys.readouterr().err
+    newest = folder / "checkpoints/cp-0006.pt"
+    newest.write_bytes(newest.read_bytes()[:1000])  # the newest, cut short: the one before it stands in
+    assert pretrain(folder, shards, device="cpu", threads=1)["resumed_from"] == 4
+    warning = next(line for line in capsys.readouterr().err.splitlines() if "passing over" in line)
+    assert "cp-0006.pt: not a readable effbert checkpoint" in warning

@@ -31,6 +31,7 @@ from effbert.data.shard_files import MANIFEST, SPLITS, ShardWriter, field_dtypes
 from effbert.data.tokenizer import copy_tokenizer, load_tokenizer, part_files, special_tokens
 from effbert.errors import InputError
 from effbert.files import atomic_dir, sha256_file
+from effbert.locks import locks_output
 
 ENCODE_SENTENCES = 20000  # sentences per encode_batch call (parallel in Rust; books are long, so count lines)
 
@@ -207,6 +208,7 @@ FORMAT = 2  # bump when the shards' bytes change for the same inputs, so old wor
 _after_unit = None  # test hook: called with the unit number after each unit is done (to simulate a kill)
 
 
+@locks_output("shards build")  # one writer of out_dir at a time
 def build_shards(
     text_dirs: list[Path],
     tokenizer_path: Path,

@@ -53,6 +53,7 @@ from effbert.data.wikidump import read_wiki
 from effbert.data.workfolder import Range, Unit
 from effbert.errors import InputError
 from effbert.files import atomic_dir, write_json
+from effbert.locks import locks_output
 
 __all__ = ["build_documents", "input_files", "split_sentences"]
 
@@ -71,6 +72,7 @@ BAD_INPUT_LIMIT = 100  # listed in stats.json (all are counted)
 SETTINGS_VERSION = 1  # bump when a change to the readers changes what a unit writes
 
 
+@locks_output("documents build")  # one writer of out_dir at a time
 def build_documents(
     source: str,
     inputs: Path,

@@ -26,6 +26,7 @@ from effbert.config import CONFIG_FILE, Config, ModelConfig, config_json, load_c
 from effbert.data.tokenizer import import_tokenizer
 from effbert.errors import InputError
 from effbert.files import sha256_file, write_json
+from effbert.locks import writer_lock
 from effbert.model.pretraining import PretrainingModel
 from effbert.train.checkpoints import CHECKPOINT_DIR, checkpoint_name, save_checkpoint
 from effbert.train.initialise import initialise_from
@@ -140,6 +141,11 @@ def import_hf_bert(
     BERT tensors it has no place for go unused; both are logged.
     """
     hf_dir, model_dir = Path(hf_dir), Path(model_dir)
+    with writer_lock(model_dir, "import"):
+        return _import(hf_dir, model_dir, attention, log)
+
+
+def _import(hf_dir: Path, model_dir: Path, attention: dict | None, log: Callable[[str], None]) -> Path:
     config_path = model_dir / CONFIG_FILE
     existing = load_config(config_path) if config_path.is_file() else None
     if attention is None and existing is not None:

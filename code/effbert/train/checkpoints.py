@@ -11,6 +11,7 @@ states, data position; see effbert.train.loop), so an interrupted run resumes ex
 from __future__ import annotations
 
 import re
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -54,12 +55,13 @@ def list_checkpoints(model_dir: str | Path) -> list[Path]:
 def newest_resumable(model_dir: str | Path, matches: Callable[[dict], bool]) -> tuple[Path, dict] | None:
     """The newest checkpoint `matches` accepts (the same config and data), read; None when none does.
 
-    Unreadable files count as not matching: an interrupted atomic write leaves none, but a foreign
-    file might."""
+    Only files from the newest down to the first match are read. An unreadable one (an interrupted atomic
+    write leaves none, but a damaged disk or a foreign file might) is passed over with a warning."""
     for path in reversed(list_checkpoints(model_dir)):
         try:
             state = read_checkpoint(path, mmap=True)
-        except InputError:
+        except InputError as e:
+            print(f"warning: passing over a damaged checkpoint: {e}", file=sys.stderr)
             continue
         if matches(state):
             return path, state

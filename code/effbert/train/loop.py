@@ -28,6 +28,7 @@ import functools
 import json
 import math
 import random
+import sys
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -38,6 +39,7 @@ import torch.distributed as dist
 from torch import nn
 from tqdm.auto import tqdm
 
+from effbert.errors import InputError
 from effbert.train.device import peak_flops
 
 Metrics = dict[str, float | torch.Tensor]
@@ -128,6 +130,23 @@ def _python_state(state) -> tuple:
     """random.getstate() comes back from torch.load with lists where tuples were."""
     version, internal, gauss = state
     return version, tuple(internal), gauss
+
+
+def read_log(path: Path) -> list[dict]:
+    """The records of a metrics log. A torn last line (a kill or a full disk during an append) is dropped with
+    a warning; a damaged line before it is an error naming the line."""
+    lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
+    records = []
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            if number < len(lines):
+                raise InputError(f"{path}: line {number}: not a JSON record; remove the line to resume") from None
+            tqdm.write(f"warning: {path}: line {number} was cut off when written; dropped", file=sys.stderr)
+    return records
 
 
 def _log(path: Path | None, record: dict) -> None:
@@ -299,8 +318,7 @@ def fit(
     if metrics_path is not None:
         metrics_path.parent.mkdir(parents=True, exist_ok=True)
         if done and metrics_path.is_file():  # keep what was logged up to the checkpoint, drop the rest
-            earlier = [json.loads(line) for line in metrics_path.read_text(encoding="utf-8").splitlines() if line]
-            records = [r for r in earlier if r["step"] <= done]
+            records = [r for r in read_log(metrics_path) if r["step"] <= done]
         metrics_path.write_text("".join(json.dumps(r) + "\n" for r in records))
     writer = _tensorboard(Path(tensorboard_dir)) if tensorboard_dir and rank == 0 else None
     peak = peak_flops(device, amp_dtype)

@@ -11,6 +11,8 @@ restarts as `pretraining.on_change` says (effbert.train.resume): never silently 
 
 from __future__ import annotations
 
+import contextlib
+import os
 import sys
 import time
 from pathlib import Path
@@ -25,6 +27,7 @@ from effbert.data.instances import IGNORE
 from effbert.data.shard_files import ShardDataset, read_manifest
 from effbert.errors import InputError
 from effbert.files import sha256_file, write_json
+from effbert.locks import writer_lock
 from effbert.model.pretraining import PretrainingModel
 from effbert.train.checkpoints import CHECKPOINT_DIR, checkpoint_name, read_checkpoint, save_checkpoint
 from effbert.train.device import end_distributed, init_distributed, seed_everything, set_threads
@@ -131,11 +134,14 @@ def pretrain(model_dir: str | Path, shards_dir: str | Path, *, device: str | Non
     vocab_size, tokenizer_json = _check_shards(cfg, shards_dir, manifest)
     set_threads(threads)
     seed_everything(run.seed)
-    rank, world, dev = init_distributed(device)
-    try:
-        return _pretrain(model_dir, shards_dir, cfg, manifest, vocab_size, tokenizer_json, rank, world, dev)
-    finally:
-        end_distributed()
+    # one pretraining per folder at a time; the job's rank 0 holds the lock for all its processes
+    first = int(os.environ.get("RANK", "0")) == 0
+    with writer_lock(model_dir, "pretraining") if first else contextlib.nullcontext():
+        rank, world, dev = init_distributed(device)
+        try:
+            return _pretrain(model_dir, shards_dir, cfg, manifest, vocab_size, tokenizer_json, rank, world, dev)
+        finally:
+            end_distributed()
 
 
 def _pretrain(model_dir: Path, shards_dir: Path, cfg: Config, manifest: dict, vocab_size: int,

@@ -1,0 +1,39 @@
+"""One writer per folder (effbert.locks): a second writer is refused at once, naming the holder; the lock
+goes with its holder, so the next run after a kill takes it over. Pretraining's case, with a killed holder
+process, is in test_pretrain.py."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from effbert.data.shards import build_shards
+from effbert.data.sources import build_documents
+from effbert.errors import InputError
+from effbert.locks import output_lock, writer_lock
+
+
+def test_a_second_writer_is_refused_naming_the_holder_and_the_lock_goes_with_it(tmp_path):
+    with writer_lock(tmp_path, "pretraining"):
+        with pytest.raises(InputError, match=rf"another pretraining is writing here \(pid {os.getpid()} on "):
+            with writer_lock(tmp_path, "pretraining"):
+                pass
+    with writer_lock(tmp_path, "pretraining"):  # released with its block
+        pass
+
+
+def test_the_data_stages_lock_their_output_folder(tmp_path):
+    text = tmp_path / "text"
+    text.mkdir()
+    (text / "part-00000.txt").write_text("One sentence here.\nAnother one.\n\nA second document.\n")
+    with output_lock(tmp_path / "shards", "shards build"):
+        with pytest.raises(InputError, match=r"shards: another shards build is writing here"):
+            build_shards([text], tmp_path / "tokenizer.json", tmp_path / "shards", max_seq_len=32)
+    books = tmp_path / "books"
+    books.mkdir()
+    (books / "a.txt").write_text("A sentence.\n")
+    with output_lock(tmp_path / "documents", "documents build"):
+        with pytest.raises(InputError, match=r"documents: another documents build is writing here"):
+            build_documents("bookcorpus", books, tmp_path / "documents")
+    assert not (tmp_path / "shards").exists() and not (tmp_path / "documents").exists()
