@@ -371,3 +371,72 @@ def test_a_damaged_checkpoint_is_passed_over_with_a_warning(tmp_path, shards, ca
     assert pretrain(folder, shards, device="cpu", threads=1)["resumed_from"] == 4
     warning = next(line for line in capsys.readouterr().err.splitlines() if "passing over" in line)
     assert "cp-0006.pt: not a readable effbert checkpoint" in warning
+
+
+def _copy_shards(shards: Path, dest: Path) -> Path:
+    import shutil
+
+    shutil.copytree(shards, dest)
+    return dest
+
+
+def test_damaged_shards_are_refused_before_the_first_step(tmp_path, shards, monkeypatch):
+    """A flipped bit, a cut file, an edited count, token ids beyond the vocabulary: one error naming the
+    file, nothing trained or written; a set verified once is not read whole again."""
+    import numpy as np
+
+    from effbert.data.shard_files import verify_shards
+
+    folder = model_folder(tmp_path, steps=2, log_every=1, eval_every=2, checkpoint_every=2)
+    own = _copy_shards(shards, tmp_path / "64-t")
+    pretrain(folder, own, device="cpu", threads=1)
+    verified = json.loads((own / "verified.json").read_text())
+    assert set(verified) == {f"{split}/shard-00000.{f}.npy" for split in ("train", "dev") for f in
+                             ("input_ids", "mlm_labels", "token_type_ids", "sop_labels", "lengths")}
+    import effbert.data.shard_files as shard_files
+
+    hashed = []
+    real_sha = shard_files.sha256_file
+    monkeypatch.setattr(shard_files, "sha256_file", lambda path: hashed.append(path) or real_sha(path))
+    verify_shards(own, 120)  # verified before, unchanged: nothing read again
+    assert hashed == []
+    monkeypatch.undo()
+
+    def refused(pattern: str, root: Path) -> None:
+        (tmp_path / "m").mkdir(exist_ok=True)
+        fresh = model_folder(tmp_path / "m", steps=2, log_every=1, eval_every=2, checkpoint_every=2)
+        for leftover in ("checkpoints", "pretrain.jsonl"):
+            assert not (fresh / leftover).exists()
+        with pytest.raises(InputError, match=pattern):
+            pretrain(fresh, root, device="cpu", threads=1)
+        assert not (fresh / "pretrain.jsonl").exists() and not list_checkpoints(fresh)
+
+    ids = own / "train" / "shard-00000.input_ids.npy"
+    data = bytearray(ids.read_bytes())
+    data[-5] ^= 0x04  # one bit of one token id
+    ids.write_bytes(bytes(data))
+    refused(r"shard-00000.input_ids.npy: its sha256 differs from manifest.json's", own)
+
+    cut = _copy_shards(shards, tmp_path / "cut" / "64-t")
+    labels = cut / "train" / "shard-00000.mlm_labels.npy"
+    labels.write_bytes(labels.read_bytes()[:-100])
+    refused(r"shard-00000.mlm_labels.npy: its sha256 differs", cut)
+
+    counted = _copy_shards(shards, tmp_path / "counted" / "64-t")
+    manifest = json.loads((counted / "manifest.json").read_text())
+    manifest["splits"]["train"]["instances"] += 1
+    (counted / "manifest.json").write_text(json.dumps(manifest))
+    refused(r"manifest.json: train counts \d+ instances, its shards \d+", counted)
+
+    beyond = _copy_shards(shards, tmp_path / "beyond" / "64-t")  # ids past the vocabulary, sha256 rewritten
+    path = beyond / "dev" / "shard-00000.input_ids.npy"
+    array = np.load(path)
+    array[0, 1] = 5000
+    np.save(path, array, allow_pickle=False)
+    manifest = json.loads((beyond / "manifest.json").read_text())
+    from effbert.files import sha256_file
+
+    manifest["splits"]["dev"]["shards"][0]["sha256"]["input_ids"] = sha256_file(path)
+    (beyond / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(InputError, match=r"dev/shard-00000.input_ids.npy: token ids 0..5000 outside the vocabulary"):
+        verify_shards(beyond, 120)

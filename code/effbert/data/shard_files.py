@@ -5,19 +5,25 @@
 
 Token ids are uint16 when the vocabulary fits (labels int16 up to 32768), else int32 (field_dtypes).
 Files are read memory-mapped with allow_pickle=False: nothing is loaded until a batch asks for it.
+
+Before a model trains on a shard set, verify_shards checks every file against the manifest (sha256) and
+its token ids against the vocabulary; what it has verified is recorded in <out>/verified.json by each
+file's size and mtime, so the full pass runs once per shard set and again only for a file that changed.
 """
 
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
 import torch
+from tqdm.auto import tqdm
 
 from effbert.data.instances import IGNORE
 from effbert.errors import InputError
-from effbert.files import sha256_file
+from effbert.files import sha256_file, write_json
 
 # The widest dtype of each field; field_dtypes narrows the ids for vocabularies that fit (the manifest says).
 FIELDS = {
@@ -29,6 +35,8 @@ FIELDS = {
 }
 SPLITS = ("train", "dev")
 MANIFEST = "manifest.json"
+VERIFIED = "verified.json"
+_TOKEN_FIELDS = ("input_ids", "mlm_labels")  # hold token ids (labels: IGNORE where nothing is predicted)
 
 
 def field_dtypes(vocab_size: int) -> dict[str, np.dtype]:
@@ -129,6 +137,72 @@ def read_manifest(out_dir: Path) -> dict:
     return manifest
 
 
+def _load(path: Path) -> np.ndarray:
+    try:
+        return np.load(path, mmap_mode="r", allow_pickle=False)
+    except (ValueError, OSError) as e:  # a truncated or foreign file
+        raise InputError(f"{path}: not a readable shard file ({e}); rebuild the shard set") from None
+
+
+def _shard_files(out_dir: Path, manifest: dict) -> list[tuple[Path, str | None]]:
+    """Every shard file the manifest lists, with its recorded sha256 (None in manifests without one)."""
+    found = []
+    for split, info in manifest["splits"].items():
+        for shard in info["shards"]:
+            for name in manifest["fields"]:
+                found.append((out_dir / split / f"{shard['name']}.{name}.npy", shard.get("sha256", {}).get(name)))
+    return found
+
+
+def _verify_file(path: Path, sha256: str | None) -> dict:
+    if not path.is_file():
+        raise InputError(f"{path}: shard file missing (listed in {MANIFEST}); rebuild the shard set")
+    stat = path.stat()
+    digest = sha256_file(path)
+    if sha256 is not None and digest != sha256:
+        raise InputError(f"{path}: its sha256 differs from {MANIFEST}'s: the file is damaged or was replaced; "
+                         "rebuild the shard set")
+    entry = {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "sha256": digest}
+    if path.name.split(".")[-2] in _TOKEN_FIELDS:
+        array = _load(path)
+        entry["min"], entry["max"] = (int(array.min()), int(array.max())) if array.size else (0, -1)
+    return entry
+
+
+def verify_shards(out_dir: str | Path, vocab_size: int) -> None:
+    """Check every shard file of the set against the manifest and its token ids against `vocab_size`; files
+    verified before (same size and mtime) are not read again. A mismatch is an InputError naming the file."""
+    out_dir = Path(out_dir)
+    manifest = read_manifest(out_dir)
+    for split, info in manifest["splits"].items():
+        listed = sum(shard["instances"] for shard in info["shards"])
+        if info.get("instances", listed) != listed:
+            raise InputError(f"{out_dir / MANIFEST}: {split} counts {info['instances']} instances, its shards "
+                             f"{listed}")
+    try:
+        known = json.loads((out_dir / VERIFIED).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        known = {}
+    verified = {}
+    files = _shard_files(out_dir, manifest)
+    for path, sha256 in tqdm(files, desc=f"verify {out_dir.name}", unit="file", disable=None, leave=False):
+        key = str(path.relative_to(out_dir))
+        seen = known.get(key)
+        stat = path.stat() if path.is_file() else None
+        if not (seen and stat and seen["size"] == stat.st_size and seen["mtime_ns"] == stat.st_mtime_ns
+                and (sha256 is None or seen["sha256"] == sha256)):
+            seen = _verify_file(path, sha256)
+        if "max" in seen and (seen["max"] >= vocab_size or seen["min"] < min(0, IGNORE)):
+            raise InputError(f"{path}: token ids {seen['min']}..{seen['max']} outside the vocabulary of "
+                             f"{vocab_size}; rebuild the shard set with this model's tokenizer")
+        verified[key] = seen
+    if verified != known:
+        try:
+            write_json(out_dir / VERIFIED, verified)
+        except OSError:  # a read-only shard set: verified again next time
+            print(f"warning: {out_dir}: cannot record the verification in {VERIFIED}", file=sys.stderr)
+
+
 class ShardDataset:
     """Random access to one split's instances across its shards, memory-mapped (nothing read until used)."""
 
@@ -149,7 +223,7 @@ class ShardDataset:
                 path = self.out_dir / self.split / f"{shard['name']}.{name}.npy"
                 if not path.is_file():
                     raise InputError(f"{path}: shard file missing (listed in {MANIFEST})")
-                array = np.load(path, mmap_mode="r", allow_pickle=False)
+                array = _load(path)
                 shape = (shard["instances"], self.max_seq_len)[: array.ndim]
                 if array.dtype != dtype or array.shape != shape:
                     raise InputError(f"{path}: {array.dtype} {array.shape}, expected {np.dtype(dtype)} {shape}")

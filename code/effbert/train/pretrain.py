@@ -24,7 +24,7 @@ from tqdm.auto import tqdm
 
 from effbert.config import Config, ModelConfig, PretrainConfig, config_json, load_config
 from effbert.data.instances import IGNORE
-from effbert.data.shard_files import ShardDataset, read_manifest
+from effbert.data.shard_files import ShardDataset, read_manifest, verify_shards
 from effbert.errors import InputError
 from effbert.files import sha256_file, write_json
 from effbert.locks import writer_lock
@@ -137,6 +137,8 @@ def pretrain(model_dir: str | Path, shards_dir: str | Path, *, device: str | Non
     # one pretraining per folder at a time; the job's rank 0 holds the lock for all its processes
     first = int(os.environ.get("RANK", "0")) == 0
     with writer_lock(model_dir, "pretraining") if first else contextlib.nullcontext():
+        if first:  # the other processes wait for this one in init_distributed
+            verify_shards(shards_dir, vocab_size)
         rank, world, dev = init_distributed(device)
         try:
             return _pretrain(model_dir, shards_dir, cfg, manifest, vocab_size, tokenizer_json, rank, world, dev)
