@@ -27,6 +27,7 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError,
 
 from effbert.data.glue import TASKS as GLUE_TASKS
 from effbert.errors import InputError
+from effbert.files import read_text_file
 
 CONFIG_FILE = "config.json"
 
@@ -385,14 +386,30 @@ def load_config(path: str | Path) -> Config:
     if path.is_dir():
         path = path / CONFIG_FILE
     try:
-        text = path.read_text(encoding="utf-8")
+        text = read_text_file(path)
     except FileNotFoundError:
         raise InputError(f"{path}: no such config file") from None
     try:
-        data = json.loads(text)
+        data = json.loads(text, object_pairs_hook=_no_repeated_keys)
     except json.JSONDecodeError as e:
         raise InputError(f"{path}: line {e.lineno} column {e.colno}: invalid JSON: {e.msg}") from None
+    except _RepeatedKey as e:
+        raise InputError(f"{path}: the key {e.args[0]!r} is given twice in one object; keep one") from None
     return parse_config(data, str(path))
+
+
+class _RepeatedKey(Exception):
+    pass
+
+
+def _no_repeated_keys(pairs: list[tuple[str, object]]) -> dict:
+    """json.loads would keep the last of two equal keys silently: a config must say each thing once."""
+    found: dict = {}
+    for key, value in pairs:
+        if key in found:
+            raise _RepeatedKey(key)
+        found[key] = value
+    return found
 
 
 def config_json(config: Config) -> dict:

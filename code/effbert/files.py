@@ -1,13 +1,16 @@
-"""Writing outputs so that a reader never sees half a file: write to a temporary name, then rename."""
+"""Files in and out. Writing: a reader never sees half a file (a temporary name, then rename). Reading text:
+one decoding policy for every text input (UTF-8, a byte-order mark allowed; an invalid byte is an error
+naming the file, line and byte offset)."""
 
 from __future__ import annotations
 
+import codecs
 import contextlib
 import hashlib
 import json
 import os
 import shutil
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from effbert.errors import InputError
@@ -47,6 +50,14 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+def remove_leftovers(folder: str | Path) -> list[Path]:
+    """Delete the temporary files a killed writer left in `folder` (call it holding the folder's writer lock)."""
+    found = sorted(Path(folder).glob(".*.tmp-*")) if Path(folder).is_dir() else []
+    for path in found:
+        shutil.rmtree(path) if path.is_dir() else path.unlink()
+    return found
+
+
 def write_json(path: str | Path, obj: object) -> None:
     with atomic_path(path) as tmp:
         tmp.write_text(json.dumps(obj, indent=2, sort_keys=False) + "\n", encoding="utf-8")
@@ -71,3 +82,36 @@ def sha256_file(path: str | Path) -> str:
         for block in iter(lambda: f.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+def _decoded(path: Path, lines: Iterable[bytes]) -> Iterator[tuple[int, str]]:
+    offset = 0
+    for number, raw in enumerate(lines, 1):
+        start = len(codecs.BOM_UTF8) if number == 1 and raw.startswith(codecs.BOM_UTF8) else 0
+        try:
+            line = raw[start:].decode("utf-8")
+        except UnicodeDecodeError as e:
+            bad = raw[start + e.start : start + e.start + 4]
+            raise InputError(f"{path}: line {number}, byte {offset + start + e.start}: not UTF-8 text "
+                             f"({bad!r}); save the file as UTF-8") from None
+        offset += len(raw)
+        yield number, line.rstrip("\n").removesuffix("\r")
+
+
+def text_lines(path: str | Path) -> Iterator[tuple[int, str]]:
+    """(1-based number, text without the line end) of each line of a UTF-8 text file, streamed."""
+    path = Path(path)
+    with open(path, "rb") as f:
+        yield from _decoded(path, f)
+
+
+def read_text_file(path: str | Path) -> str:
+    """A whole UTF-8 text file (a byte-order mark dropped); an invalid byte names its line and offset."""
+    path = Path(path)
+    data = Path(path).read_bytes()
+    try:
+        return data.removeprefix(codecs.BOM_UTF8).decode("utf-8")
+    except UnicodeDecodeError:
+        for _ in _decoded(path, data.splitlines(keepends=True)):  # finds the line and raises
+            pass
+        raise

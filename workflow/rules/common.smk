@@ -40,11 +40,13 @@ def with_stage(stage, models=MODEL_NAMES):
 IMPORTED = f"{CHECKPOINT_DIR}/{checkpoint_name(0)}"  # where import_hf puts a folder's imported weights
 
 
-def tokenizer_spec(name):
+def tokenizer_spec(name, model=None):
     try:
         return config["tokenizers"][name]
     except KeyError:
-        raise ValueError(f"tokenizer {name!r} (a model's pretraining.tokenizer) is not in the config's tokenizers")
+        where = f"{MODELS}/{model}/config.json: pretraining.tokenizer" if model else "a model's pretraining.tokenizer"
+        raise ValueError(f"{where}: tokenizer {name!r} is not in the Snakemake config's tokenizers "
+                         f"{sorted(config['tokenizers'])}") from None
 
 
 def source_texts(sources):
@@ -54,7 +56,7 @@ def source_texts(sources):
 def shards_for(model):
     """A model's shard set: its max_seq_len and tokenizer name, as the seeds' 512-roberta."""
     cfg = MODEL_CONFIGS[model]
-    tokenizer_spec(cfg.pretraining.tokenizer)
+    tokenizer_spec(cfg.pretraining.tokenizer, model)
     return f"{DATA}/{cfg.model.max_seq_len}-{cfg.pretraining.tokenizer}"
 
 

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from effbert.errors import InputError
+from effbert.files import text_lines
 
 NLI3 = ("entailment", "neutral", "contradiction")
 NLI2 = ("entailment", "not_entailment")
@@ -110,11 +111,7 @@ Rows = list[tuple[int, list[str]]]  # (1-based line number, fields)
 
 def _read_rows(path: Path, names: tuple[str, ...] | None) -> tuple[tuple[str, ...], Rows]:
     """Column names and rows of a tab-separated file, no quote processing; `names`: a headerless file's."""
-    with open(path, encoding="utf-8-sig", newline="") as f:
-        lines = f.read().split("\n")
-    if lines and lines[-1] == "":
-        lines.pop()
-    numbered = [(i + 1, line.removesuffix("\r").split("\t")) for i, line in enumerate(lines)]
+    numbered = [(number, line.split("\t")) for number, line in text_lines(path)]
     if names is None:
         if not numbered:
             raise InputError(f"{path}: empty file; expected a header line")

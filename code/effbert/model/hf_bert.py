@@ -97,7 +97,11 @@ def read_hf_weights(hf_dir: Path) -> dict[str, torch.Tensor]:
     if (hf_dir / _HF_FILES[0]).is_file():
         return load_file(hf_dir / _HF_FILES[0])
     if (hf_dir / _HF_FILES[1]).is_file():
-        return torch.load(hf_dir / _HF_FILES[1], map_location="cpu", weights_only=True)
+        try:
+            return torch.load(hf_dir / _HF_FILES[1], map_location="cpu", weights_only=True)
+        except Exception as e:  # a pickle that is more than tensors, or a damaged file: never loaded unsafely
+            raise InputError(f"{hf_dir / _HF_FILES[1]}: not a file of tensors ({type(e).__name__}); only tensors "
+                             "and plain values are loaded (model.safetensors is preferred)") from None
     raise InputError(f"{hf_dir}: no {' or '.join(_HF_FILES)}")
 
 

@@ -38,11 +38,15 @@ def save_checkpoint(path: Path, **content: object) -> None:
 def read_checkpoint(path: str | Path, *, mmap: bool = False) -> dict:
     """The checkpoint's content on the CPU; mmap: tensors read only when touched (cheap to peek at the config)."""
     try:
-        return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
+        state = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     except FileNotFoundError:
         raise InputError(f"{path}: no such checkpoint") from None
-    except Exception as e:  # a truncated or foreign file: say which
-        raise InputError(f"{path}: not a readable effbert checkpoint ({e})") from None
+    except Exception as e:  # torch's message advises loading unsafely: not repeated here
+        raise InputError(f"{path}: not a readable effbert checkpoint ({type(e).__name__}): a damaged file, or one "
+                         "holding more than tensors and plain values, which is never loaded") from None
+    if not isinstance(state, dict) or "model" not in state:
+        raise InputError(f"{path}: not an effbert checkpoint (no model weights in it)")
+    return state
 
 
 def list_checkpoints(model_dir: str | Path) -> list[Path]:

@@ -26,7 +26,7 @@ from effbert.config import Config, ModelConfig, PretrainConfig, config_json, loa
 from effbert.data.instances import IGNORE
 from effbert.data.shard_files import ShardDataset, read_manifest, verify_shards
 from effbert.errors import InputError
-from effbert.files import sha256_file, write_json
+from effbert.files import remove_leftovers, sha256_file, write_json
 from effbert.locks import writer_lock
 from effbert.model.pretraining import PretrainingModel
 from effbert.train.checkpoints import CHECKPOINT_DIR, checkpoint_name, read_checkpoint, save_checkpoint
@@ -138,6 +138,7 @@ def pretrain(model_dir: str | Path, shards_dir: str | Path, *, device: str | Non
     first = int(os.environ.get("RANK", "0")) == 0
     with writer_lock(model_dir, "pretraining") if first else contextlib.nullcontext():
         if first:  # the other processes wait for this one in init_distributed
+            remove_leftovers(model_dir / CHECKPOINT_DIR)  # the lock holder is the only writer here
             verify_shards(shards_dir, vocab_size)
         rank, world, dev = init_distributed(device)
         try:

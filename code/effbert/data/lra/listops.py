@@ -31,7 +31,7 @@ from tqdm import tqdm
 
 from effbert.data.lra.split import LraSplit, check_split, release_folder
 from effbert.errors import InputError
-from effbert.files import atomic_path, write_json
+from effbert.files import atomic_path, text_lines, write_json
 
 OPERATORS = ("[MIN", "[MAX", "[MED", "[SM")
 END = "]"
@@ -209,40 +209,37 @@ def load_listops(path: Path, *, strict: bool = True) -> tuple[list[list[int]], n
     (strict=False) maps to the unk id.
     """
     path = Path(path)
-    try:
-        f = open(path, encoding="utf-8", newline="")
-    except FileNotFoundError:
-        raise InputError(f"{path}: no such ListOps file (expected basic_<split>.tsv)") from None
+    if not path.is_file():
+        raise InputError(f"{path}: no such ListOps file (expected basic_<split>.tsv)")
     ids: list[list[int]] = []
     labels: list[int] = []
     header_seen = False
-    with f:
-        for lineno, line in enumerate(f, start=1):
-            line = line.rstrip("\r\n")
-            if lineno == 1:
-                if line != HEADER:
-                    raise InputError(f"{path}: line 1: expected the header {HEADER!r}, got {line[:60]!r}")
-                header_seen = True
-                continue
-            if not line:
-                continue
-            cols = line.split("\t")
-            if len(cols) != 2:
-                raise InputError(f"{path}: line {lineno}: expected 2 tab-separated columns, got {len(cols)}")
-            source, target = cols
-            if target.strip() not in {str(d) for d in range(NUM_CLASSES)}:
-                raise InputError(f"{path}: line {lineno}: Target must be a digit 0-9, got {target!r}")
-            tokens = tokenize(source)
-            if not tokens:
-                raise InputError(f"{path}: line {lineno}: empty Source")
-            row = [TOKEN_IDS.get(tok, UNK_ID) for tok in tokens]
-            if strict and UNK_ID in row:
-                bad = next(tok for tok in tokens if tok not in TOKEN_IDS)
-                raise InputError(
-                    f"{path}: line {lineno}: unknown ListOps token {bad!r}; expected one of {VOCAB[2:]}"
-                )
-            ids.append(row)
-            labels.append(int(target))
+    # one decoding policy for text inputs: UTF-8, a byte-order mark allowed (effbert.files)
+    for lineno, line in text_lines(path):
+        if lineno == 1:
+            if line != HEADER:
+                raise InputError(f"{path}: line 1: expected the header {HEADER!r}, got {line[:60]!r}")
+            header_seen = True
+            continue
+        if not line:
+            continue
+        cols = line.split("\t")
+        if len(cols) != 2:
+            raise InputError(f"{path}: line {lineno}: expected 2 tab-separated columns, got {len(cols)}")
+        source, target = cols
+        if target.strip() not in {str(d) for d in range(NUM_CLASSES)}:
+            raise InputError(f"{path}: line {lineno}: Target must be a digit 0-9, got {target[:20]!r}")
+        tokens = tokenize(source)
+        if not tokens:
+            raise InputError(f"{path}: line {lineno}: empty Source")
+        row = [TOKEN_IDS.get(tok, UNK_ID) for tok in tokens]
+        if strict and UNK_ID in row:
+            bad = next(tok for tok in tokens if tok not in TOKEN_IDS)
+            raise InputError(
+                f"{path}: line {lineno}: unknown ListOps token {bad!r}; expected one of {VOCAB[2:]}"
+            )
+        ids.append(row)
+        labels.append(int(target))
     if not header_seen:
         raise InputError(f"{path}: empty file; expected the header {HEADER!r}")
     return ids, np.asarray(labels, dtype=np.int64)

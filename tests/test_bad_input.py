@@ -1,0 +1,109 @@
+"""Bad input a user can cause gets one line naming the file (and line, byte or key) and exit status 2, never a
+traceback: text that is not UTF-8, repeated config keys, files that are not checkpoints, a pickle given as
+HuggingFace weights. And what a killed writer left behind is cleaned at the next start."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from effbert.cli import main
+from effbert.config import load_config
+from effbert.data.glue import load_split
+from effbert.data.lra.listops import HEADER, load_listops
+from effbert.demo.glue import write_demo_glue
+from effbert.errors import InputError
+from effbert.files import remove_leftovers
+from effbert.train.checkpoints import read_checkpoint
+
+
+def _one_line_exit_2(argv: list[str], capsys) -> str:
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "Traceback" not in err, err
+    return err
+
+
+def test_a_config_that_is_not_utf8_or_repeats_a_key(tmp_path, capsys):
+    folder = tmp_path / "m"
+    folder.mkdir()
+    (folder / "config.json").write_bytes(b'{"description": "caf\xe9"}')
+    with pytest.raises(InputError, match=r"config.json: line 1, byte 20: not UTF-8 text"):
+        load_config(folder)
+    (folder / "config.json").write_text('{"pretraining": {"lr": 1e-4, "steps": 10, "lr": 2e-4}}')
+    with pytest.raises(InputError, match=r"config.json: the key 'lr' is given twice"):
+        load_config(folder)
+    (folder / "config.json").write_bytes(b"\xef\xbb\xbf" + b'{"stages": ["lra"]}')  # a byte-order mark is fine
+    assert load_config(folder).stages == ["lra"]
+    (folder / "config.json").write_bytes(b'{"description": "\xff"}')
+    err = _one_line_exit_2(["lra", "--model", str(folder), "--task", "listops", "--gather"], capsys)
+    assert "config.json: line 1, byte 17: not UTF-8" in err
+
+
+def test_glue_and_listops_files_share_one_decoding_policy(tmp_path):
+    write_demo_glue(tmp_path / "glue")
+    dev = tmp_path / "glue/SST-2/dev.tsv"
+    lines = dev.read_bytes().split(b"\n")
+    lines[3] = lines[3][:5] + b"\x93" + lines[3][5:]  # a cp1252 quote in a UTF-8 file
+    dev.write_bytes(b"\n".join(lines))
+    with pytest.raises(InputError, match=r"SST-2/dev.tsv: line 4, byte \d+: not UTF-8 text"):
+        load_split(tmp_path / "glue", "SST-2", "dev")
+
+    listops = tmp_path / "basic_val.tsv"
+    listops.write_bytes(b"\xef\xbb\xbf" + f"{HEADER}\n[MAX 2 9 ]\t9\n".encode())  # BOM: accepted as GLUE accepts it
+    ids, labels = load_listops(listops)
+    assert labels.tolist() == [9] and len(ids[0]) == 4
+    listops.write_bytes(f"{HEADER}\n[MAX 2 9 ]\t9\n".encode() + b"[MIN 1 \xc3 ]\t1\n")
+    with pytest.raises(InputError, match=r"basic_val.tsv: line 3, byte \d+: not UTF-8"):
+        load_listops(listops)
+    listops.write_bytes(f"{HEADER}\r[MAX 2 9 ]\t9\r".encode() + b"[MIN 1 3 ]\t1\r" * 1000)  # CR-only lines
+    with pytest.raises(InputError) as found:
+        load_listops(listops)
+    assert len(str(found.value)) < 200  # the error does not quote the whole file
+
+
+def test_files_that_are_not_checkpoints_are_named_without_unsafe_advice(tmp_path):
+    class Evil:
+        def __reduce__(self):
+            return (print, ("ran code",))
+
+    pickled = tmp_path / "cp-0001.pt"
+    torch.save({"model": {}, "x": Evil()}, pickled)
+    text = tmp_path / "passwd"
+    text.write_text("root:x:0:0:root:/root:/bin/bash\n")
+    tensor = tmp_path / "tensor.pt"
+    torch.save(torch.zeros(3), tensor)
+    for path, expected in ((pickled, "not a readable effbert checkpoint"), (text, "not a readable effbert checkpoint"),
+                           (tensor, "not an effbert checkpoint")):
+        with pytest.raises(InputError, match=expected) as found:
+            read_checkpoint(path)
+        assert "weights_only" not in str(found.value) and "trust" not in str(found.value)
+
+
+def test_a_pickle_given_as_huggingface_weights_is_refused_in_one_line(tmp_path, capsys):
+    class Evil:
+        def __reduce__(self):
+            return (print, ("ran code",))
+
+    hf = tmp_path / "bert"
+    hf.mkdir()
+    (hf / "config.json").write_text(json.dumps({
+        "model_type": "bert", "vocab_size": 8, "hidden_size": 8, "num_hidden_layers": 1, "num_attention_heads": 2,
+        "intermediate_size": 16, "max_position_embeddings": 16}))
+    (hf / "vocab.txt").write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "a", "b", "c"]) + "\n")
+    torch.save({"bert.embeddings.word_embeddings.weight": Evil()}, hf / "pytorch_model.bin")
+    err = _one_line_exit_2(["import-hf", "--from", str(hf), "--model", str(tmp_path / "m")], capsys)
+    assert "pytorch_model.bin: not a file of tensors" in err
+    assert "ran code" not in capsys.readouterr().out
+
+
+def test_a_killed_writers_temporaries_are_removed(tmp_path):
+    folder = tmp_path / "checkpoints"
+    folder.mkdir()
+    (folder / "cp-0002.pt").write_bytes(b"kept")
+    (folder / ".cp-0004.pt.tmp-12345").write_bytes(b"half")
+    assert [p.name for p in remove_leftovers(folder)] == [".cp-0004.pt.tmp-12345"]
+    assert sorted(p.name for p in folder.iterdir()) == ["cp-0002.pt"]
+    assert remove_leftovers(tmp_path / "absent") == []
