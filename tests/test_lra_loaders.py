@@ -229,6 +229,22 @@ def test_restricted_unpickler_refuses_code(tmp_path, payload):
         image.read_split(tmp_path, "train")
 
 
+def test_a_batch_claiming_a_huge_object_is_refused_without_allocating_it(tmp_path):
+    import struct
+
+    # protocol 4: BINBYTES8 claims 2**50 bytes (a petabyte) and holds three; unpickled, it would ask for them all
+    claims = b"\x80\x04\x8e" + struct.pack("<Q", 1 << 50) + b"abc."
+    folder = tmp_path / "cifar-10-batches-py"
+    folder.mkdir()
+    (folder / "test_batch").write_bytes(claims)
+    with pytest.raises(InputError, match=r"test_batch: not a CIFAR-10 python batch: malformed pickle"):
+        image.read_python_batch(folder / "test_batch")
+    with open(folder / "test_batch", "wb") as f:  # a file far beyond a batch's size: not read at all
+        f.truncate(image.MAX_BATCH_BYTES + 1)
+    with pytest.raises(InputError, match=r"test_batch: \d+ bytes; a CIFAR-10 python batch is about 31 MB"):
+        image.read_python_batch(folder / "test_batch")
+
+
 def test_image_binary_batch_of_wrong_size_is_named(tmp_path):
     _write_cifar(tmp_path, _cifar_arrays(2), python=False)
     (tmp_path / "cifar-10-batches-bin" / "test_batch.bin").write_bytes(b"\x00" * 100)

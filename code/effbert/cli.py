@@ -266,6 +266,11 @@ def main(argv: list[str] | None = None) -> int:
     except InputError as e:
         print(f"effbert {args.stage}: error: {e}", file=sys.stderr)
         return 2
+    except OSError as e:  # the machine's fault (a full disk, a file size limit, a lost mount), not the input's
+        where = f"{e.filename}: " if e.filename else ""
+        print(f"effbert {args.stage}: error: {where}{e.strerror or e}; nothing was left half-written",
+              file=sys.stderr)
+        return 1
     return 0
 
 

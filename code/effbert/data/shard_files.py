@@ -13,6 +13,7 @@ file's size and mtime, so the full pass runs once per shard set and again only f
 
 from __future__ import annotations
 
+import errno
 import json
 import sys
 from pathlib import Path
@@ -48,6 +49,15 @@ def field_dtypes(vocab_size: int) -> dict[str, np.dtype]:
     if vocab_size <= 1 << 15:
         dtypes["mlm_labels"] = np.int16
     return {name: np.dtype(d) for name, d in dtypes.items()}
+
+
+def save_array(path: Path, array: np.ndarray) -> None:
+    """np.save without pickles; a failed write names the file (numpy's "N requested and M written" does not)."""
+    try:
+        np.save(path, array, allow_pickle=False)
+    except OSError as e:
+        message = f"could not write {path.name} ({e}); is the disk full?"
+        raise OSError(e.errno or errno.EIO, message, str(path)) from None
 
 
 class ShardWriter:
@@ -112,7 +122,7 @@ class ShardWriter:
         digests = {}
         for field_name, array in self.arrays.items():
             path = self.folder / f"{name}.{field_name}.npy"
-            np.save(path, array[: self.filled][order], allow_pickle=False)
+            save_array(path, array[: self.filled][order])
             digests[field_name] = sha256_file(path)
         self.shards.append({"name": name, "instances": self.filled, "sha256": digests})
         self.tokens += int(self.arrays["lengths"][: self.filled].sum())

@@ -27,7 +27,7 @@ import numpy as np
 from tqdm import tqdm
 
 from effbert.data.instances import Instance, InstanceMaker
-from effbert.data.shard_files import MANIFEST, SPLITS, ShardWriter, field_dtypes, read_manifest
+from effbert.data.shard_files import MANIFEST, SPLITS, ShardWriter, field_dtypes, read_manifest, save_array
 from effbert.data.tokenizer import copy_tokenizer, load_tokenizer, part_files, special_tokens
 from effbert.errors import InputError
 from effbert.files import atomic_dir, sha256_file
@@ -198,7 +198,7 @@ def _save_instances(folder: Path, split: str, instances: list[Instance]) -> None
         "swapped": np.array([i.swapped for i in instances], dtype=np.int8),
     }
     for name, array in arrays.items():
-        np.save(folder / f"{split}.{name}.npy", array, allow_pickle=False)
+        save_array(folder / f"{split}.{name}.npy", array)
 
 
 # ---------------------------------------------------------------- building

@@ -35,6 +35,7 @@ input files is an InputError.
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import hashlib
 import json
@@ -250,8 +251,11 @@ def _run_unit(job: tuple) -> tuple[str, dict]:
                     counts["sentences"] += len(document)
                     yield document
 
-    with tqdm(desc="documents", unit=" doc", leave=False, disable=None if show_documents else True) as bar:
-        workfolder.write_unit(work, unit, _counted(kept_documents(), bar), counts)
+    # closing: on a failed write (a full disk) the readers stop now, while their threads can still end, not
+    # at interpreter exit, where a reader waiting for its feeder thread would wait forever
+    with (tqdm(desc="documents", unit=" doc", leave=False, disable=None if show_documents else True) as bar,
+          contextlib.closing(kept_documents()) as documents):
+        workfolder.write_unit(work, unit, _counted(documents, bar), counts)
     return unit.key, json.loads(json.dumps(counts))
 
 

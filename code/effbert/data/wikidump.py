@@ -79,7 +79,7 @@ def read_wiki(path: Path, report: Report, processes: int = 1) -> Iterator[Docume
             extractor.stdout.close()
             extractor.wait()
             _unblock_writer(pipe)
-            feeder.join()
+            feeder.join(timeout=60)  # it ends once the pipe has no reader; a bound all the same, never a hang
         for args, kwargs in reports:
             report(*args, **kwargs)
         if feeder.error is not None:

@@ -10,6 +10,7 @@ states, data position; see effbert.train.loop), so an interrupted run resumes ex
 
 from __future__ import annotations
 
+import errno
 import re
 import sys
 import time
@@ -31,8 +32,12 @@ def checkpoint_name(step: int) -> str:
 
 
 def save_checkpoint(path: Path, **content: object) -> None:
-    with atomic_path(path) as tmp:
-        torch.save(content, tmp)
+    try:
+        with atomic_path(path) as tmp:
+            torch.save(content, tmp)
+    except RuntimeError as e:  # torch's writer reports a failed write (a full disk) as "unexpected pos ..."
+        raise OSError(errno.EIO, f"could not write the checkpoint ({str(e).splitlines()[0][:80]}); is the disk "
+                      "full?", str(path)) from None
 
 
 def read_checkpoint(path: str | Path, *, mmap: bool = False) -> dict:

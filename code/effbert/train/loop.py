@@ -337,86 +337,88 @@ def fit(
 
     model.train()
     bar = tqdm(total=steps, initial=done, desc=desc, unit="step", dynamic_ncols=True, disable=rank != 0)
-    iterator = iter(batches)
-    start, start_tokens, start_positions = time.perf_counter(), tokens, positions
-    for step in range(done + 1, steps + 1):
-        item = next(iterator)
-        micro = item if isinstance(item, list) else [item]
-        # each loss term's count over the whole step (every micro-batch of every rank), kept on the
-        # device so no step waits for the GPU: a micro-batch's term weighs its sum / the global count
-        local = [{"_rows": _rows(b), **(counts(b) if counts else {"loss": _rows(b)})} for b in micro]
-        names = sorted(local[0])
-        local_t = torch.stack([torch.stack([torch.as_tensor(c[n], dtype=torch.float32, device=device)
-                                            for n in names]) for c in local])  # (micro, terms)
-        totals = dict(zip(names, _all_sum(local_t.sum(0), world), strict=True))
-        for i, batch in enumerate(micro):
-            last = i == len(micro) - 1
-            sync = contextlib.nullcontext() if last or world == 1 else trained.no_sync()
-            with sync:
-                with autocast():
-                    loss, metrics = loss_fn(trained, batch)
-                if isinstance(loss, dict):  # {term: sum over the micro-batch}
-                    loss = sum(loss[n].float() / totals[n] for n in names if n != "_rows")
-                else:  # a mean over the micro-batch's rows
-                    loss = loss.float() * (local_t[i, names.index("loss")] / totals["loss"])
-                # DDP averages gradients over ranks; the global sums want them added
-                scaler.scale(loss * world).backward()
-            # other metrics: means over the rows of the global batch
-            share = local_t[i, names.index("_rows")] / totals["_rows"]
-            for key, value in metrics.items():
-                value = torch.as_tensor(value, dtype=torch.float32, device=device).detach()
-                running[key] = running.get(key, 0.0) + value * share
-            running["loss"] = running.get("loss", 0.0) + loss.detach()
-            if "attention_mask" in batch:
-                running["_tokens"] = running.get("_tokens", 0.0) + batch["attention_mask"].sum()
-                positions += batch["attention_mask"].numel() * world  # ranks take equal shares
-        if grad_clip:
-            scaler.unscale_(optimizer)
-            torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
-        scaler.step(optimizer)
-        scaler.update()
-        optimizer.zero_grad(set_to_none=True)
-        scheduler.step()
-        bar.update(1)
+    try:  # the bar and the event file are closed on every path, so an error prints on a line of its own
+        iterator = iter(batches)
+        start, start_tokens, start_positions = time.perf_counter(), tokens, positions
+        for step in range(done + 1, steps + 1):
+            item = next(iterator)
+            micro = item if isinstance(item, list) else [item]
+            # each loss term's count over the whole step (every micro-batch of every rank), kept on the
+            # device so no step waits for the GPU: a micro-batch's term weighs its sum / the global count
+            local = [{"_rows": _rows(b), **(counts(b) if counts else {"loss": _rows(b)})} for b in micro]
+            names = sorted(local[0])
+            local_t = torch.stack([torch.stack([torch.as_tensor(c[n], dtype=torch.float32, device=device)
+                                                for n in names]) for c in local])  # (micro, terms)
+            totals = dict(zip(names, _all_sum(local_t.sum(0), world), strict=True))
+            for i, batch in enumerate(micro):
+                last = i == len(micro) - 1
+                sync = contextlib.nullcontext() if last or world == 1 else trained.no_sync()
+                with sync:
+                    with autocast():
+                        loss, metrics = loss_fn(trained, batch)
+                    if isinstance(loss, dict):  # {term: sum over the micro-batch}
+                        loss = sum(loss[n].float() / totals[n] for n in names if n != "_rows")
+                    else:  # a mean over the micro-batch's rows
+                        loss = loss.float() * (local_t[i, names.index("loss")] / totals["loss"])
+                    # DDP averages gradients over ranks; the global sums want them added
+                    scaler.scale(loss * world).backward()
+                # other metrics: means over the rows of the global batch
+                share = local_t[i, names.index("_rows")] / totals["_rows"]
+                for key, value in metrics.items():
+                    value = torch.as_tensor(value, dtype=torch.float32, device=device).detach()
+                    running[key] = running.get(key, 0.0) + value * share
+                running["loss"] = running.get("loss", 0.0) + loss.detach()
+                if "attention_mask" in batch:
+                    running["_tokens"] = running.get("_tokens", 0.0) + batch["attention_mask"].sum()
+                    positions += batch["attention_mask"].numel() * world  # ranks take equal shares
+            if grad_clip:
+                scaler.unscale_(optimizer)
+                torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+            scaler.step(optimizer)
+            scaler.update()
+            optimizer.zero_grad(set_to_none=True)
+            scheduler.step()
+            bar.update(1)
 
-        if step % log_every == 0 or step == steps:
-            count = log_every if step % log_every == 0 else step % log_every
-            keys = sorted(running)
-            summed = _all_sum(torch.stack([torch.as_tensor(running[k], dtype=torch.float64, device=device)
-                                           for k in keys]), world).tolist()
-            values = dict(zip(keys, summed, strict=True))  # every rank holds its part of each global-batch sum
-            tokens += int(values.pop("_tokens", 0))
-            values = {k: v / count for k, v in values.items()}
-            elapsed = time.perf_counter() - start
-            record = {"step": step, "split": "train", "lr": scheduler.get_last_lr()[0], **values}
-            record |= {"tokens": tokens, "tokens_per_s": (tokens - start_tokens) / elapsed, "seconds": elapsed}
-            if flops_per_token and peak:
-                record["mfu"] = (positions - start_positions) / elapsed * flops_per_token / peak
-            running = {}
-            records.append(record)
-            _log(metrics_path, record)
-            if writer is not None:
-                for key, value in record.items():
-                    if key not in ("step", "split"):
-                        writer.add_scalar(f"train/{key}", value, step)
-            postfix = {"loss": f"{record['loss']:.3f}", "tok_s": f"{record['tokens_per_s']:.0f}"}
-            if "mfu" in record:
-                postfix["mfu"] = f"{100 * record['mfu']:.1f}%"
-            bar.set_postfix(postfix)
-        if evaluate is not None and rank == 0 and ((eval_every and step % eval_every == 0) or step == steps):
-            with autocast():
-                record = {"step": step, "split": "dev", **run_evaluation(model, evaluate)}
-            records.append(record)
-            _log(metrics_path, record)
-            if writer is not None:
-                for key, value in record.items():
-                    if key not in ("step", "split") and isinstance(value, int | float):
-                        writer.add_scalar(f"dev/{key}", value, step)
-        if on_checkpoint is not None and ((checkpoint_every and step % checkpoint_every == 0) or step == steps):
-            state = state_of(step)  # every rank takes part (RNG states are gathered)
-            if rank == 0:
-                on_checkpoint(step, state)
-    bar.close()
-    if writer is not None:
-        writer.close()
+            if step % log_every == 0 or step == steps:
+                count = log_every if step % log_every == 0 else step % log_every
+                keys = sorted(running)
+                summed = _all_sum(torch.stack([torch.as_tensor(running[k], dtype=torch.float64, device=device)
+                                               for k in keys]), world).tolist()
+                values = dict(zip(keys, summed, strict=True))  # every rank holds its part of each global-batch sum
+                tokens += int(values.pop("_tokens", 0))
+                values = {k: v / count for k, v in values.items()}
+                elapsed = time.perf_counter() - start
+                record = {"step": step, "split": "train", "lr": scheduler.get_last_lr()[0], **values}
+                record |= {"tokens": tokens, "tokens_per_s": (tokens - start_tokens) / elapsed, "seconds": elapsed}
+                if flops_per_token and peak:
+                    record["mfu"] = (positions - start_positions) / elapsed * flops_per_token / peak
+                running = {}
+                records.append(record)
+                _log(metrics_path, record)
+                if writer is not None:
+                    for key, value in record.items():
+                        if key not in ("step", "split"):
+                            writer.add_scalar(f"train/{key}", value, step)
+                postfix = {"loss": f"{record['loss']:.3f}", "tok_s": f"{record['tokens_per_s']:.0f}"}
+                if "mfu" in record:
+                    postfix["mfu"] = f"{100 * record['mfu']:.1f}%"
+                bar.set_postfix(postfix)
+            if evaluate is not None and rank == 0 and ((eval_every and step % eval_every == 0) or step == steps):
+                with autocast():
+                    record = {"step": step, "split": "dev", **run_evaluation(model, evaluate)}
+                records.append(record)
+                _log(metrics_path, record)
+                if writer is not None:
+                    for key, value in record.items():
+                        if key not in ("step", "split") and isinstance(value, int | float):
+                            writer.add_scalar(f"dev/{key}", value, step)
+            if on_checkpoint is not None and ((checkpoint_every and step % checkpoint_every == 0) or step == steps):
+                state = state_of(step)  # every rank takes part (RNG states are gathered)
+                if rank == 0:
+                    on_checkpoint(step, state)
+    finally:
+        bar.close()
+        if writer is not None:
+            writer.close()
     return records

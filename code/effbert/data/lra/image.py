@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import io
 import pickle
+import pickletools
 from pathlib import Path
 
 import numpy as np
@@ -35,6 +36,7 @@ RECORD = 1 + 3 * PIXELS
 TRAIN_BATCHES = tuple(f"data_batch_{i}" for i in range(1, 6))
 TEST_BATCH = "test_batch"
 TRAIN_PERCENT = 90  # LRA: train = train[:90%] (45000 of 50000), dev = train[90%:]
+MAX_BATCH_BYTES = 1 << 27  # 128 MiB: a released batch is ~31 MB; anything far larger is not one
 RGB_WEIGHTS = np.asarray([0.2989, 0.5870, 0.1140], dtype=np.float32)
 
 # what a CIFAR python batch may name: numpy's array rebuilders and plain builtin containers, nothing else
@@ -63,7 +65,15 @@ class RestrictedUnpickler(pickle.Unpickler):
 
 
 def restricted_load(data: bytes) -> object:
-    """Unpickle `data` (Python 2 strings as bytes) admitting only numpy arrays and plain containers."""
+    """Unpickle `data` (Python 2 strings as bytes) admitting only numpy arrays and plain containers.
+
+    The opcodes are walked first (pickletools, reading nothing beyond `data`), so that a length the file
+    only claims (a "bytes" of 2**50) is refused instead of allocated."""
+    try:
+        for _ in pickletools.genops(io.BytesIO(data)):
+            pass
+    except ValueError as e:
+        raise pickle.UnpicklingError(f"malformed pickle ({e})") from None
     return RestrictedUnpickler(io.BytesIO(data), encoding="bytes").load()
 
 
@@ -83,11 +93,14 @@ def _planes_to_grey(rows: np.ndarray) -> np.ndarray:
 def read_python_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
     """One python batch -> ((n, 3072) uint8 planar pixels, (n,) int64 labels)."""
     try:
+        size = Path(path).stat().st_size
+        if size > MAX_BATCH_BYTES:
+            raise InputError(f"{path}: {size} bytes; a CIFAR-10 python batch is about 31 MB, not read")
         obj = restricted_load(Path(path).read_bytes())
     except FileNotFoundError:
         raise InputError(f"{path}: no such CIFAR-10 python batch") from None
-    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError) as e:
-        raise InputError(f"{path}: not a CIFAR-10 python batch: {e}") from None
+    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, MemoryError) as e:
+        raise InputError(f"{path}: not a CIFAR-10 python batch: {str(e)[:200]}") from None
     if not isinstance(obj, dict):
         raise InputError(f"{path}: expected a pickled dict with keys 'data' and 'labels', got {type(obj).__name__}")
     d = {k.decode("latin-1") if isinstance(k, bytes) else k: v for k, v in obj.items()}
