@@ -440,3 +440,14 @@ def test_damaged_shards_are_refused_before_the_first_step(tmp_path, shards, monk
     (beyond / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(InputError, match=r"dev/shard-00000.input_ids.npy: token ids 0..5000 outside the vocabulary"):
         verify_shards(beyond, 120)
+
+
+def test_from_cp_that_is_not_a_checkpoint_is_one_clear_error(tmp_path, shards):
+    folder = model_folder(tmp_path, steps=2, log_every=1, eval_every=2, checkpoint_every=2)
+    passwd = tmp_path / "passwd"
+    passwd.write_text("root:x:0:0:root:/root:/bin/bash\n")
+    cfg = json.loads((folder / "config.json").read_text())
+    cfg["from_cp"] = str(passwd)  # an absolute path to something else entirely
+    (folder / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(InputError, match=r"passwd: not a readable effbert checkpoint"):
+        pretrain(folder, shards, device="cpu", threads=1)

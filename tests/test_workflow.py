@@ -186,3 +186,13 @@ def test_gpu_jobs_on_one_machine_get_different_gpus(tmp_path):
     assert len(set(pair)) == 2 and time.monotonic() - began > 1.5
     assert start(0, 0).communicate()[0].strip() == ""
     assert start(2, 0, {"CUDA_VISIBLE_DEVICES": "5,7"}).communicate()[0].strip() == "5,7"
+
+
+def test_an_unknown_tokenizer_names_the_model_folder(tmp_path):
+    project = copy_project(tmp_path, ["demo"])
+    config = project / "demo/models/nystrom/config.json"
+    config.write_text(config.read_text().replace('"demo-bpe"', '"no-such-tokenizer"'))
+    done = snakemake(project, "--configfile", "config/demo.yaml", "-n", "--cores", "1", check=False)
+    assert done.returncode != 0
+    assert ("demo/models/nystrom/config.json: pretraining.tokenizer: tokenizer 'no-such-tokenizer' is not in the "
+            "Snakemake config's tokenizers ['demo-bpe'") in done.stdout + done.stderr
