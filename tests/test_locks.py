@@ -37,3 +37,16 @@ def test_the_data_stages_lock_their_output_folder(tmp_path):
         with pytest.raises(InputError, match=r"documents: another documents build is writing here"):
             build_documents("bookcorpus", books, tmp_path / "documents")
     assert not (tmp_path / "shards").exists() and not (tmp_path / "documents").exists()
+
+
+def test_a_killed_builds_half_built_output_is_removed_at_the_next_start(tmp_path):
+    half = tmp_path / ".documents.tmp-99999"  # what atomic_dir leaves when its process is killed
+    half.mkdir()
+    (half / "part-00000.txt").write_text("half")
+    other = tmp_path / ".shards.tmp-99999"  # another output's: not this stage's to remove
+    other.mkdir()
+    books = tmp_path / "books"
+    books.mkdir()
+    (books / "a.txt").write_text("A sentence here.\nAnother one follows.\n")
+    build_documents("bookcorpus", books, tmp_path / "documents", min_words=1)
+    assert not half.exists() and other.is_dir() and (tmp_path / "documents" / "stats.json").is_file()

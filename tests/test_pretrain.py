@@ -451,3 +451,27 @@ def test_from_cp_that_is_not_a_checkpoint_is_one_clear_error(tmp_path, shards):
     (folder / "config.json").write_text(json.dumps(cfg))
     with pytest.raises(InputError, match=r"passwd: not a readable effbert checkpoint"):
         pretrain(folder, shards, device="cpu", threads=1)
+
+
+def test_two_pretraining_processes_on_one_folder_the_second_refuses(tmp_path, shards):
+    import subprocess
+    import sys
+    import time
+
+    folder = model_folder(tmp_path, steps=300, log_every=10, eval_every=300, checkpoint_every=100)
+    effbert = str(Path(sys.executable).parent / "effbert")
+    log = tmp_path / "first.log"  # a file, not a pipe: a full pipe would stop the first run
+    with open(log, "w") as err:
+        first = subprocess.Popen([effbert, "pretrain", "--model", str(folder), "--shards", str(shards), "--device",
+                                  "cpu", "--threads", "1"], stderr=err)
+    try:
+        while not (folder / "pretrain.jsonl").is_file() or not (folder / "pretrain.jsonl").read_text():
+            assert first.poll() is None, log.read_text()[-2000:]
+            time.sleep(0.2)
+        with pytest.raises(InputError, match=rf"another pretraining is writing here \(pid {first.pid} on "):
+            pretrain(folder, shards, device="cpu", threads=1)
+    finally:
+        assert first.wait(timeout=300) == 0
+    records = _train_records(folder)  # the first run's files, each record once
+    assert [r["step"] for r in records if r["split"] == "train"] == list(range(10, 301, 10))
+    assert [p.name for p in list_checkpoints(folder)] == ["cp-0100.pt", "cp-0200.pt", "cp-0300.pt"]

@@ -50,9 +50,10 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def remove_leftovers(folder: str | Path) -> list[Path]:
-    """Delete the temporary files a killed writer left in `folder` (call it holding the folder's writer lock)."""
-    found = sorted(Path(folder).glob(".*.tmp-*")) if Path(folder).is_dir() else []
+def remove_leftovers(folder: str | Path, of: str = "*") -> list[Path]:
+    """Delete the temporaries (files or folders) a killed writer left in `folder`, of every output or of the one
+    named `of`; call it holding the writer lock."""
+    found = sorted(Path(folder).glob(f".{of}.tmp-*")) if Path(folder).is_dir() else []
     for path in found:
         shutil.rmtree(path) if path.is_dir() else path.unlink()
     return found

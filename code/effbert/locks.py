@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from effbert.errors import InputError
+from effbert.files import remove_leftovers
 
 LOCK_FILE = ".effbert.lock"
 F = TypeVar("F", bound=Callable[..., object])
@@ -49,15 +50,17 @@ def output_lock(out: str | Path, what: str) -> contextlib.AbstractContextManager
 
 
 def locks_output(what: str, parameter: str = "out_dir") -> Callable[[F], F]:
-    """Decorate a stage function so that it runs holding the output lock of its `parameter` folder."""
+    """Decorate a stage function so that it runs holding the output lock of its `parameter` folder, after
+    removing what a killed run of it left half-built beside it."""
 
     def decorate(stage: F) -> F:
         signature = inspect.signature(stage)
 
         @functools.wraps(stage)
         def locked(*args: object, **kwargs: object) -> object:
-            out = signature.bind(*args, **kwargs).arguments[parameter]
+            out = Path(signature.bind(*args, **kwargs).arguments[parameter])
             with output_lock(out, what):
+                remove_leftovers(out.parent, of=out.name)  # a killed run's half-built output (can be GBs)
                 return stage(*args, **kwargs)
 
         return locked  # type: ignore[return-value]
