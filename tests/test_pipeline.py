@@ -83,6 +83,13 @@ def test_lra_only_folders_need_no_shards_and_share_runs_with_equal_settings(tmp_
     # the whole DAG: the twin adds a gather only; the local folder its own run
     jobs = planned_jobs(snakemake(project, *demo))
     assert jobs["train_lra"] == 3 and jobs["gather_lra"] == 4 and jobs["pretrain_model"] == 2
+    # a folder added later that sorts first runs nothing the others have already run
+    (project / "demo/models/softmax/lra/listops").mkdir(parents=True)
+    (project / "demo/models/softmax/lra/listops/seed-0.json").write_text("{}")
+    _write_config(project, "a-softmax", twin)
+    plan = snakemake(project, *demo, "a-softmax")
+    assert planned_jobs(plan) == Counter({"gather_lra": 1, "a-softmax": 1})
+    assert "--gather --runs demo/models/softmax/lra/listops/seed-0.json" in plan
 
 
 @pytest.mark.slow

@@ -250,10 +250,12 @@ def lra_identity(model, task, seed):
 
 
 def lra_run_owner(model, task, seed):
-    """The first folder (by name) whose run of this task and seed has the same settings: it runs it, once, for
-    every folder that shares them."""
+    """The folder that runs this task and seed, once, for every folder whose run has the same settings: one that
+    has the run's result already (a folder added later, or renamed, never causes a rerun), else the first by name."""
     mine = lra_identity(model, task, seed)
-    return next((name for name in with_stage("lra") if lra_identity(name, task, seed) == mine), model)
+    sharing = [name for name in with_stage("lra") if lra_identity(name, task, seed) == mine] or [model]
+    done = [name for name in sharing if Path(f"{MODELS}/{name}/lra/{task}/seed-{seed}.json").is_file()]
+    return (done or sharing)[0]
 
 
 def lra_seed_results(wc):

@@ -1,8 +1,8 @@
 # Long Range Arena: the release's files (or ListOps / Pathfinder generated in the release's layout)
 # -> one run per task and seed (models/<m>/lra/<task>/seed-<s>.json) -> the gather, models/<m>/lra/<task>.json
 # (mean and spread over the seeds; the report reads it). Seeds: the model's config.json lra.seeds.
-# A run's identity is the task's attention, protocol and seed: folders that share it share the run (the first
-# such folder by name runs it; the others' gathers read it there), and only its own edits rerun it.
+# A run's identity is the task's attention, protocol and seed: folders that share it share the run (lra_run_owner
+# says which folder runs it; the others' gathers read it there), and only its own edits rerun it.
 
 if "listops" in GENERATE:
 
