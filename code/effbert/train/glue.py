@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from tokenizers import Tokenizer
 from torch import nn
 
-from effbert.config import Config, ModelConfig, load_config, parse_config
+from effbert.config import ModelConfig, load_config, parse_config
 from effbert.data.glue import GlueSplit, compute_metrics, get_task, load_split
 from effbert.data.glue_submission import write_submission
 from effbert.data.tokenizer import special_tokens
@@ -36,7 +36,7 @@ from effbert.model.heads import ClassificationHead
 from effbert.train.checkpoints import find_checkpoint, load_encoder_weights, read_checkpoint
 from effbert.train.device import pick_device, seed_everything
 from effbert.train.glue_protocol import SUBMISSION_DIR, GlueRun, gather, grid, run_path, task_epochs
-from effbert.train.identity import checkpoint_identity, digest, glue_run_settings
+from effbert.train.identity import glue_run_identity
 from effbert.train.loop import SeededBatches, fit
 
 EVAL_BATCH_SIZE = 128
@@ -237,11 +237,6 @@ def finetune(
     }
     write_json(out, result)
     return result
-
-
-def glue_run_identity(cfg: Config, task: str, run: GlueRun, checkpoint: dict) -> dict:
-    """A run's identity: its settings and the identity of the checkpoint it starts from."""
-    return {**glue_run_settings(cfg, task, run), "starts_from": digest(checkpoint_identity(checkpoint))}
 
 
 def expected_identities(model_dir: Path, task: str) -> dict[GlueRun, dict]:

@@ -22,7 +22,7 @@ import hashlib
 import json
 
 from effbert.config import Config, parse_config
-from effbert.data.lra.protocol import resolve_protocol
+from effbert.data.lra.protocol import task_protocol
 from effbert.train.glue_protocol import GlueRun, task_epochs
 
 # pretraining keys that change how a run is watched or split into passes, not what it computes
@@ -74,16 +74,19 @@ def glue_selection_settings(cfg: Config, task: str) -> dict:
             "selection": glue.selection}
 
 
+def glue_run_identity(cfg: Config, task: str, run: GlueRun, checkpoint: dict) -> dict:
+    """A GLUE run's full identity: its settings and the identity of the checkpoint it starts from."""
+    return {**glue_run_settings(cfg, task, run), "starts_from": digest(checkpoint_identity(checkpoint))}
+
+
 def lra_run_settings(cfg: Config, task: str, seed: int) -> dict:
-    overrides = getattr(cfg.lra, task)
-    protocol = dataclasses.replace(resolve_protocol(task, overrides),
-                                   self_pretrain_steps=cfg.lra.task_self_pretrain_steps(task))
-    return _plain({"task": task, "attention": cfg.lra_attention(task).model_dump(mode="json"),
-                   "protocol": dataclasses.asdict(protocol), "seed": seed})
+    protocol = task_protocol(cfg.lra, task)
+    return as_recorded({"task": task, "attention": cfg.lra_attention(task).model_dump(mode="json"),
+                        "protocol": dataclasses.asdict(protocol), "seed": seed})
 
 
-def _plain(identity: dict) -> dict:
-    """As a JSON file gives it back (tuples become lists), so a recorded identity compares equal."""
+def as_recorded(identity: dict) -> dict:
+    """As a JSON file or checkpoint gives it back (tuples become lists), so a recorded identity compares equal."""
     return json.loads(json.dumps(identity))
 
 

@@ -41,7 +41,7 @@ from torch import nn
 
 from effbert.config import CONFIG_FILE, LRA_TASKS, ModelConfig, load_config
 from effbert.data.instances import IGNORE  # label of positions without a masked-LM prediction
-from effbert.data.lra.protocol import PROTOCOLS, LraProtocol, resolve_protocol
+from effbert.data.lra.protocol import PROTOCOLS, LraProtocol, task_protocol
 from effbert.data.lra.split import LraSplit
 from effbert.errors import InputError
 from effbert.files import read_json, write_json
@@ -254,9 +254,7 @@ def train_lra(model_dir: Path, task: str, lra_dir: Path, *, seed: int | None = N
     cfg = load_config(model_dir)
     overrides = getattr(cfg.lra, task)
     seed = cfg.lra.task_seeds(task)[0] if seed is None else seed
-    protocol = dataclasses.replace(
-        resolve_protocol(task, overrides), self_pretrain_steps=cfg.lra.task_self_pretrain_steps(task)
-    )
+    protocol = task_protocol(cfg.lra, task)
     device = torch.device(device) if device is not None else pick_device()
 
     splits, truncated = read_task(task, lra_dir, protocol)

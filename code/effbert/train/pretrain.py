@@ -34,7 +34,7 @@ from effbert.train.device import end_distributed, init_distributed, seed_everyth
 from effbert.train.identity import checkpoint_identity, digest, pretraining_settings
 from effbert.train.initialise import initialise_from
 from effbert.train.loop import SeededBatches, fit, run_evaluation
-from effbert.train.resume import Start, choose_start, continued_data
+from effbert.train.resume import Start, choose_start
 
 METRICS_FILE = "pretrain.jsonl"
 SUMMARY_FILE = "pretrain.json"
@@ -85,10 +85,6 @@ def _check_shards(cfg: Config, shards_dir: Path, manifest: dict) -> tuple[int, s
 
 def _from_cp_source(model_dir: Path, from_cp: str) -> Path:
     return Path(from_cp) if Path(from_cp).is_absolute() else model_dir / from_cp
-
-
-# what `save` writes beside the loop's state (effbert.train.loop.fit's checkpoint state)
-_SAVED_BESIDE = ("config", "vocab_size", "tokenizer", "shards", "identity", "history")
 
 
 def run_identity(cfg: Config, manifest: dict, manifest_sha256: str, from_cp: Path | None) -> dict:
@@ -170,17 +166,14 @@ def _pretrain(model_dir: Path, shards_dir: Path, cfg: Config, manifest: dict, vo
             raise InputError(f"{model_dir}/config.json: from_cp: no checkpoint at {source}")
         log = tqdm.write if rank == 0 else (lambda _: None)
         initialise_from(model, read_checkpoint(source)["model"], log=log, source=str(source))
-    if begin.changed:  # continuing with new settings: the data position carried over to the new batches
-        resume = {**resume, "data": continued_data(resume, checkpoint_identity(resume), identity)}
 
-    def save(step: int, state: dict) -> None:
-        save_checkpoint(
-            model_dir / CHECKPOINT_DIR / checkpoint_name(step), **state,
-            config=config_json(cfg), vocab_size=vocab_size, tokenizer=tokenizer_json,
-            shards={"dir": str(shards_dir), "tokenizer_sha256": manifest["tokenizer"]["sha256"],
-                    "manifest_sha256": manifest_sha256},
-            identity=identity, history=begin.history,
-        )
+    def save(step: int, state: dict) -> None:  # the loop's state, and what this run is (over a resumed file's)
+        save_checkpoint(model_dir / CHECKPOINT_DIR / checkpoint_name(step), **{
+            **state, "config": config_json(cfg), "vocab_size": vocab_size, "tokenizer": tokenizer_json,
+            "shards": {"dir": str(shards_dir), "tokenizer_sha256": manifest["tokenizer"]["sha256"],
+                       "manifest_sha256": manifest_sha256},
+            "identity": identity, "history": begin.history,
+        })
 
     def counts(batch: dict) -> dict:
         found = {"mlm": (batch["mlm_labels"] != IGNORE).sum()}
@@ -214,7 +207,7 @@ def _pretrain(model_dir: Path, shards_dir: Path, cfg: Config, manifest: dict, vo
     if rank != 0:
         return {}
     if begin.changed and resume["step"] == run.steps:  # nothing left to train: record the change all the same
-        save(run.steps, {k: v for k, v in resume.items() if k not in _SAVED_BESIDE})
+        save(run.steps, resume)
     final = next((r for r in reversed(records) if r["split"] == "dev"), None)
     if final is None:  # a finished run whose log is gone: evaluate its weights again
         final = run_evaluation(model, lambda m: dev_metrics(m, dev_data, run.micro_batch_size or run.batch_size,

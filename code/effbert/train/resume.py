@@ -18,7 +18,6 @@ from_cp source). On a rerun the newest checkpoint decides:
 
 from __future__ import annotations
 
-import json
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,7 +26,7 @@ from tqdm.auto import tqdm
 
 from effbert.errors import InputError
 from effbert.train.checkpoints import newest_resumable, read_checkpoint, set_aside
-from effbert.train.identity import changes, checkpoint_identity, describe_changes
+from effbert.train.identity import as_recorded, changes, checkpoint_identity, describe_changes
 
 # changes a continued run cannot absorb: the weights (or the vocabulary they index) would be another model's
 _FIXED = ("model.", "pretraining.tokenizer", "pretraining.sop", "data.tokenizer")
@@ -36,7 +35,8 @@ _FREE_IN_MODEL = ("model.dropout", "model.attention_dropout")
 
 @dataclass
 class Start:
-    """Where training starts: a checkpoint (None: step 0) and, when continuing with new settings, what changed."""
+    """Where training starts: a checkpoint's state (None: step 0; when continuing with new settings, its data
+    position already carried over to the new batches) and what changed."""
 
     path: Path | None = None
     state: dict | None = None
@@ -80,7 +80,7 @@ def choose_start(model_dir: Path, identity: dict, on_change: str, steps: int, ra
         return Start()
     path, state = found
     recorded = checkpoint_identity(state)
-    current = json.loads(json.dumps(identity))  # tuples as lists, as the checkpoint stores them
+    current = as_recorded(identity)
     if recorded.get("data", {}).get("from_cp") is None or current["data"]["from_cp"] is None:
         current["data"]["from_cp"] = recorded.get("data", {}).get("from_cp")  # unknown on one side: not a change
     history = list(state.get("history") or [])
@@ -102,7 +102,7 @@ def choose_start(model_dir: Path, identity: dict, on_change: str, steps: int, ra
         tqdm.write(f"{model_dir}: continuing from {path.name} (step {state['step']}) with new settings:\n"
                    f"{describe_changes(found_changes)}", file=sys.stderr)
     history.append({"step": state["step"], "changed": {k: [a, b] for k, a, b in found_changes}})
-    return Start(path, state, found_changes, history)
+    return Start(path, {**state, "data": _continued_data(state, recorded, current)}, found_changes, history)
 
 
 def _is_run(path: Path) -> bool:
@@ -113,7 +113,7 @@ def _is_run(path: Path) -> bool:
         return False
 
 
-def continued_data(state: dict, recorded: dict, current: dict) -> dict | None:
+def _continued_data(state: dict, recorded: dict, current: dict) -> dict | None:
     """The data position to continue from: new shards start a fresh epoch; a new batch size keeps the share of
     the epoch already seen."""
     data = state.get("data")

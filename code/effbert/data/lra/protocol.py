@@ -16,7 +16,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
-from effbert.config import LraTaskConfig
+from effbert.config import LraConfig, LraTaskConfig
 
 
 @dataclass(frozen=True)
@@ -107,3 +107,10 @@ def resolve_protocol(task: str, overrides: LraTaskConfig | None = None) -> LraPr
         return protocol
     changes = {name: getattr(overrides, name) for name in OVERRIDABLE if getattr(overrides, name) is not None}
     return dataclasses.replace(protocol, **changes)
+
+
+def task_protocol(lra: LraConfig, task: str) -> LraProtocol:
+    """The protocol a model folder's `lra` section trains `task` with: its overrides, and the self-pretraining
+    steps it asks for (the task's own, else lra.self_pretrain_steps)."""
+    return dataclasses.replace(resolve_protocol(task, getattr(lra, task)),
+                               self_pretrain_steps=lra.task_self_pretrain_steps(task))
