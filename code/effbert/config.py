@@ -356,9 +356,8 @@ class Config(_Section):
 def _describe(error: dict, prefix: str = "") -> str:
     # pydantic puts the union tag into the location (model.attention.nystrom.x): drop it
     loc = [str(p) for p in error["loc"]]
-    after = ["attention", *loc] if prefix else loc  # a prefix ends in "attention": its first key may be the tag
-    loc = [p for i, p in enumerate(loc) if not ((i or prefix) and after[i - (not prefix)] == "attention"
-                                                 and p in ATTENTION_TYPES)]
+    before = ["attention" if prefix else "", *loc]  # the key before each of loc's (a prefix ends in "attention")
+    loc = [p for i, p in enumerate(loc) if not (before[i] == "attention" and p in ATTENTION_TYPES)]
     where = ".".join(([prefix] if prefix else []) + loc) or "(top level)"
     if where == "(top level)" and error["type"] == "value_error":  # a check across sections names its own keys
         return error["msg"].removeprefix("Value error, ")

@@ -7,6 +7,7 @@ from __future__ import annotations
 import codecs
 import contextlib
 import hashlib
+import io
 import json
 import os
 import shutil
@@ -109,10 +110,10 @@ def text_lines(path: str | Path) -> Iterator[tuple[int, str]]:
 def read_text_file(path: str | Path) -> str:
     """A whole UTF-8 text file (a byte-order mark dropped); an invalid byte names its line and offset."""
     path = Path(path)
-    data = Path(path).read_bytes()
+    data = path.read_bytes()
     try:
         return data.removeprefix(codecs.BOM_UTF8).decode("utf-8")
     except UnicodeDecodeError:
-        for _ in _decoded(path, data.splitlines(keepends=True)):  # finds the line and raises
+        for _ in _decoded(path, io.BytesIO(data)):  # lines cut as text_lines cuts them: finds the line, raises
             pass
         raise

@@ -46,7 +46,7 @@ def _holder(path: Path) -> str:
 def output_lock(out: str | Path, what: str) -> contextlib.AbstractContextManager[None]:
     """The writer lock of an output folder that is replaced whole (documents, shards): a file beside it."""
     out = Path(out)
-    return writer_lock(out.parent, what, name=f".{out.name}.lock")
+    return writer_lock(out, what, lock_file=out.parent / f".{out.name}.lock")
 
 
 def locks_output(what: str, parameter: str = "out_dir") -> Callable[[F], F]:
@@ -69,18 +69,18 @@ def locks_output(what: str, parameter: str = "out_dir") -> Callable[[F], F]:
 
 
 @contextlib.contextmanager
-def writer_lock(folder: str | Path, what: str, name: str = LOCK_FILE) -> Iterator[None]:
-    """Hold `folder`'s writer lock (the file `name` in it) for the block; `what` names the stage in the refusal."""
+def writer_lock(folder: str | Path, what: str, lock_file: Path | None = None) -> Iterator[None]:
+    """Hold `folder`'s writer lock for the block (the file `lock_file`, by default LOCK_FILE inside the folder);
+    `what` names the stage in the refusal."""
     folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / name
+    path = lock_file or folder / LOCK_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            where = folder if name == LOCK_FILE else folder / name.removeprefix(".").removesuffix(".lock")
-            raise InputError(f"{where}: another {what} is writing here ({_holder(path)}); let it finish or stop "
+            raise InputError(f"{folder}: another {what} is writing here ({_holder(path)}); let it finish or stop "
                              "it first") from None
         except OSError as e:
             if e.errno not in (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS):

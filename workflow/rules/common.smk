@@ -5,6 +5,7 @@
 # run reads (effbert.train.identity), so an edit reruns the jobs whose settings it changes (and what depends
 # on their outputs), and a bare `touch` reruns nothing. profiles/default keeps the rerun triggers to mtime,
 # params and input: a new release of a rule's command line does not rerun GPU-weeks of finished work.
+import functools
 import importlib
 import os
 from pathlib import Path
@@ -245,6 +246,7 @@ def lra_task_inputs(wc):
     return [f"{LRA_DIR}/{loader.RELEASE_DIR}"]  # the folder the task's loader reads
 
 
+@functools.cache  # asked for once per folder, task and seed by every folder that may share the run
 def lra_identity(model, task, seed):
     return digest(lra_run_settings(MODEL_CONFIGS[model], task, int(seed)))
 

@@ -51,6 +51,11 @@ def field_dtypes(vocab_size: int) -> dict[str, np.dtype]:
     return {name: np.dtype(d) for name, d in dtypes.items()}
 
 
+def shard_file(split_dir: Path, shard: str, field: str) -> Path:
+    """<out>/<split>/shard-NNNNN.<field>.npy: one field of one shard."""
+    return Path(split_dir) / f"{shard}.{field}.npy"
+
+
 def save_array(path: Path, array: np.ndarray) -> None:
     """np.save without pickles; a failed write names the file (numpy's "N requested and M written" does not)."""
     try:
@@ -121,7 +126,7 @@ class ShardWriter:
         self.folder.mkdir(parents=True, exist_ok=True)
         digests = {}
         for field_name, array in self.arrays.items():
-            path = self.folder / f"{name}.{field_name}.npy"
+            path = shard_file(self.folder, name, field_name)
             save_array(path, array[: self.filled][order])
             digests[field_name] = sha256_file(path)
         self.shards.append({"name": name, "instances": self.filled, "sha256": digests})
@@ -160,7 +165,7 @@ def _shard_files(out_dir: Path, manifest: dict) -> list[tuple[Path, str | None]]
     for split, info in manifest["splits"].items():
         for shard in info["shards"]:
             for name in manifest["fields"]:
-                found.append((out_dir / split / f"{shard['name']}.{name}.npy", shard.get("sha256", {}).get(name)))
+                found.append((shard_file(out_dir / split, shard["name"], name), shard.get("sha256", {}).get(name)))
     return found
 
 
@@ -230,7 +235,7 @@ class ShardDataset:
         for shard in self.manifest["splits"][self.split]["shards"]:
             arrays = {}
             for name, dtype in self.manifest["fields"].items():
-                path = self.out_dir / self.split / f"{shard['name']}.{name}.npy"
+                path = shard_file(self.out_dir / self.split, shard["name"], name)
                 if not path.is_file():
                     raise InputError(f"{path}: shard file missing (listed in {MANIFEST})")
                 array = _load(path)

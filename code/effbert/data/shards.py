@@ -27,7 +27,15 @@ import numpy as np
 from tqdm import tqdm
 
 from effbert.data.instances import Instance, InstanceMaker
-from effbert.data.shard_files import MANIFEST, SPLITS, ShardWriter, field_dtypes, read_manifest, save_array
+from effbert.data.shard_files import (
+    MANIFEST,
+    SPLITS,
+    ShardWriter,
+    field_dtypes,
+    read_manifest,
+    save_array,
+    shard_file,
+)
 from effbert.data.tokenizer import copy_tokenizer, load_tokenizer, part_files, special_tokens
 from effbert.errors import InputError
 from effbert.files import atomic_dir, sha256_file
@@ -337,7 +345,7 @@ def _finished(out_dir: Path, inputs_key: str) -> dict | None:
         return None
     for name, info in manifest["splits"].items():
         for shard in info["shards"]:
-            if not all((out_dir / name / f"{shard['name']}.{f}.npy").is_file() for f in manifest["fields"]):
+            if not all(shard_file(out_dir / name, shard["name"], f).is_file() for f in manifest["fields"]):
                 return None
     return manifest
 
