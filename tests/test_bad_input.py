@@ -19,6 +19,13 @@ from effbert.files import remove_leftovers
 from effbert.train.checkpoints import read_checkpoint
 
 
+class Evil:
+    """Pickled, it would run print: a file holding it must never be loaded."""
+
+    def __reduce__(self):
+        return (print, ("ran code",))
+
+
 def _one_line_exit_2(argv: list[str], capsys) -> str:
     assert main(argv) == 2
     err = capsys.readouterr().err.strip()
@@ -65,10 +72,6 @@ def test_glue_and_listops_files_share_one_decoding_policy(tmp_path):
 
 
 def test_files_that_are_not_checkpoints_are_named_without_unsafe_advice(tmp_path):
-    class Evil:
-        def __reduce__(self):
-            return (print, ("ran code",))
-
     pickled = tmp_path / "cp-0001.pt"
     torch.save({"model": {}, "x": Evil()}, pickled)
     text = tmp_path / "passwd"
@@ -83,10 +86,6 @@ def test_files_that_are_not_checkpoints_are_named_without_unsafe_advice(tmp_path
 
 
 def test_a_pickle_given_as_huggingface_weights_is_refused_in_one_line(tmp_path, capsys):
-    class Evil:
-        def __reduce__(self):
-            return (print, ("ran code",))
-
     hf = tmp_path / "bert"
     hf.mkdir()
     (hf / "config.json").write_text(json.dumps({

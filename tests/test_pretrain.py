@@ -110,17 +110,6 @@ def test_shards_of_another_length_are_refused(tmp_path, shards):
     assert not (folder / "pretrain.json").exists()
 
 
-def test_checkpoint_loading_refuses_code(tmp_path):
-    class Evil:
-        def __reduce__(self):
-            return (print, ("ran code",))
-
-    path = tmp_path / "cp-0001.pt"
-    torch.save({"model": {}, "x": Evil()}, path)
-    with pytest.raises(InputError, match="not a readable effbert checkpoint"):
-        read_checkpoint(path)
-
-
 def _train_records(folder: Path) -> list[dict]:
     """The logged records without the wall-clock fields."""
     clock = ("seconds", "tokens_per_s", "mfu")
@@ -132,10 +121,25 @@ class Killed(Exception):
     pass
 
 
+def _killed_after_first_checkpoint(folder: Path, shards: Path, monkeypatch) -> None:
+    """Pretrain `folder` until its first checkpoint is written, then die as a killed job would."""
+    import effbert.train.pretrain as stage
+
+    real_save = stage.save_checkpoint
+
+    def save_then_die(path, **content):
+        real_save(path, **content)
+        raise Killed(path)
+
+    with monkeypatch.context() as patched:
+        patched.setattr(stage, "save_checkpoint", save_then_die)
+        with pytest.raises(Killed):
+            pretrain(folder, shards, device="cpu", threads=1)
+
+
 def test_interrupted_run_resumes_bitwise(tmp_path, shards, monkeypatch):
     """Killed right after its step-15 checkpoint (mid log interval, mid epoch, with dropout and gradient
     accumulation), a rerun resumes and logs and ends exactly as the uninterrupted run."""
-    import effbert.train.pretrain as stage
 
     folders = []
     for run in ("whole", "killed"):
@@ -149,16 +153,7 @@ def test_interrupted_run_resumes_bitwise(tmp_path, shards, monkeypatch):
     whole, killed = folders
     pretrain(whole, shards, device="cpu", threads=1)
 
-    real_save = stage.save_checkpoint
-
-    def save_then_die(path, **content):
-        real_save(path, **content)
-        raise Killed(path)
-
-    monkeypatch.setattr(stage, "save_checkpoint", save_then_die)
-    with pytest.raises(Killed):
-        pretrain(killed, shards, device="cpu", threads=1)
-    monkeypatch.setattr(stage, "save_checkpoint", real_save)
+    _killed_after_first_checkpoint(killed, shards, monkeypatch)
     assert [p.name for p in list_checkpoints(killed)] == ["cp-0015.pt"]
     summary = pretrain(killed, shards, device="cpu", threads=1)
 
@@ -331,19 +326,9 @@ def test_a_second_writer_is_refused_and_a_dead_holders_lock_taken_over(tmp_path,
 
 
 def test_a_torn_last_log_line_is_dropped_and_the_run_resumes(tmp_path, shards, monkeypatch):
-    import effbert.train.pretrain as stage
 
     folder = model_folder(tmp_path, steps=6, log_every=1, eval_every=6, checkpoint_every=3)
-    real_save = stage.save_checkpoint
-
-    def save_then_die(path, **content):
-        real_save(path, **content)
-        raise Killed(path)
-
-    monkeypatch.setattr(stage, "save_checkpoint", save_then_die)
-    with pytest.raises(Killed):
-        pretrain(folder, shards, device="cpu", threads=1)
-    monkeypatch.setattr(stage, "save_checkpoint", real_save)
+    _killed_after_first_checkpoint(folder, shards, monkeypatch)
     log = folder / "pretrain.jsonl"
     log.write_text(log.read_text() + '{"step": 4, "split": "tr')  # killed mid-append
     assert pretrain(folder, shards, device="cpu", threads=1)["resumed_from"] == 3
