@@ -13,6 +13,7 @@ import torch
 from effbert.data.shards import build_shards
 from effbert.data.tokenizer import train_tokenizer
 from effbert.errors import InputError
+from effbert.locks import LOCK_FILE
 from effbert.train.checkpoints import find_checkpoint, list_checkpoints, read_checkpoint
 from effbert.train.loop import warmup_decay
 from effbert.train.pretrain import pretrain
@@ -170,7 +171,10 @@ def _edit(folder: Path, **pretraining) -> None:
 
 
 def _files(folder: Path) -> dict[str, bytes]:
-    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+    """Every file the run wrote, by path; not the writer lock's note of who held it last (rewritten, with its start
+    time, by every run that takes the lock)."""
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*"))
+            if p.is_file() and p.name != LOCK_FILE}
 
 
 def test_a_changed_setting_stops_naming_the_keys_and_the_ways_forward(tmp_path, shards):
