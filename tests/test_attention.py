@@ -7,7 +7,7 @@ import torch
 from effbert.attention import build_attention
 from effbert.attention.nystrom import iterative_pinv, segment_means_weights
 from effbert.config import parse_config
-from reference import lengths_mask, naive_softmax
+from reference import conv_skip, lengths_mask, naive_softmax, nystrom
 
 
 def model_cfg(**attention):
@@ -104,3 +104,39 @@ def test_nystrom_gradcheck_float64():
     attn = build_attention(model_cfg(type="nystrom", num_landmarks=3, pinv_iterations=4, conv_kernel=3)).double()
     mask = lengths_mask([9], 11)
     assert torch.autograd.gradcheck(lambda a, b, c: attn(a, b, c, mask), (q, k, v), eps=1e-6, atol=1e-5)
+
+
+@pytest.mark.parametrize("per_head", [False, True])
+@pytest.mark.parametrize("conv", [None, 5])
+def test_nystrom_fused_form_is_the_papers_explicit_formula(per_head, conv):
+    """Two fused attentions around A^+ equal F A^+ B V written out, in float64, with padding (one sequence
+    shorter than the landmarks), the conv skip and both initialisations; gradients included."""
+    q, k, v = (t.double().requires_grad_() for t in qkv(b=3, n=37, d=8, scale=1.0))
+    mask = lengths_mask([37, 20, 5], 37)
+    attn = build_attention(model_cfg(type="nystrom", num_landmarks=8, pinv_iterations=8, conv_kernel=conv,
+                                     pinv_init="per_head" if per_head else "original")).double()
+    expected = nystrom(q, k, v, mask, 8, 8, per_head)
+    if conv:
+        torch.nn.init.normal_(attn.conv.weight)
+        expected = expected + conv_skip(v, mask, attn.conv.weight.detach()[:, 0, :, 0])
+    got = attn(q, k, v, mask)
+    real = mask[:, None, :, None]
+    torch.testing.assert_close(got * real, expected * real, atol=1e-6, rtol=0)
+    upstream = torch.randn_like(got) * real  # padded queries' outputs are never used
+    grads = torch.autograd.grad(got, (q, k, v), upstream)
+    truth = torch.autograd.grad(expected, (q, k, v), upstream)
+    for g, t in zip(grads, truth, strict=True):
+        torch.testing.assert_close(g, t, atol=1e-6, rtol=0)
+
+
+@pytest.mark.parametrize("landmarks", [8, 7])  # equal segments (a reshape with its own backward), unequal ones
+def test_nystrom_without_a_mask_is_the_papers_formula(landmarks):
+    q, k, v = (t.double().requires_grad_() for t in qkv(b=2, n=40, d=8, scale=1.0))
+    attn = build_attention(model_cfg(type="nystrom", num_landmarks=landmarks, pinv_iterations=8)).double()
+    got = attn(q, k, v, None)
+    expected = nystrom(q, k, v, torch.ones(2, 40, dtype=torch.bool), landmarks, 8, False)
+    torch.testing.assert_close(got, expected, atol=1e-6, rtol=0)
+    upstream = torch.randn_like(got)
+    for g, t in zip(torch.autograd.grad(got, (q, k, v), upstream), torch.autograd.grad(expected, (q, k, v), upstream),
+                    strict=True):
+        torch.testing.assert_close(g, t, atol=1e-6, rtol=0)

@@ -64,6 +64,25 @@ def test_padding_never_changes_real_outputs(name):
 
 
 @pytest.mark.parametrize("name", MECHANISMS)
+def test_no_mask_is_the_all_real_mask(name):
+    """The encoder passes None for a batch without padding; every mechanism must read it as all real."""
+    attn = build_attention(model_cfg(name)).double().train()  # training mode: the sampling paths
+    g = torch.Generator().manual_seed(2)
+    for n in (7, 40):  # shorter and longer than the small settings' landmarks, buckets and windows
+        inputs = [torch.randn(2, 2, n, 16, generator=g, dtype=torch.float64, requires_grad=True) for _ in range(3)]
+        results = []
+        for mask in (None, torch.ones(2, n, dtype=torch.bool)):
+            torch.manual_seed(0)  # the same random draws (hashes, features) for both
+            if hasattr(attn, "calls"):
+                attn.calls = 0
+            out = call(attn, inputs, mask)
+            results.append((out, *torch.autograd.grad(out, inputs, torch.ones_like(out), allow_unused=True)))
+        for a, b in zip(*results, strict=True):
+            if a is not None or b is not None:
+                torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-6)  # Nystrom: other rounding, same math
+
+
+@pytest.mark.parametrize("name", MECHANISMS)
 def test_encoder_trains_on_every_mechanism(name):
     torch.manual_seed(0)
     model = PretrainingModel(model_cfg(name, num_layers=2), vocab_size=50)

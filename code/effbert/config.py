@@ -181,7 +181,11 @@ class PretrainConfig(_Section):
     schedule: Literal["linear", "cosine"] = Field("linear", description="decay after the warmup, to zero")
     grad_clip: float = Field(1.0, gt=0.0)
     precision: Literal["auto", "fp32", "bf16", "fp16"] = Field("auto", description="auto: bf16 on a GPU, fp32 on CPU")
-    attention_fp32: bool = Field(True, description="keep the attention mechanism in float32 under autocast")
+    attention_fp32: bool = Field(
+        False,
+        description="run every attention mechanism wholly in float32 under autocast (the seeds' behaviour); off: each "
+        "computes in the autocast dtype and upcasts only the parts that need float32 (see effbert.attention)",
+    )
     compile: bool = Field(False, description="torch.compile the model")
     tensorboard: bool = Field(True, description="also write TensorBoard events (when tensorboard is installed)")
     sop: bool = Field(True, description="sentence-order prediction head beside MLM")

@@ -15,5 +15,5 @@ class ConvSkip(nn.Conv2d):
     def __init__(self, num_heads: int, kernel: int):
         super().__init__(num_heads, num_heads, (kernel, 1), padding=(kernel // 2, 0), groups=num_heads, bias=False)
 
-    def forward(self, v: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:  # v: (B, H, N, D), mask: (B, N)
-        return super().forward(v * mask[:, None, :, None].to(v.dtype))
+    def forward(self, v: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:  # v: (B, H, N, D), mask: (B, N)
+        return super().forward(v if mask is None else v * mask[:, None, :, None].to(v.dtype))

@@ -27,9 +27,10 @@ class FnetMixing(nn.Module):
     def __init__(self, cfg: ModelConfig, shared: dict | None = None):
         super().__init__()
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
         dtype = x.dtype
         # torch's CPU FFT has no bfloat16 (nor float16) kernels: transform in float32 and cast back
         work = x if dtype in (torch.float32, torch.float64) else x.float()
-        work = work * mask[..., None].to(work.dtype)  # padded tokens contribute nothing
+        if mask is not None:
+            work = work * mask[..., None].to(work.dtype)  # padded tokens contribute nothing
         return torch.fft.fft2(work, dim=(-2, -1)).real.to(dtype)  # (B, N, hidden)

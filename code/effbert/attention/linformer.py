@@ -60,15 +60,16 @@ class LinformerAttention(nn.Module):
             if self.share != "kv":
                 self.proj_v = _projection(*shape)  # F
 
-    def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
         n = k.shape[-2]
         if n > self.max_seq_len:
             raise ValueError(f"Linformer projections have {self.max_seq_len} columns (max_seq_len); got {n} tokens")
         # softmax and the sums along the sequence lose too much in bfloat16: compute in at least float32
         dtype, wide = v.dtype, torch.promote_types(q.dtype, torch.float32)
-        padded = ~mask[:, None, :, None]  # (B, 1, N, 1)
-        k = k.to(wide).masked_fill(padded, 0.0)
-        v = v.to(wide).masked_fill(padded, 0.0)
+        k, v = k.to(wide), v.to(wide)
+        if mask is not None:
+            padded = ~mask[:, None, :, None]  # (B, 1, N, 1)
+            k, v = k.masked_fill(padded, 0.0), v.masked_fill(padded, 0.0)
         e = self.proj_k[..., :n].to(wide)  # (H, k, n) or (k, n): the first n columns
         f = e if self.proj_v is None else self.proj_v[..., :n].to(wide)
         k_proj, v_proj = e @ k, f @ v  # (B, H, k, D)

@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from effbert.attention.masks import full_mask
 from effbert.config import ModelConfig
 
 
@@ -38,8 +39,8 @@ class LocalAttention(nn.Module):
         self.window = cfg.attention.window
         self.dropout = cfg.attention_dropout
 
-    def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        dtype = v.dtype
+    def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+        dtype, mask = v.dtype, full_mask(q, mask)  # indexed below, so made explicit
         work = torch.float64 if dtype == torch.float64 else torch.float32  # bf16 in, float32 inside
         q, k, v = q.to(work), k.to(work), v.to(work)
         b, h, n, d = q.shape

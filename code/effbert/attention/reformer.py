@@ -29,6 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from effbert.attention.masks import full_mask
 from effbert.config import ModelConfig
 
 SELF_SCORE = -1e5  # a token's score for itself: loses to any real key, wins over padding
@@ -72,9 +73,9 @@ class ReformerAttention(nn.Module):
         buckets = torch.cat([rotated, -rotated], -1).argmax(-1)  # angular LSH (Sec. 2): h(x) = argmax([xR; -xR])
         return buckets.masked_fill(~mask[:, None, None, :], self.num_buckets)
 
-    def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
         del k  # shared-QK: the keys are the normalised queries
-        dtype = v.dtype
+        dtype, mask = v.dtype, full_mask(q, mask)  # sorted and chunked with the tokens below, so made explicit
         work = torch.float64 if dtype == torch.float64 else torch.float32  # bf16 in, float32 inside
         q, v = q.to(work), v.to(work)
         b, h, n, d = q.shape

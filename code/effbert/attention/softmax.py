@@ -14,9 +14,10 @@ class SoftmaxAttention(nn.Module):
         super().__init__()
         self.dropout = cfg.attention_dropout
 
-    def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        # padded keys get no weight; padded queries still attend to the real keys (their output is ignored)
-        keep = mask[:, None, None, :]  # (B, 1, 1, N)
+    def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+        # padded keys get no weight; padded queries still attend to the real keys (their output is ignored).
+        # No mask at all when nothing is padded: only then is the FlashAttention kernel eligible.
+        keep = None if mask is None else mask[:, None, None, :]  # (B, 1, 1, N)
         return F.scaled_dot_product_attention(
             q, k, v, attn_mask=keep, dropout_p=self.dropout if self.training else 0.0
         )

@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from effbert.config import ModelConfig
+from effbert.config import ModelConfig, PretrainConfig
 from effbert.data.instances import IGNORE
 from effbert.files import write_json
 from effbert.model.pretraining import PretrainingModel
@@ -76,9 +76,16 @@ def _peer_loss(model: nn.Module, batch: dict) -> tuple[dict, dict]:
 
 def bench_pretrain(*, tiny: bool = False, device: str | None = None, batch_size: int | None = None,
                    warmup: int = 5, steps: int = 20, mechanisms: tuple[str, ...] = ("softmax", "nystrom"),
-                   peer: bool = True, precision: str = "auto", attention_fp32: bool = False,
-                   compile: bool = False, vocab_size: int | None = None, out: str | Path | None = None) -> list[dict]:
-    """One row per model: tokens/s, MFU and the ratio of its tokens/s to the peer's (or to the first row's)."""
+                   peer: bool = True, precision: str | None = None, attention_fp32: bool | None = None,
+                   compile: bool | None = None, vocab_size: int | None = None,
+                   out: str | Path | None = None) -> list[dict]:
+    """One row per model: tokens/s, MFU and the ratio of its tokens/s to the peer's (or to the first row's).
+
+    precision, attention_fp32 and compile default to the pretraining section's defaults, read from the
+    config schema, so the benchmark measures what a run does unless told otherwise."""
+    precision = run_default("precision") if precision is None else precision
+    attention_fp32 = run_default("attention_fp32") if attention_fp32 is None else attention_fp32
+    compile = run_default("compile") if compile is None else compile
     dev = pick_device(device)
     shape = TINY if tiny else BASE
     vocab = vocab_size or (1000 if tiny else 30522)
@@ -122,6 +129,11 @@ def bench_pretrain(*, tiny: bool = False, device: str | None = None, batch_size:
     return rows
 
 
+def run_default(key: str):
+    """A pretraining setting's default, as a run without it in config.json gets it."""
+    return PretrainConfig.model_fields[key].default
+
+
 def _repeat(batch: dict):
     while True:
         yield batch
@@ -136,9 +148,12 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--steps", type=int, default=20, help="timed steps after the warmup")
     p.add_argument("--mechanisms", nargs="+", default=["softmax", "nystrom"])
     p.add_argument("--no-peer", action="store_true", help="skip transformers' BertForMaskedLM")
-    p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"])
-    p.add_argument("--attention-fp32", action="store_true", help="run our mechanisms in float32")
-    p.add_argument("--compile", action="store_true")
+    p.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16"],
+                   help=f"default: a run's ({run_default('precision')})")
+    p.add_argument("--attention-fp32", action=argparse.BooleanOptionalAction,
+                   help=f"run our mechanisms wholly in float32 (default: a run's, {run_default('attention_fp32')})")
+    p.add_argument("--compile", action=argparse.BooleanOptionalAction,
+                   help=f"torch.compile (default: a run's, {run_default('compile')})")
     p.add_argument("--out", help="write the rows as JSON here")
     a = p.parse_args(argv)
     rows = bench_pretrain(tiny=a.tiny, device=a.device, batch_size=a.batch_size, warmup=a.warmup, steps=a.steps,

@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from effbert.attention import build_attention
+from effbert.attention import build_attention, padding_mask
 from effbert.config import ModelConfig
 
 
@@ -51,7 +51,7 @@ class SelfAttention(nn.Module):
             self.value = nn.Linear(cfg.hidden_size, cfg.hidden_size)
             self.output = nn.Linear(cfg.hidden_size, cfg.hidden_size)
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
         if not self.projected:
             return self.mechanism(x, mask)
         b, n, width = x.shape
@@ -79,7 +79,7 @@ class Block(nn.Module):
     def _ffn(self, x: torch.Tensor) -> torch.Tensor:
         return self.ffn_out(F.gelu(self.ffn_in(x)))
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
         if self.pre_norm:
             x = x + self.dropout(self.attention(self.attention_norm(x), mask))
             return x + self.dropout(self._ffn(self.ffn_norm(x)))
@@ -104,7 +104,7 @@ class Encoder(nn.Module):
         attention_mask: torch.Tensor,
         token_type_ids: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        mask = attention_mask.bool()  # (B, N), True = real token
+        mask = padding_mask(attention_mask)  # (B, N), True = real token; None when nothing is padded
         x = self.embeddings(input_ids, token_type_ids)  # (B, N, H)
         for block in self.blocks:
             x = block(x, mask)

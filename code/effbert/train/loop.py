@@ -3,9 +3,10 @@
 Tasks differ only by what they pass in: a model, a loss function, a stream of batches and an
 evaluation callback. The loop owns everything else, read top to bottom in `fit`:
 
-- precision: autocast in bf16 or fp16 (fp16 with a GradScaler) on CUDA, fp32 on CPU by default;
-  `attention_fp32` runs every attention mechanism (each SelfAttention's `.mechanism`) in float32 with
-  autocast off, its inputs upcast, so the softmax / Nystrom pseudo-inverse never see bf16;
+- precision: autocast in bf16 or fp16 (fp16 with a GradScaler) on CUDA, fp32 on CPU by default. Each
+  attention mechanism computes in the autocast dtype and upcasts what needs float32 itself (the policy in
+  effbert.attention); `attention_fp32` (opt-in) runs every mechanism (each SelfAttention's `.mechanism`)
+  wholly in float32 with autocast off, its inputs upcast, as the seeds did;
 - optional torch.compile; AdamW (fused on CUDA) without decay on biases and norms; gradient clipping;
   linear warmup then linear or cosine decay to zero;
 - gradient accumulation: an item of `batches` is either one batch or a list of micro-batches that
@@ -250,7 +251,7 @@ def fit(
     grad_clip: float | None = 1.0,
     counts: CountFn | None = None,
     precision: str = "fp32",
-    attention_fp32: bool = True,
+    attention_fp32: bool = False,
     compile: bool = False,
     log_every: int = 50,
     eval_every: int | None = None,
