@@ -64,15 +64,12 @@ class LinformerAttention(nn.Module):
         n = k.shape[-2]
         if n > self.max_seq_len:
             raise ValueError(f"Linformer projections have {self.max_seq_len} columns (max_seq_len); got {n} tokens")
-        # softmax and the sums along the sequence lose too much in bfloat16: compute in at least float32
-        dtype, wide = v.dtype, torch.promote_types(q.dtype, torch.float32)
-        k, v = k.to(wide), v.to(wide)
         if mask is not None:
             padded = ~mask[:, None, :, None]  # (B, 1, N, 1)
             k, v = k.masked_fill(padded, 0.0), v.masked_fill(padded, 0.0)
-        e = self.proj_k[..., :n].to(wide)  # (H, k, n) or (k, n): the first n columns
-        f = e if self.proj_v is None else self.proj_v[..., :n].to(wide)
+        # the projections are matmuls (float32 accumulation in any dtype), so they run in the input dtype,
+        # and eq. (7) is softmax attention over k projected keys: one fused SDPA call
+        e = self.proj_k[..., :n].to(q.dtype)  # (H, k, n) or (k, n): the first n columns
+        f = e if self.proj_v is None else self.proj_v[..., :n].to(q.dtype)
         k_proj, v_proj = e @ k, f @ v  # (B, H, k, D)
-        scores = q.to(wide) @ k_proj.transpose(-1, -2) / math.sqrt(q.shape[-1])  # (B, H, N, k)
-        weights = F.dropout(torch.softmax(scores, -1), self.dropout, self.training)
-        return (weights @ v_proj).to(dtype)  # eq. (7)
+        return F.scaled_dot_product_attention(q, k_proj, v_proj, dropout_p=self.dropout if self.training else 0.0)

@@ -15,8 +15,6 @@ so appending padding never changes the outputs at real tokens.
 
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -33,6 +31,11 @@ def with_neighbours(x: torch.Tensor, fill: float | int | bool) -> torch.Tensor:
     return torch.cat([prev, x, nxt], dim=-2)
 
 
+def _fold(x: torch.Tensor) -> torch.Tensor:
+    """(B, H, C, ...) -> (B * C, H, ...): the chunks as batch rows, for one 4-d SDPA call."""
+    return x.transpose(1, 2).flatten(0, 1)
+
+
 class LocalAttention(nn.Module):
     def __init__(self, cfg: ModelConfig, shared: dict | None = None):
         super().__init__()
@@ -40,9 +43,7 @@ class LocalAttention(nn.Module):
         self.dropout = cfg.attention_dropout
 
     def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
-        dtype, mask = v.dtype, full_mask(q, mask)  # indexed below, so made explicit
-        work = torch.float64 if dtype == torch.float64 else torch.float32  # bf16 in, float32 inside
-        q, k, v = q.to(work), k.to(work), v.to(work)
+        mask = full_mask(q, mask)  # indexed below, so made explicit
         b, h, n, d = q.shape
         c = min(self.window, n)
         pad = -n % c  # whole chunks; the padded tokens are masked keys and cropped queries
@@ -58,11 +59,13 @@ class LocalAttention(nn.Module):
         k_pos = with_neighbours(pos[..., None], -1)[..., 0]  # (C, 3c); -1 marks keys beyond the ends
         k_real = with_neighbours(mask.view(b, 1, chunks, c, 1), False)[..., 0]  # (B, 1, C, 3c)
 
-        band = (pos[:, :, None] - k_pos[:, None, :]).abs() <= self.window  # (C, c, 3c)
-        keep = band & (k_pos >= 0)[:, None, :] & k_real[..., None, :]  # (B, 1, C, c, 3c)
-        scores = qc @ kc.transpose(-1, -2) / math.sqrt(d)  # (B, H, C, c, 3c)
-        # finite fill: a padded query may have no key at all; its (cropped-away) row stays finite
-        scores = scores.masked_fill(~keep, torch.finfo(work).min)
-        probs = F.dropout(torch.softmax(scores, -1), self.dropout, self.training)
-        out = (probs @ vc).view(b, h, n + pad, d)
-        return out[:, :, :n].to(dtype)
+        offset = pos[:, :, None] - k_pos[:, None, :]  # (C, c, 3c)
+        keep = (offset.abs() <= self.window) & (k_pos >= 0)[:, None, :] & k_real[..., None, :]  # (B, 1, C, c, 3c)
+        # a padded query may have no real key within the window: let it see itself, so that its (ignored)
+        # output stays finite; a real query already sees itself
+        keep = keep | (offset == 0)
+        # one fused softmax attention per chunk, in the input dtype: chunks go to the batch dimension
+        out = F.scaled_dot_product_attention(_fold(qc), _fold(kc), _fold(vc), attn_mask=_fold(keep),
+                                             dropout_p=self.dropout if self.training else 0.0)
+        out = out.unflatten(0, (b, chunks)).transpose(1, 2).reshape(b, h, n + pad, d)
+        return out[:, :, :n]
