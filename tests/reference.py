@@ -61,3 +61,17 @@ def conv_skip(v: torch.Tensor, mask: torch.Tensor, weight: torch.Tensor) -> torc
     vm = torch.nn.functional.pad(v * mask[:, None, :, None], (0, 0, r, r))
     n = v.shape[2]
     return sum(weight[None, :, t, None, None] * vm[:, :, t:t + n] for t in range(weight.shape[1]))
+
+
+def saved_bytes(fn, *args):
+    """Bytes autograd keeps for the backward of fn(*args), counted as it packs each saved tensor."""
+    total = 0
+
+    def pack(t):
+        nonlocal total
+        total += t.numel() * t.element_size()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        fn(*args)
+    return total

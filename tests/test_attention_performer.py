@@ -1,4 +1,5 @@
-"""Performer FAVOR+: unbiased positive features, orthogonal draws, convergence to softmax, padding, redrawing."""
+"""Performer FAVOR+: unbiased positive features, orthogonal draws, convergence to softmax, padding, redrawing,
+and the chunked form against the explicit n x n computation, with features recomputed in the backward."""
 
 import math
 
@@ -7,15 +8,32 @@ import torch
 
 from effbert.attention.performer import PerformerAttention, orthogonal_gaussian, softmax_kernel_exponent
 from effbert.config import parse_config
-from reference import lengths_mask, naive_softmax
+from reference import lengths_mask, naive_softmax, saved_bytes
 
 
-def performer(num_features=64, kernel="softmax", redraw_interval=None, head_dim=16, seed=0):
+def performer(num_features=64, kernel="softmax", redraw_interval=None, head_dim=16, seed=0, chunk=None):
     cfg = parse_config({"model": {"hidden_size": 2 * head_dim, "num_heads": 2,
                                   "attention": {"type": "performer", "num_features": num_features, "kernel": kernel,
                                                 "redraw_interval": redraw_interval}}}, "test").model
     torch.manual_seed(seed)  # the features are drawn from torch's global RNG
-    return PerformerAttention(cfg).double()
+    attn = PerformerAttention(cfg).double()
+    if chunk is not None:
+        attn.chunk = chunk
+    return attn
+
+
+def naive_performer(q, k, v, mask, w, kernel):
+    """D^-1 A V with A = phi(Q) phi(K)^T explicit (N x N), the paper's features without any stabiliser."""
+    if kernel == "relu":
+        phi_q, phi_k = (torch.relu(t @ w.T) + 1e-3 for t in (q, k))
+    else:
+        scale = q.shape[-1] ** -0.25
+        phi_q, phi_k = (torch.exp((t * scale) @ w.T - (t * scale).square().sum(-1, keepdim=True) / 2)
+                        / math.sqrt(w.shape[0]) for t in (q, k))
+    a = phi_q @ phi_k.transpose(-1, -2)
+    if mask is not None:
+        a = a * mask[:, None, None, :]
+    return a / a.sum(-1, keepdim=True) @ v
 
 
 def qkv(b=2, n=13, d=16, scale=0.5, seed=0, dtype=torch.float64):
@@ -64,9 +82,40 @@ def test_error_to_softmax_falls_as_features_grow():
 
 
 @pytest.mark.parametrize("kernel", ["softmax", "relu"])
+@pytest.mark.parametrize("chunk", [1, 4, 1024])
+def test_equals_the_quadratic_computation_with_padding(kernel, chunk):
+    attn = performer(kernel=kernel, chunk=chunk).eval()
+    q, k, v = qkv()
+    mask = lengths_mask([13, 5], 13)
+    ref = naive_performer(q, k, v, mask, attn.features, kernel)
+    torch.testing.assert_close(attn(q, k, v, mask), ref, atol=1e-12, rtol=1e-12)
+
+
+@pytest.mark.parametrize("kernel", ["softmax", "relu"])
+def test_no_mask_equals_an_all_real_mask(kernel):
+    attn = performer(kernel=kernel, chunk=4).eval()
+    q, k, v = qkv()
+    torch.testing.assert_close(attn(q, k, v, None), attn(q, k, v, torch.ones(2, 13, dtype=torch.bool)),
+                               atol=1e-15, rtol=1e-13)
+
+
+@pytest.mark.parametrize("far_first", [True, False])
+def test_keys_max_kept_across_chunks_in_float32(far_first):
+    # keys of norm ~40 have exponents near -200: exp underflows in float32 unless the shared max is
+    # subtracted, and the two halves' maxima differ, so each chunk's sums must be rescaled to the final max
+    attn = performer(chunk=8).eval()
+    q, k, v = qkv(b=1, n=16)
+    norms = torch.tensor([40.0] * 8 + [36.0] * 8, dtype=torch.float64)
+    k = k / k.norm(dim=-1, keepdim=True) * (norms if far_first else norms.flip(0))[:, None]
+    ref = naive_performer(q, k, v, None, attn.features, "softmax")
+    out = attn.float()(q.float(), k.float(), v.float(), None)
+    torch.testing.assert_close(out.double(), ref, atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("kernel", ["softmax", "relu"])
 def test_padding_never_changes_real_outputs(kernel):
     # padded keys must leave the normaliser too (zeroing only their values would not pass this)
-    attn = performer(kernel=kernel).eval()
+    attn = performer(kernel=kernel, chunk=8).eval()
     q, k, v = qkv(b=1, n=17)
     alone = attn(q, k, v, torch.ones(1, 17, dtype=torch.bool))
     junk = qkv(b=1, n=9, seed=5, scale=5.0)
@@ -80,7 +129,7 @@ def test_output_is_a_positive_weighted_average_of_real_values():
     q, k, _ = qkv(n=20, scale=2.0)
     mask = lengths_mask([20, 9], 20)
     for kernel in ("softmax", "relu"):
-        out = performer(kernel=kernel).eval()(q, k, torch.ones(2, 2, 20, 3, dtype=torch.float64), mask)
+        out = performer(kernel=kernel, chunk=8).eval()(q, k, torch.ones(2, 2, 20, 3, dtype=torch.float64), mask)
         torch.testing.assert_close(out, torch.ones_like(out), atol=1e-10, rtol=1e-10)
 
 
@@ -104,16 +153,34 @@ def test_features_redraw_every_interval_in_training_only():
     assert not torch.equal(performer(seed=3).features, performer(seed=4).features)
 
 
-def test_bfloat16_in_bfloat16_out():
-    attn = performer().to(torch.bfloat16)
-    q, k, v = qkv(n=40, dtype=torch.bfloat16)
-    out = attn(q, k, v, lengths_mask([40, 3], 40))
-    assert out.dtype == torch.bfloat16 and torch.isfinite(out.float()).all()
+@pytest.mark.parametrize("kernel", ["softmax", "relu"])
+def test_bfloat16_in_bfloat16_out_close_to_float64(kernel):
+    attn = performer(kernel=kernel, chunk=16).eval().to(torch.bfloat16)
+    q, k, v = qkv(n=40)
+    mask = lengths_mask([40, 3], 40)
+    out = attn(*(t.bfloat16() for t in (q, k, v)), mask)
+    assert out.dtype == torch.bfloat16
+    ref = naive_performer(q, k, v, mask, attn.features.double(), kernel)  # the same bf16-rounded draw
+    torch.testing.assert_close(out.double(), ref, atol=0.05, rtol=0.05)
 
 
 @pytest.mark.parametrize("kernel", ["softmax", "relu"])
-def test_gradcheck_float64(kernel):
-    attn = performer(num_features=8, kernel=kernel, head_dim=4).eval()  # fixed features
-    q, k, v = (t.requires_grad_() for t in qkv(b=1, n=7, d=4))
-    mask = lengths_mask([5], 7)
+@pytest.mark.parametrize("lengths", [None, [7, 5], [3, 0]], ids=["no-mask", "padding", "all-padding-row"])
+def test_gradcheck_float64_over_several_chunks(kernel, lengths):
+    attn = performer(num_features=8, kernel=kernel, head_dim=4, chunk=3).eval()  # fixed features
+    q, k, v = (t.requires_grad_() for t in qkv(b=2, n=7, d=4))
+    mask = None if lengths is None else lengths_mask(lengths, 7)
     assert torch.autograd.gradcheck(lambda a, b, c: attn(a, b, c, mask), (q, k, v))
+
+
+@pytest.mark.parametrize("kernel", ["softmax", "relu"])
+def test_backward_keeps_inputs_and_output_not_features(kernel):
+    # autograd would keep several (n x M) feature tensors; the chunked form recomputes them, so it keeps
+    # q, k, v, the output, one normaliser per query, the M x (d + 1) context, the keys' max and the mask
+    b, h, n, d, m = 2, 2, 512, 8, 256
+    attn = performer(num_features=m, kernel=kernel, head_dim=d, chunk=64).eval()
+    q, k, v = (t.requires_grad_() for t in qkv(b=b, n=n, d=d))
+    mask = lengths_mask([n, 100], n)
+    kept = saved_bytes(attn, q, k, v, mask)
+    assert 0 < kept <= b * h * (4 * n * d + n + m * (d + 1) + 1) * q.element_size() + mask.numel()
+    assert kept < b * h * n * m * q.element_size()  # less than one feature tensor

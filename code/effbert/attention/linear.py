@@ -1,4 +1,5 @@
-"""Linear attention (Katharopoulos et al., "Transformers are RNNs", ICML 2020).
+"""Linear attention (Katharopoulos et al., "Transformers are RNNs", ICML 2020), and the chunked kernel
+attention it shares with the Performer.
 
 softmax's similarity exp(q.k) is replaced by a kernel phi(q).phi(k) with a positive feature map, and
 associativity turns O(n^2) into O(n):
@@ -8,6 +9,28 @@ There is no 1/sqrt(d) scaling (the paper and its fast-transformers code apply no
 features, so they enter neither the numerator nor the normaliser (fast-transformers masks the key
 features the same way). Note: the Nystromformer seeds' LRA "linear" baseline drops the normaliser
 altogether; this is the paper's normalised form.
+
+Chunked form (`kernel_attention`). With F = phi(Q), P = phi(K) (N x M, padded rows of P zero):
+    C = P^T V (M x D),  z = P^T 1 (M),  num = F C,  den = F z,  out = num / den.
+The forward walks the keys in chunks to accumulate C and z, then the queries in chunks to produce out,
+so only chunk x M features exist at a time. Autograd would keep F and P (O(N M) each); the backward
+here recomputes them chunk by chunk from q and k and keeps only q, k, v, out, den, C, z (O(N D + M D)).
+Given G = dL/dout, with g_i = G_i . out_i:
+    dF_i = (G_i C^T - g_i z^T) / den_i            (through num and through den)
+    dC   = sum_i F_i^T G_i / den_i,   dz = -sum_i F_i g_i / den_i         (a pass over query chunks)
+    dP_j = dC v_j + dz,   dV_j = dC^T P_j  (P_j = 0 for padded keys)        (a pass over key chunks)
+and dq, dk follow through the feature map (`FeatureMap.query_vjp` / `key_vjp`).
+
+A feature map in the log domain returns exponents e instead of features: phi = exp(e - c) with c a
+detached stabiliser, per query (its max over the features) or per (batch, head) for the keys (the max
+over real keys and features, kept online: each key chunk that raises it rescales C and z by
+exp(c_old - c_new)). Both constants cancel between num and den, so they carry no gradient: dE = dP * P.
+
+Precision: under bf16 inputs (autocast) every chunk is upcast, so features, exponents and their max, the
+sums over the sequence (C, z), the matmuls that form them and the division run in float32 (float64 stays
+float64); autocast is switched off inside so that it cannot downcast them again. The upcast copies are
+chunk-sized, so this costs memory per chunk, not per sequence; the output and gradients come back in the
+inputs' dtypes. A mask of None skips every masking step and gives the same result as an all-True mask.
 """
 
 from __future__ import annotations
@@ -15,30 +38,157 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.autograd.function import once_differentiable
 
 from effbert.config import ModelConfig
 
+CHUNK = 1024  # tokens per chunk: chunk x M features at a time instead of N x M
 
-def kernel_attention(q_features: torch.Tensor, k_features: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+
+class FeatureMap:
+    """Maps (chunks of) queries and keys (B, H, c, d) to features (B, H, c, M), and back-propagates.
+
+    `log_domain`: queries()/keys() return exponents, which kernel_attention stabilises and exponentiates.
+    The vjps get the chunk x, its features phi (after that exponentiation) and dL/d(map output); they
+    return dL/dx. queries()/keys() return a new tensor each call, and the vjps may overwrite `grad`: both
+    are kernel_attention's own temporaries, reused in place to spare chunk x M allocations.
+    """
+
+    log_domain = False
+
+    def queries(self, x: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def keys(self, x: torch.Tensor) -> torch.Tensor:
+        return self.queries(x)
+
+    def query_vjp(self, x: torch.Tensor, phi: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def key_vjp(self, x: torch.Tensor, phi: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
+        return self.query_vjp(x, phi, grad)
+
+
+class EluFeatures(FeatureMap):
+    """phi(x) = elu(x) + 1, eq. (7): x + 1 above zero, exp(x) below, so phi'(x) = 1 or phi(x)."""
+
+    def queries(self, x: torch.Tensor) -> torch.Tensor:
+        return F.elu(x).add_(1)
+
+    def query_vjp(self, x: torch.Tensor, phi: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
+        return grad.mul_(phi.clamp(max=1))  # phi > 1 exactly where x > 0
+
+
+def _query_features(fmap: FeatureMap, q: torch.Tensor) -> torch.Tensor:
+    f = fmap.queries(q)
+    if fmap.log_domain:  # per-query stabiliser: cancels in num / den
+        f = f.sub_(f.amax(-1, keepdim=True)).exp_()
+    return f
+
+
+def _key_exponents(fmap: FeatureMap, k: torch.Tensor, key_ok: torch.Tensor | None) -> torch.Tensor:
+    """The map's output for one key chunk, padded keys set to exp's -inf or to the features' 0."""
+    f = fmap.keys(k)
+    if key_ok is None:
+        return f
+    return f.masked_fill_(~key_ok, -torch.inf if fmap.log_domain else 0.0)
+
+
+def _with_ones(x: torch.Tensor) -> torch.Tensor:
+    """[x, 1]: one matmul with phi then gives the numerator and the normaliser together."""
+    return torch.cat([x, x.new_ones(*x.shape[:-1], 1)], -1)
+
+
+class _KernelAttention(torch.autograd.Function):
+    """The chunked forward and recomputing backward of the module docstring. The context is kept as
+    [C, z] (M x (D + 1)), so that phi [C, z] = [num, den] and dF = [dnum, dden] [C, z]^T are one matmul each."""
+
+    @staticmethod
+    def forward(ctx, q, k, v, mask, fmap, chunk):
+        wide = torch.promote_types(q.dtype, torch.float32)
+        b, h, n, d_v = v.shape
+        with torch.autocast(q.device.type, enabled=False):  # our dtypes are chosen; autocast would undo them
+            context = shift = None
+            if fmap.log_domain:  # a finite start: exp(start - c) is 0, or 1 while no key was real (C = 0)
+                shift = torch.full((b, h, 1, 1), torch.finfo(wide).min, dtype=wide, device=q.device)
+            for start in range(0, n, chunk):  # keys: accumulate [C, z]
+                part = slice(start, start + chunk)
+                key_ok = None if mask is None else mask[:, None, part, None]
+                p = _key_exponents(fmap, k[:, :, part].to(wide), key_ok)
+                if fmap.log_domain:  # online max: a chunk that raises it rescales what was summed so far
+                    new_shift = torch.maximum(shift, p.amax((-2, -1), keepdim=True))
+                    if context is not None:
+                        context.mul_(torch.exp(shift - new_shift))
+                    shift = new_shift
+                    p = p.sub_(shift).exp_()  # padded keys: exp(-inf) = 0
+                chunk_context = p.transpose(-1, -2) @ _with_ones(v[:, :, part].to(wide))  # (B, H, M, D + 1)
+                context = chunk_context if context is None else context.add_(chunk_context)
+            out = torch.empty(b, h, n, d_v, dtype=wide, device=q.device)
+            den = torch.empty(b, h, n, 1, dtype=wide, device=q.device)
+            for start in range(0, n, chunk):  # queries: [num, den] = phi [C, z]
+                part = slice(start, start + chunk)
+                num_den = _query_features(fmap, q[:, :, part].to(wide)) @ context
+                den[:, :, part] = num_den[..., -1:]
+                # a row with no real key at all (an all-padding sequence) gets 0 rather than 0/0
+                torch.div(num_den[..., :-1], num_den[..., -1:].clamp(min=torch.finfo(wide).tiny), out=out[:, :, part])
+        ctx.save_for_backward(q, k, v, mask, out, den, context, shift)
+        ctx.fmap, ctx.chunk = fmap, chunk
+        return out.to(v.dtype)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_out):
+        q, k, v, mask, out, den, context, shift = ctx.saved_tensors
+        fmap, chunk, wide, n = ctx.fmap, ctx.chunk, out.dtype, q.shape[2]
+        grad_q, grad_k, grad_v = torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
+        with torch.autocast(q.device.type, enabled=False):
+            grad_context = torch.zeros_like(context)  # [dC, dz]
+            for start in range(0, n, chunk):  # queries: dF = [dnum, dden] [C, z]^T, and the sums [dC, dz]
+                part = slice(start, start + chunk)
+                q_c = q[:, :, part].to(wide)
+                phi = _query_features(fmap, q_c)
+                den_c = den[:, :, part]
+                # where den = 0 (no real key) out was clamped to 0: no gradient flows
+                inv_den = torch.where(den_c > 0, 1 / den_c, torch.zeros_like(den_c))
+                grad_num = grad_out[:, :, part].to(wide) * inv_den  # (B, H, c, D)
+                grad_den = -(grad_num * out[:, :, part]).sum(-1, keepdim=True)  # (B, H, c, 1)
+                grad_num_den = torch.cat([grad_num, grad_den], -1)
+                grad_context += phi.transpose(-1, -2) @ grad_num_den
+                grad_f = grad_num_den @ context.transpose(-1, -2)
+                if fmap.log_domain:  # through exp; the stabiliser is a detached constant
+                    grad_f.mul_(phi)
+                grad_q[:, :, part] = fmap.query_vjp(q_c, phi, grad_f)
+            for start in range(0, n, chunk):  # keys: dP = [v, 1] [dC, dz]^T, dV = P dC
+                part = slice(start, start + chunk)
+                key_ok = None if mask is None else mask[:, None, part, None]
+                k_c = k[:, :, part].to(wide)
+                phi = _key_exponents(fmap, k_c, key_ok)
+                if fmap.log_domain:
+                    phi = phi.sub_(shift).exp_()
+                grad_v[:, :, part] = phi @ grad_context[..., :-1]
+                grad_f = _with_ones(v[:, :, part].to(wide)) @ grad_context.transpose(-1, -2)
+                if fmap.log_domain:
+                    grad_f.mul_(phi)  # padded keys: phi = 0
+                elif key_ok is not None:
+                    grad_f.masked_fill_(~key_ok, 0.0)
+                grad_k[:, :, part] = fmap.key_vjp(k_c, phi, grad_f)
+        return grad_q, grad_k, grad_v, None, None, None
+
+
+def kernel_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None,
+                     fmap: FeatureMap, chunk: int = CHUNK) -> torch.Tensor:
     """phi(Q) (phi(K)^T V) row-normalised by phi(Q) (phi(K)^T 1): eq. (6), also the Performer's D^-1 A V.
 
-    q_features (B, H, N, M), k_features (B, H, N, M) non-negative with padded keys already zero, v (B, H, N, D).
+    q, k (B, H, N, d), v (B, H, N, D), mask (B, N) bool (True = real key) or None; returns (B, H, N, D) in
+    v's dtype. Features are computed `chunk` tokens at a time and recomputed in the backward.
     """
-    context = k_features.transpose(-1, -2) @ v  # (B, H, M, D): sum_j phi(k_j) v_j^T
-    normaliser = k_features.sum(-2).unsqueeze(-1)  # (B, H, M, 1): sum_j phi(k_j)
-    numerator = q_features @ context  # (B, H, N, D)
-    denominator = q_features @ normaliser  # (B, H, N, 1)
-    # a row with no real key at all (an all-padding sequence) gets 0 rather than 0/0
-    return numerator / denominator.clamp(min=torch.finfo(denominator.dtype).tiny)
+    return _KernelAttention.apply(q, k, v, mask, fmap, chunk)
 
 
 class LinearAttention(nn.Module):
     def __init__(self, cfg: ModelConfig, shared: dict | None = None):
         super().__init__()
+        self.chunk = CHUNK
 
-    def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        # the sums over the sequence lose too much in bfloat16: compute in at least float32
-        wide = torch.promote_types(q.dtype, torch.float32)
-        q_features = F.elu(q.to(wide)) + 1  # eq. (7)
-        k_features = (F.elu(k.to(wide)) + 1).masked_fill(~mask[:, None, :, None], 0.0)
-        return kernel_attention(q_features, k_features, v.to(wide)).to(v.dtype)
+    def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+        return kernel_attention(q, k, v, mask, EluFeatures(), self.chunk)

@@ -14,7 +14,11 @@ Numerical stabiliser (the paper's code subtracts a max before exp): a query's fe
 their own max, the keys' by one max over the sequence's real keys and all features. Both constants
 cancel between numerator and normaliser, so they are exact (and detached). Unlike the paper's code we
 take the max of the whole exponent (w.x - |x|^2/2), so the largest exponent is exactly 0, and we add no
-epsilon to the softmax features (it would bias the estimate).
+epsilon to the softmax features (it would bias the estimate). For the same reason a query's -|q'|^2/2 and
+the 1/sqrt(M) of both sides are left out: they scale a row of phi(Q') phi(K')^T, or all of it, by a constant.
+
+The computation is linear.kernel_attention: chunked over the sequence, features recomputed in the
+backward instead of stored, the keys' max kept online; exponents, sums and division in float32 at least.
 
 Padding: padded keys get zero features, so they enter neither the numerator nor the normaliser; the keys'
 max is over real keys only. (performer-pytorch zeroes the padded keys' inputs, but a zero key still has
@@ -31,12 +35,10 @@ saved in checkpoints; the call count is not, so a resumed run restarts its redra
 
 from __future__ import annotations
 
-import math
-
 import torch
 from torch import nn
 
-from effbert.attention.linear import kernel_attention
+from effbert.attention.linear import CHUNK, FeatureMap, kernel_attention
 from effbert.config import ModelConfig
 
 RELU_EPSILON = 1e-3
@@ -60,6 +62,45 @@ def softmax_kernel_exponent(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
     return x @ w.T - x.square().sum(-1, keepdim=True) / 2
 
 
+class SoftmaxFeatures(FeatureMap):
+    """Exponents of the positive features for Q' = s Q, K' = s K (s = d^-1/4), in the log domain.
+
+    Keys: e = s k W^T - s^2 |k|^2 / 2 (Lemma 1), de/dk = s W - s^2 k. Queries: the per-query terms
+    -|q'|^2/2 and 1/sqrt(M) multiply phi(q_i) by a constant that cancels in D^-1 (as the query's max does),
+    so the query exponent is just s q W^T.
+    """
+
+    log_domain = True
+
+    def __init__(self, w: torch.Tensor, scale: float):
+        self.w, self.scale = w, scale
+
+    def queries(self, x: torch.Tensor) -> torch.Tensor:
+        return (x * self.scale) @ self.w.T
+
+    def keys(self, x: torch.Tensor) -> torch.Tensor:
+        return softmax_kernel_exponent(x * self.scale, self.w)
+
+    def query_vjp(self, x: torch.Tensor, phi: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
+        return (grad @ self.w).mul_(self.scale)
+
+    def key_vjp(self, x: torch.Tensor, phi: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
+        return (grad @ self.w).mul_(self.scale).sub_(x * (self.scale ** 2 * grad.sum(-1, keepdim=True)))
+
+
+class ReluFeatures(FeatureMap):
+    """Generalized attention: phi(x) = relu(W x) + eps, so dphi/dx = W where W x > 0 (there phi > eps)."""
+
+    def __init__(self, w: torch.Tensor):
+        self.w = w
+
+    def queries(self, x: torch.Tensor) -> torch.Tensor:
+        return (x @ self.w.T).relu_().add_(RELU_EPSILON)
+
+    def query_vjp(self, x: torch.Tensor, phi: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
+        return grad.masked_fill_(phi <= RELU_EPSILON, 0.0) @ self.w
+
+
 class PerformerAttention(nn.Module):
     def __init__(self, cfg: ModelConfig, shared: dict | None = None):
         super().__init__()
@@ -68,6 +109,7 @@ class PerformerAttention(nn.Module):
         self.kernel = opts.kernel
         self.redraw_interval = opts.redraw_interval
         self.head_dim = cfg.head_dim
+        self.chunk = CHUNK
         self.calls = 0  # training forward calls since construction
         self.register_buffer("features", orthogonal_gaussian(self.num_features, self.head_dim))  # W: (M, d)
 
@@ -76,25 +118,16 @@ class PerformerAttention(nn.Module):
         fresh = orthogonal_gaussian(self.num_features, self.head_dim)
         self.features.copy_(fresh.to(self.features))
 
-    def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
         if self.training and self.redraw_interval is not None:
             if self.calls > 0 and self.calls % self.redraw_interval == 0:
                 self.redraw()
             self.calls += 1
-        # exp and the sums over the sequence need float32 at least; bfloat16 is cast back at the end
-        wide = torch.promote_types(q.dtype, torch.float32)
-        q, k, w = q.to(wide), k.to(wide), self.features.to(wide)
-        key_ok = mask[:, None, :, None]  # (B, 1, N, 1)
+        # the exponents, the sums over the sequence and exp need float32 at least (kernel_attention upcasts
+        # each chunk); W is a fixed buffer, so it gets no gradient
+        w = self.features.detach().to(torch.promote_types(q.dtype, torch.float32))
         if self.kernel == "relu":
-            q_features = torch.relu(q @ w.T) + RELU_EPSILON
-            k_features = (torch.relu(k @ w.T) + RELU_EPSILON).masked_fill(~key_ok, 0.0)
+            fmap = ReluFeatures(w)
         else:
-            scale = self.head_dim ** -0.25
-            q_exp = softmax_kernel_exponent(q * scale, w)  # (B, H, N, M)
-            k_exp = softmax_kernel_exponent(k * scale, w).masked_fill(~key_ok, -math.inf)
-            q_shift = q_exp.amax(-1, keepdim=True).detach()  # per query: cancels in D^-1
-            k_shift = k_exp.amax((-2, -1), keepdim=True).detach()  # per (batch, head): cancels in D^-1
-            k_shift = k_shift.masked_fill(k_shift == -math.inf, 0.0)  # a sequence of padding only
-            q_features = torch.exp(q_exp - q_shift) / math.sqrt(self.num_features)
-            k_features = torch.exp(k_exp - k_shift) / math.sqrt(self.num_features)  # padded keys: exp(-inf) = 0
-        return kernel_attention(q_features, k_features, v.to(wide)).to(v.dtype)
+            fmap = SoftmaxFeatures(w, self.head_dim ** -0.25)
+        return kernel_attention(q, k, v, mask, fmap, self.chunk)
