@@ -1,11 +1,20 @@
-"""The attention benchmark's table and figure on a tiny CPU run (no assertions about speed)."""
+"""The benchmarks' tables and figures on tiny CPU runs (no assertions about speed)."""
 
 from __future__ import annotations
 
+import importlib.util
+import json
+import math
+from pathlib import Path
+
+import numpy as np
 import pandas as pd
 import pytest
+import torch
 
 from effbert.bench.attention import COLUMNS, bench_attention
+from effbert.cli import main
+from effbert.data.instances import IGNORE
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -54,3 +63,132 @@ def test_a_failing_mechanism_gets_an_error_row_and_the_run_goes_on(tmp_path) -> 
     assert "num_landmarks" in rows.loc["nystrom", "error"] and pd.isna(rows.loc["nystrom", "ms"])
     assert rows.loc["softmax", "error"] == "" and rows.loc["softmax", "ms"] > 0
     assert not (tmp_path / "e.png").exists()
+
+
+def test_peers_are_whole_layers() -> None:
+    with pytest.raises(ValueError, match="layer"):
+        bench_attention(None, None, device="cpu", lengths=[64], mechanisms=["hf-nystromformer"])
+
+
+def test_the_nystromformer_peer_does_the_work_of_our_layer() -> None:
+    pytest.importorskip("transformers")
+    from effbert.bench.attention import _build
+
+    options = {"num_landmarks": 16, "conv_kernel": 33}
+    ours, _ = _build("nystrom", options, 4, 64, 256, 256, layer=True)
+    peer, resolved = _build("hf-nystromformer", options, 4, 64, 256, 256)
+    assert resolved == {"num_landmarks": 16, "segment_means_seq_len": 256, "conv_kernel_size": 33}
+    # the same projections (q, k, v, output: 4 x (256^2 + 256)) and the same depthwise convolution (4 heads x 33)
+    assert sum(p.numel() for p in peer.parameters()) == sum(p.numel() for p in ours.parameters()) == 4 * 257 * 256 + 132
+    x = torch.randn(2, 256, 256)
+    assert peer(x, None).shape == ours(x, None).shape == x.shape
+
+
+# ---- `effbert bench gpu --tiny`: the GPU command's whole code path on the CPU ----
+
+@pytest.fixture(scope="module")
+def gpu_tiny(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("gpu")
+    assert main(["bench", "gpu", "--tiny", "--out", str(out), "--threads", "1"]) == 0
+    return out
+
+
+def test_bench_gpu_tiny_writes_its_four_files(gpu_tiny: Path) -> None:
+    assert sorted(p.name for p in gpu_tiny.iterdir()) == ["attention.json", "attention.md", "pretrain.json",
+                                                          "pretrain.md"]  # and no temporary left behind
+
+
+def test_bench_gpu_attention_rows(gpu_tiny: Path) -> None:
+    table = pd.DataFrame(json.loads((gpu_tiny / "attention.json").read_text())["rows"])
+    assert list(table.columns) == COLUMNS
+    names = {unit: set(rows["mechanism"]) for unit, rows in table.groupby("unit")}
+    assert names == {"mechanism": {"softmax", "nystrom", "naive-softmax"},
+                     "layer": {"softmax", "nystrom", "naive-softmax", "hf-nystromformer", "hf-yoso"}}
+    assert table.groupby(["unit", "mechanism"])["n"].apply(sorted).tolist() == [[128, 256]] * 8
+    ok = table[table["error"] == ""]
+    assert np.isfinite(ok["ms"]).all() and (ok["ms"] > 0).all() and (ok["peak_mb"] >= 0).all()
+    # the ratios are each time over the SDPA time of the same table and length
+    sdpa = table[table["mechanism"] == "softmax"].set_index(["unit", "n"])["ms"]
+    expected = ok["ms"].to_numpy() / sdpa.loc[list(zip(ok["unit"], ok["n"], strict=True))].to_numpy()
+    assert ok["time_vs_sdpa"].to_numpy() == pytest.approx(expected, rel=1e-9)
+    rows = table.set_index(["unit", "mechanism", "n"])
+    assert rows.loc[("layer", "naive-softmax", 256), "error"].startswith("skipped")  # its length limit
+    assert np.isnan(rows.loc[("layer", "naive-softmax", 256), "ms"])
+    for n in (128, 256):
+        assert rows.loc[("layer", "softmax", n), "error"] == rows.loc[("mechanism", "nystrom", n), "error"] == ""
+        if importlib.util.find_spec("transformers"):  # transformers' Nystromformer runs on the CPU; its LSH YOSO
+            assert rows.loc[("layer", "hf-nystromformer", n), "error"] == ""  # needs its CUDA kernels
+            assert "CUDA kernels" in rows.loc[("layer", "hf-yoso", n), "error"]  # n=256: skipped, naming it
+        else:
+            assert "transformers" in rows.loc[("layer", "hf-nystromformer", n), "error"]
+
+
+def test_bench_gpu_attention_markdown(gpu_tiny: Path) -> None:
+    text = (gpu_tiny / "attention.md").read_text()
+    assert "| mechanism | 128 | 256 | time / SDPA at 256 | memory / SDPA at 256 |" in text
+    assert text.count("| softmax (SDPA) |") == 2  # one table per unit
+    line = next(x for x in text.splitlines() if x.startswith("| hf-yoso |"))
+    assert "- (" in line  # an error cell
+
+
+def test_bench_gpu_pretrain_rows(gpu_tiny: Path) -> None:
+    from effbert.config import PretrainConfig
+
+    result = json.loads((gpu_tiny / "pretrain.json").read_text())
+    # the pretraining section's defaults, as a real run gets them
+    for key in ("precision", "attention_fp32", "compile"):
+        assert result["settings"]["pretrain"][key] == PretrainConfig.model_fields[key].default
+    throughput = {r["model"]: r for r in result["throughput"]}
+    assert set(throughput) == {"softmax", "nystrom", "hf-bert-sdpa"}
+    peer = throughput["hf-bert-sdpa"]["tokens_per_s"]
+    for r in throughput.values():
+        assert math.isfinite(r["tokens_per_s"]) and r["tokens_per_s"] > 0
+        assert r["vs_hf-bert-sdpa"] == pytest.approx(r["tokens_per_s"] / peer)
+    precision = {r["mechanism"]: r for r in result["precision"]}
+    assert set(precision) == {"softmax", "nystrom"}
+    for r in precision.values():
+        assert r["error"] == ""
+        assert 0 < r["fp32_loss"] < 10 and 0 < r["bf16_loss"] < 10  # an MLM loss near log(100) = 4.6
+        assert r["relative_difference"] == pytest.approx(abs(r["bf16_loss"] - r["fp32_loss"]) / r["fp32_loss"])
+    text = (gpu_tiny / "pretrain.md").read_text()
+    assert "| model | tokens/s | MFU | vs hf-bert-sdpa |" in text and "| fp32 loss | bf16 loss |" in text
+    assert "| nystrom |" in text.split("# bf16 against fp32")[1]
+
+
+def test_motif_batches_are_the_same_for_a_seed_and_hide_what_they_ask() -> None:
+    from effbert.bench.gpu import MASK_ID, motif_batches
+
+    a, b = (next(motif_batches(4, 32, 100, torch.device("cpu"), seed=3)) for _ in range(2))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    asked = a["mlm_labels"] != IGNORE
+    assert asked.any() and (a["input_ids"][asked] == MASK_ID).all() and (a["mlm_labels"][asked] > MASK_ID).all()
+    # every label is visible 8 positions away (the motif repeats), unless that copy is masked too
+    ids = torch.where(asked, a["mlm_labels"], a["input_ids"])
+    assert torch.equal(ids[:, 8:], ids[:, :-8])
+
+
+def test_bench_gpu_refuses_without_a_gpu(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys) -> None:
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.delenv("EFFBERT_DEVICE", raising=False)
+    assert main(["bench", "gpu", "--out", str(tmp_path / "gpu")]) != 0
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "GPU" in err and "--tiny" in err
+    assert not (tmp_path / "gpu").exists()
+
+
+def test_every_token_real_means_mask_none(monkeypatch: pytest.MonkeyPatch) -> None:
+    # the encoder gives a batch without padding mask None (so softmax may take the flash kernels): so must the bench
+    from effbert.bench import attention
+
+    seen = []
+
+    class Spy(torch.nn.Module):
+        def forward(self, q, k, v, mask):
+            seen.append(mask)
+            return v * 1.0
+
+    monkeypatch.setattr(attention, "_build", lambda *args, **kwargs: (Spy(), {}))
+    spec = {"device": "cpu", "dtype": "float32", "mechanism": "softmax", "options": {}, "n": 16, "batch": 1,
+            "heads": 2, "head_dim": 8, "max_len": 16, "repeats": 1, "warmup": 1, "seed": 0, "part": "time"}
+    assert attention.measure(spec)["ms"] > 0
+    assert len(seen) == 3 and all(mask is None for mask in seen)  # the shape call, the warm-up, the timed call

@@ -97,12 +97,27 @@ def _report(a: argparse.Namespace) -> None:
 
 
 def _bench(a: argparse.Namespace) -> None:
-    from effbert.bench.attention import bench_attention
+    import json
+
     from effbert.train.device import set_threads
 
     set_threads(a.threads)
-    table = bench_attention(a.out, a.plot, device=a.device, lengths=a.lengths, mechanisms=a.mechanisms,
-                            dtype=a.dtype, repeats=a.repeats)
+    if a.what == "gpu":
+        from effbert.bench.gpu import bench_gpu
+
+        bench_gpu(a.out, tiny=a.tiny, device=a.device)
+        return
+    from effbert.bench.attention import bench_attention
+
+    try:
+        options = json.loads(a.options) if a.options else None
+    except json.JSONDecodeError as e:
+        raise InputError(f"--options: not JSON ({e.msg})") from None
+    try:
+        table = bench_attention(a.out, a.plot, device=a.device, lengths=a.lengths, mechanisms=a.mechanisms,
+                                options=options, layer=a.layer, dtype=a.dtype, repeats=a.repeats)
+    except ValueError as e:  # the settings, checked before anything runs (a failing measurement is a row)
+        raise InputError(str(e)) from None
     print(table.to_string(index=False))
 
 
@@ -226,7 +241,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", type=Path, default=Path("results"))
     s.add_argument("--print", action="store_true", help="print the Markdown tables")
 
-    s = stage("bench", _bench, "benchmarks: attention (time and memory against n) or pretrain (throughput, MFU)")
+    s = stage("bench", _bench, "benchmarks: attention (time and memory against n), pretrain (throughput, MFU), "
+              "or gpu (the GPU figures in one command)")
     benches = s.add_subparsers(dest="what", required=True, metavar="BENCH")
     b = benches.add_parser("attention", help="forward+backward time and peak memory of every mechanism against "
                            "sequence length, torch SDPA measured in the same run")
@@ -234,8 +250,19 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--mechanisms", nargs="+", help="default: every registered mechanism")
     b.add_argument("--dtype", help="default: float32 on CPU, bfloat16 on a GPU")
     b.add_argument("--repeats", type=int, default=5)
+    b.add_argument("--layer", action="store_true", help="whole self-attention layers (q/k/v/output projections "
+                   "included), with transformers' Nystromformer and YOSO layers as peers (hf-nystromformer, hf-yoso)")
+    b.add_argument("--options", help='mechanism options as JSON, e.g. \'{"nystrom": {"conv_kernel": 33}}\' '
+                   "(a peer takes the options of our mechanism of the same method)")
     b.add_argument("--out", type=Path, default=Path("results/efficiency.csv"))
     b.add_argument("--plot", type=Path, default=Path("results/efficiency.png"))
+    runtime(b)
+    b = benches.add_parser("gpu", help="the GPU figures in one command (under 8 minutes on one H100/H200): "
+                           "attention against n up to 65536 with torch SDPA and transformers' layers as peers, "
+                           "BERT-base pretraining throughput, bf16 against fp32 losses -> OUT/{attention,pretrain}"
+                           ".{json,md}")
+    b.add_argument("--out", type=Path, default=Path("results/gpu"))
+    b.add_argument("--tiny", action="store_true", help="the same code on the CPU at toy sizes (the tests' run)")
     runtime(b)
     # listed for --help; main() hands `bench pretrain ...` to effbert.bench.pretrain, which parses its own flags
     benches.add_parser("pretrain", help="BERT-base pretraining tokens/s and MFU, ours against transformers' "

@@ -8,6 +8,18 @@ mechanism of effbert.attention.REGISTRY is built with its Options defaults and a
 training mode; "softmax" is torch's scaled_dot_product_attention, the baseline of the same run, and
 "naive-softmax" (explicit Q K^T, softmax, @ V) is the O(n^2) attention the paper compared against.
 
+Every token is real, so a mechanism is called with mask None, as the encoder calls it for a batch
+without padding (effbert.attention.padding_mask). bfloat16 / float16 mean torch.autocast with float32
+parameters, as in training.
+
+Layer mode (`layer=True`, `--layer`): each row is a whole self-attention layer, x (batch, n, heads *
+head_dim) in and out: our effbert.model.encoder.SelfAttention (q, k, v and output projections around the
+mechanism) and, as peers measured in the same run, transformers' NystromformerSelfAttention and
+YosoSelfAttention ("hf-nystromformer", "hf-yoso"; configured like our "nystrom" and "yoso" rows: the
+same landmarks, conv kernel, hash bits and hashes) with an output projection added, so that each row
+does the same work. Without transformers, or where a peer cannot run (transformers' LSH YOSO needs its
+CUDA kernels), the peer's rows carry the error.
+
 Time: the median of `repeats` forward+backward calls after `warmup` calls (CUDA synchronised around each).
 
 Peak memory (MiB, 2^20 bytes): what one forward+backward needs beyond what existed before it (inputs,
@@ -16,7 +28,7 @@ output gradient, parameters); the input gradients it creates count.
 - CPU: there is no allocator counter, so the memory of each (mechanism, n) is measured in a fresh
   process (forked from a server that has only imported torch; the time in another). There glibc is told
   to serve every block of 1 MiB or more by its own mmap, returned on free, so the resident set follows
-  the live tensors; after the inputs are made and one forward+backward at n=32 has done the one-time
+  the live tensors; after the inputs are made and one forward+backward at n=256 has done the one-time
   allocations (thread pools, kernel caches: about 40 MiB), the process resets the kernel's resident-set
   high-water mark (writing "5" to /proc/self/clear_refs), runs one forward+backward at n, and reports
   VmHWM minus the VmRSS before it (both from /proc/self/status). ru_maxrss is not used: it cannot be
@@ -33,6 +45,7 @@ import ctypes
 import json
 import math
 import multiprocessing
+import os
 import statistics
 import time
 from multiprocessing.connection import Connection
@@ -45,7 +58,7 @@ from tqdm import tqdm
 
 from effbert.files import atomic_path, write_text
 
-COLUMNS = ["device", "dtype", "mechanism", "options", "n", "batch", "heads", "head_dim", "ms", "peak_mb",
+COLUMNS = ["device", "dtype", "unit", "mechanism", "options", "n", "batch", "heads", "head_dim", "ms", "peak_mb",
            "time_vs_sdpa", "memory_vs_sdpa", "error"]
 BASELINE = "softmax"
 NAIVE = "naive-softmax"
@@ -55,25 +68,104 @@ MIB = 2**20
 class NaiveSoftmaxAttention(nn.Module):
     """softmax(Q K^T / sqrt(d)) V with the n x n matrix materialised: the paper's baseline."""
 
-    def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
         scores = (q @ k.transpose(-1, -2)) / math.sqrt(q.shape[-1])  # (B, H, N, N)
-        scores = scores.masked_fill(~mask[:, None, None, :], torch.finfo(scores.dtype).min)
+        if mask is not None:
+            scores = scores.masked_fill(~mask[:, None, None, :], torch.finfo(scores.dtype).min)
         return torch.softmax(scores.float(), -1).to(v.dtype) @ v
 
 
-def _build(name: str, options: dict, heads: int, head_dim: int, max_len: int) -> tuple[nn.Module, dict]:
-    """The mechanism and its resolved options (without 'type')."""
-    if name == NAIVE:
-        return NaiveSoftmaxAttention(), {}
-    from effbert.attention import build_attention
+def _model_config(name: str, options: dict, heads: int, head_dim: int, max_len: int):
     from effbert.config import parse_config
 
     model = {"max_seq_len": max_len, "hidden_size": heads * head_dim, "num_heads": heads,
              "dropout": 0.0, "attention_dropout": 0.0, "attention": {"type": name, **options}}
-    cfg = parse_config({"model": model}, "bench").model
-    resolved = cfg.attention.model_dump(mode="json")
-    resolved.pop("type")
+    return parse_config({"model": model}, "bench").model
+
+
+def _build(name: str, options: dict, heads: int, head_dim: int, n: int, max_len: int,
+           layer: bool = False) -> tuple[nn.Module, dict]:
+    """The mechanism (or, with `layer`, the whole self-attention layer around it) and its resolved options."""
+    if name in PEERS:
+        return PEERS[name](options, heads, head_dim, n)
+    cfg = _model_config("softmax" if name == NAIVE else name, {} if name == NAIVE else options, heads, head_dim,
+                        max_len)
+    resolved = {} if name == NAIVE else {k: v for k, v in cfg.attention.model_dump(mode="json").items() if k != "type"}
+    if layer:
+        from effbert.model.encoder import SelfAttention
+
+        module = SelfAttention(cfg, {})
+        if name == NAIVE:
+            module.mechanism = NaiveSoftmaxAttention()
+        return module, resolved
+    if name == NAIVE:
+        return NaiveSoftmaxAttention(), resolved
+    from effbert.attention import build_attention
+
     return build_attention(cfg), resolved
+
+
+# ---- transformers' layers as peers (layer mode only) ----
+# Each peer mirrors the options of our mechanism of the same method (hf-nystromformer those of "nystrom",
+# hf-yoso those of "yoso"), so the two rows do the same work. transformers' self-attention layers hold the
+# q, k, v projections but not the output projection (it sits in their SelfOutput, with the residual and
+# LayerNorm); the peer gets an output nn.Linear, as our SelfAttention has, so both rows count
+# 4 projections + the mechanism.
+
+class _PeerLayer(nn.Module):
+    """x (B, N, hidden) -> transformers' self-attention layer -> output projection -> (B, N, hidden)."""
+
+    def __init__(self, attention: nn.Module, hidden: int, ones_mask: bool):
+        super().__init__()
+        self.attention = attention
+        self.output = nn.Linear(hidden, hidden)
+        self.ones_mask = ones_mask  # YOSO's layer needs a (B, N) mask of ones; Nystromformer's takes None
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+        mask = torch.ones(x.shape[:2], device=x.device, dtype=x.dtype) if self.ones_mask else None
+        return self.output(self.attention(x, mask)[0])
+
+
+def _hf_nystromformer(options: dict, heads: int, head_dim: int, n: int) -> tuple[nn.Module, dict]:
+    from transformers import NystromformerConfig
+    from transformers.models.nystromformer.modeling_nystromformer import NystromformerSelfAttention
+
+    ours = _model_config("nystrom", options, heads, head_dim, n).attention
+    # transformers reshapes the sequence into num_landmarks segments of segment_means_seq_len / num_landmarks:
+    # the length must be set per n (and be a multiple of the landmarks); its pseudoinverse runs 6 iterations
+    cfg = NystromformerConfig(hidden_size=heads * head_dim, num_attention_heads=heads, num_landmarks=ours.num_landmarks,
+                              segment_means_seq_len=n, conv_kernel_size=ours.conv_kernel or 1,
+                              attention_probs_dropout_prob=0.0)
+    attention = NystromformerSelfAttention(cfg)
+    if ours.conv_kernel is None:  # its config refuses None; the layer itself reads None as "no convolution"
+        attention.conv_kernel_size = None
+        del attention.conv
+    resolved = {"num_landmarks": cfg.num_landmarks, "segment_means_seq_len": n, "conv_kernel_size": ours.conv_kernel}
+    return _PeerLayer(attention, heads * head_dim, ones_mask=False), resolved
+
+
+def _hf_yoso(options: dict, heads: int, head_dim: int, n: int) -> tuple[nn.Module, dict]:
+    # its kernels come from the Hugging Face hub: never reach for the network (none at run time), fail at once
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    from transformers import YosoConfig
+    from transformers.models.yoso import modeling_yoso
+
+    ours = _model_config("yoso", options, heads, head_dim, n).attention
+    cfg = YosoConfig(hidden_size=heads * head_dim, num_attention_heads=heads, hash_code_len=ours.hash_bits,
+                     num_hash=ours.num_hashes, conv_window=ours.conv_kernel, use_expectation=ours.expectation,
+                     use_fast_hash=ours.fast_hash, lsh_backward=True, attention_probs_dropout_prob=0.0)
+    resolved = {"hash_code_len": cfg.hash_code_len, "num_hash": cfg.num_hash, "conv_window": cfg.conv_window,
+                "use_expectation": cfg.use_expectation, "use_fast_hash": cfg.use_fast_hash}
+    attention = modeling_yoso.YosoSelfAttention(cfg)  # tries to load its CUDA kernels
+    if not ours.expectation and modeling_yoso.lsh_cumulation is None:
+        raise RuntimeError("transformers' LSH YOSO needs its CUDA kernels (kernels-community/yoso, "
+                           "use_expectation false), which are not loaded here")
+    return _PeerLayer(attention, heads * head_dim, ones_mask=True), resolved
+
+
+PEERS = {"hf-nystromformer": _hf_nystromformer, "hf-yoso": _hf_yoso}
+PEER_OF = {"hf-nystromformer": "nystrom", "hf-yoso": "yoso"}
+PEER_MODULES = ["transformers.models.nystromformer.modeling_nystromformer", "transformers.models.yoso.modeling_yoso"]
 
 
 # ---- one measurement: runs in this process (CUDA) or in a fresh child process (CPU) ----
@@ -95,13 +187,15 @@ def _reset_rss_peak() -> bool:
         return False
 
 
-def _prime(module: nn.Module, inputs: list[torch.Tensor], mask: torch.Tensor, n: int = 32) -> None:
+def _prime(module: nn.Module, inputs: list[torch.Tensor], mask: torch.Tensor | None, n: int = 256) -> None:
     """One forward+backward at a short length: thread pools, kernel caches and other one-time allocations
-    (about 40 MiB on CPU) happen here rather than inside the measured call."""
+    (about 40 MiB on CPU) happen here rather than inside the measured call. The length is past the defaults'
+    landmarks, windows and buckets (64), so that each mechanism primes the code path it is measured on
+    (at 32 tokens Nystrom-64 computes exact softmax)."""
     small = [x[..., :n, :].detach().requires_grad_() if x.dim() == 4 else x[:, :n].detach().requires_grad_()
              for x in inputs]
     try:
-        out = module(*small, mask[:, :n])
+        out = module(*small, None if mask is None else mask[:, :n])
         torch.autograd.backward(out, torch.randn_like(out))  # not .sum(): an expanded gradient takes other kernels
     except Exception:  # a mechanism that cannot run short: the measured call will say why
         pass
@@ -122,25 +216,44 @@ def measure(spec: dict) -> dict:
     """Median ms and peak MiB of forward+backward for one (mechanism, n); raises what the mechanism raises.
 
     spec["part"] = "time" or "memory" measures only that (the CPU runs each in its own process), else both.
+    spec["layer"]: the whole self-attention layer, x (B, N, heads * head_dim) in and out, projections included.
+    spec["budget_s"]: when the first call takes longer, a TimeoutError; else the repeats are cut to fit it.
+    bfloat16 / float16 run as training does: torch.autocast with float32 parameters; a mechanism gets q, k, v
+    in that dtype (what the projections give under autocast), a layer gets float32 x (the residual stream).
     """
+    from effbert.attention import padding_mask
+
     part = spec.get("part", "both")
     device, dtype = torch.device(spec["device"]), getattr(torch, spec["dtype"])
     b, h, n, d = spec["batch"], spec["heads"], spec["n"], spec["head_dim"]
+    layer = spec.get("layer", False)
     torch.manual_seed(spec["seed"])
-    module, resolved = _build(spec["mechanism"], spec["options"], h, d, spec["max_len"])
+    module, resolved = _build(spec["mechanism"], spec["options"], h, d, n, spec["max_len"], layer)
     module = module.to(device).train()
-    mask = torch.ones(b, n, dtype=torch.bool, device=device)
-    if getattr(module, "mixes_hidden_states", False):
+    amp = dtype in (torch.bfloat16, torch.float16)
+    if not amp:
+        module = module.to(dtype)
+    # every token is real: the mechanism gets mask None, as the encoder gives it for a batch without padding
+    mask = padding_mask(torch.ones(b, n, dtype=torch.bool, device=device))
+    if layer:
+        inputs = [torch.randn(b, n, h * d, device=device, dtype=torch.float32 if amp else dtype, requires_grad=True)]
+    elif getattr(module, "mixes_hidden_states", False):
         inputs = [torch.randn(b, n, h * d, device=device, dtype=dtype, requires_grad=True)]
     else:
         inputs = [torch.randn(b, h, n, d, device=device, dtype=dtype, requires_grad=True) for _ in range(3)]
-    with torch.no_grad():
+
+    def autocast():
+        return torch.autocast(device.type, dtype=dtype, enabled=amp)
+
+    with torch.no_grad(), autocast():
         grad_out = torch.randn_like(module(*inputs, mask))  # the output's shape, from a call without a graph
 
     def step() -> None:
         for x in [*inputs, *module.parameters()]:
             x.grad = None
-        torch.autograd.backward(module(*inputs, mask), grad_out)
+        with autocast():
+            out = module(*inputs, mask)
+        torch.autograd.backward(out, grad_out)
 
     cuda = device.type == "cuda"
     peak_mb = None
@@ -152,34 +265,47 @@ def measure(spec: dict) -> dict:
             peak_mb = (_proc_status_kib("VmHWM") - before) * 1024 / MIB
         if part == "memory":
             return {"peak_mb": peak_mb, "options": resolved}
-    for _ in range(spec["warmup"]):
+    repeats, warmup, budget = spec["repeats"], spec["warmup"], spec.get("budget_s")
+    if budget:  # one timed call decides whether this length fits the budget, and how many repeats do
+        first = _timed(step, device)
+        if first > budget * 1000:
+            raise TimeoutError(f"timeout: one forward+backward took {first / 1000:.3g} s, over the budget of "
+                               f"{budget:g} s")
+        repeats = max(1, min(repeats, int(budget * 1000 / first)))
+        warmup = max(0, warmup - 1)
+    for _ in range(warmup):
         step()
     if cuda:
         torch.cuda.synchronize(device)
         torch.cuda.reset_peak_memory_stats(device)
         before = torch.cuda.memory_allocated(device)
-    times = []
-    for _ in range(spec["repeats"]):
-        if cuda:
-            torch.cuda.synchronize(device)
-        start = time.perf_counter()
-        step()
-        if cuda:
-            torch.cuda.synchronize(device)
-        times.append((time.perf_counter() - start) * 1000)
+    times = [_timed(step, device) for _ in range(repeats)]
     if cuda:
         peak_mb = (torch.cuda.max_memory_allocated(device) - before) / MIB
     return {"ms": statistics.median(times), "peak_mb": peak_mb, "options": resolved}
 
 
-def _measure_isolated(spec: dict, timeout_s: float | None) -> dict:
+def _timed(step, device: torch.device) -> float:
+    """Milliseconds of one call, CUDA synchronised on both sides."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    start = time.perf_counter()
+    step()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return (time.perf_counter() - start) * 1000
+
+
+def _measure_isolated(spec: dict, timeout_s: float | None, preload: list[str]) -> dict:
     """`measure` in a fresh process, so that its resident-set peak is its own.
 
     The process is forked from a server that has imported torch once (and run nothing), so a measurement
     costs milliseconds of start-up rather than seconds of imports.
     """
     ctx = multiprocessing.get_context("forkserver")
-    ctx.set_forkserver_preload([__name__])
+    # imported once by the server, not by every worker (the list counts only before the server's first start);
+    # torch._dynamo: padding_mask asks torch.compiler.is_compiling(), whose first call imports it (seconds)
+    ctx.set_forkserver_preload([__name__, "effbert.attention", "effbert.model.encoder", "torch._dynamo", *preload])
     receive, send = ctx.Pipe(duplex=False)
     worker = ctx.Process(target=_worker, args=(spec, send), daemon=True)
     worker.start()
@@ -214,9 +340,10 @@ def _error_text(e: BaseException) -> str:
 
 
 def _fatal_for_longer(error: str) -> bool:
-    """Errors that only get worse with n: do not try the longer lengths."""
+    """Errors that only get worse with n, or do not depend on it: do not try the longer lengths."""
     text = error.lower()
-    return "out of memory" in text or "can't allocate" in text or "timeout" in text or "killed" in text
+    return any(s in text for s in ("out of memory", "can't allocate", "timeout", "killed",
+                                   "cuda kernels", "no module named"))  # the last two: a peer that cannot run
 
 
 # ---- the table ----
@@ -228,13 +355,14 @@ def _default_device() -> str:
 
 
 def bench_attention(
-    out_csv: Path,
+    out_csv: Path | None,
     plot: Path | None,
     *,
     device: str | None = None,
     lengths: list[int] | None = None,
     mechanisms: list[str] | None = None,
     options: dict[str, dict] | None = None,
+    layer: bool = False,
     batch: int = 1,
     heads: int | None = None,
     head_dim: int = 64,
@@ -244,14 +372,22 @@ def bench_attention(
     threads: int | None = None,
     seed: int = 0,
     timeout_s: float | None = 900.0,
+    budget_s: float | None = None,
+    total_budget_s: float | None = None,
+    max_len: dict[str, int] | None = None,
 ) -> pd.DataFrame:
     """Benchmark every mechanism (default: the registry at call time, plus naive-softmax) at every length.
 
     Defaults differ by device: CPU lengths 512..4096, 4 heads, float32; GPU lengths 512..16384, 16
     heads, bfloat16 (the H100 anchors of published-results.md). `options` overrides a mechanism's
-    Options defaults ({"nystrom": {"num_landmarks": 32}}). `threads` (CPU; default: torch's current
+    Options defaults ({"nystrom": {"num_landmarks": 32}}). `layer` measures whole self-attention layers
+    (x in and out, q/k/v/output projections included) and adds transformers' layers as peers (PEERS, with
+    the options of our mechanism of the same method). `threads` (CPU; default: torch's current
     setting, all cores unless set_threads lowered it) is passed to each worker process. `timeout_s`
-    bounds one CPU measurement. Softmax is always measured, as the baseline of the ratios.
+    bounds one CPU measurement; `budget_s` the timed calls of one measurement (see `measure`);
+    `total_budget_s` the whole table: what is left when it runs out becomes error rows. `max_len`
+    ({"naive-softmax": 16384}) skips a mechanism's longer lengths. Softmax is always measured, as the
+    baseline of the ratios. The table is written to `out_csv` when given.
     """
     from effbert.attention import REGISTRY
 
@@ -261,46 +397,68 @@ def bench_attention(
     heads = heads or (16 if cuda else 4)
     dtype = dtype or ("bfloat16" if cuda else "float32")
     threads = threads or torch.get_num_threads()
-    names = list(mechanisms or [*REGISTRY, NAIVE])
+    peers_of = {ours: [p for p in PEERS if layer and PEER_OF[p] == ours] for ours in REGISTRY}
+    names = list(mechanisms or [*(m for ours in REGISTRY for m in [ours, *peers_of[ours]]), NAIVE])  # peer after ours
     if BASELINE not in names:
         names.insert(0, BASELINE)
-    unknown = [m for m in names if m not in REGISTRY and m != NAIVE]
+    unknown = [m for m in names if m not in REGISTRY and m != NAIVE and m not in PEERS]
     if unknown:
-        raise ValueError(f"unknown mechanisms {unknown}; registered: {[*REGISTRY, NAIVE]}")
+        raise ValueError(f"unknown mechanisms {unknown}; registered: {[*REGISTRY, NAIVE]}, peers: {[*PEERS]}")
+    if not layer and any(m in PEERS for m in names):
+        raise ValueError(f"{[m for m in names if m in PEERS]} are whole layers (projections included): "
+                         "measure them with layer=True (--layer)")
     device_label = torch.cuda.get_device_name(torch.device(device)) if cuda else f"cpu ({threads} threads)"
+    preload = PEER_MODULES if any(m in PEERS for m in names) else []
+    unit = "layer" if layer else "mechanism"
+    deadline = None if total_budget_s is None else time.monotonic() + total_budget_s
 
     rows = []
-    bar = tqdm(total=len(names) * len(lengths), desc="bench attention", unit="run", disable=None)
+    stops: dict[str, str] = {}  # mechanism -> the error that ended its longer lengths
+    bar = tqdm(total=len(names) * len(lengths), desc=f"bench attention ({unit})", unit="run", disable=None)
     with bar:
-        for name in names:
-            stop = None  # the error that ended this mechanism's longer lengths
-            for n in lengths:
+        # length by length, so that a time budget running out cuts the longest lengths of every mechanism
+        for n in lengths:
+            for name in names:
                 bar.set_postfix_str(f"{name} n={n}")
-                spec = {"device": device, "dtype": dtype, "mechanism": name, "options": (options or {}).get(name, {}),
+                spec = {"device": device, "dtype": dtype, "mechanism": name, "options": _options_of(name, options),
                         "n": n, "batch": batch, "heads": heads, "head_dim": head_dim, "max_len": lengths[-1],
-                        "repeats": repeats, "warmup": warmup, "seed": seed, "threads": threads}
-                if stop:
-                    result = {"error": f"skipped: {stop}"}
+                        "layer": layer, "repeats": repeats, "warmup": warmup, "seed": seed, "threads": threads,
+                        "budget_s": budget_s}
+                limit = (max_len or {}).get(name)
+                if name in stops:
+                    result = {"error": f"skipped: {stops[name]}"}
+                elif limit is not None and n > limit:
+                    result = {"error": f"skipped: {name} is not run beyond n={limit}"}
+                elif deadline is not None and time.monotonic() > deadline:
+                    result = {"error": f"skipped: the table's time budget of {total_budget_s:g} s ran out"}
                 elif cuda:
                     result = _measure_here(spec)
                 else:  # memory and time each in a fresh process: the allocator settings differ
-                    memory = _measure_isolated({**spec, "part": "memory"}, timeout_s)
+                    memory = _measure_isolated({**spec, "part": "memory"}, timeout_s, preload)
                     result = memory if "error" in memory else {
-                        **_measure_isolated({**spec, "part": "time"}, timeout_s), "peak_mb": memory["peak_mb"]}
-                if "error" in result and _fatal_for_longer(result["error"]) and not stop:
-                    stop = f"n={n} failed ({result['error'][:80]})"
-                rows.append({"device": device_label, "dtype": dtype, "mechanism": name,
+                        **_measure_isolated({**spec, "part": "time"}, timeout_s, preload), "peak_mb": memory["peak_mb"]}
+                if "error" in result and _fatal_for_longer(result["error"]) and name not in stops:
+                    stops[name] = f"n={n} failed ({result['error'][:80]})"
+                rows.append({"device": device_label, "dtype": dtype, "unit": unit, "mechanism": name,
                              "options": json.dumps(result.get("options", spec["options"]), sort_keys=True),
                              "n": n, "batch": batch, "heads": heads, "head_dim": head_dim,
                              "ms": result.get("ms"), "peak_mb": result.get("peak_mb"),
                              "error": result.get("error", "")})
                 bar.update()
+    rows.sort(key=lambda row: names.index(row["mechanism"]))  # stable: by mechanism, then n
 
     table = _with_ratios(pd.DataFrame(rows))
-    write_text(out_csv, table.to_csv(index=False, float_format="%.6g"))
+    if out_csv is not None:
+        write_text(out_csv, table.to_csv(index=False, float_format="%.6g"))
     if plot is not None:
         plot_efficiency(table, plot)
     return table
+
+
+def _options_of(name: str, options: dict[str, dict] | None) -> dict:
+    """A peer takes the options of our mechanism of the same method."""
+    options = options or {}
+    return options.get(name, options.get(PEER_OF.get(name, ""), {}))
 
 
 def _measure_here(spec: dict) -> dict:

@@ -45,7 +45,7 @@ def synthetic_batch(batch: int, seq: int, vocab: int, device: torch.device, seed
     return {k: v.to(device) for k, v in out.items()}
 
 
-def _ours(shape: dict, vocab: int, mechanism: str) -> nn.Module:
+def our_model(shape: dict, vocab: int, mechanism: str) -> nn.Module:
     cfg = ModelConfig.model_validate({**shape, "vocab_size": vocab, "attention": {"type": mechanism}})
     return PretrainingModel(cfg, vocab, sop=False)
 
@@ -59,11 +59,11 @@ def _peer(shape: dict, vocab: int) -> nn.Module:
     return BertForMaskedLM(cfg)
 
 
-def _counts(batch: dict) -> dict:
+def mlm_counts(batch: dict) -> dict:
     return {"mlm": (batch["mlm_labels"] != IGNORE).sum()}
 
 
-def _our_loss(model: nn.Module, batch: dict) -> tuple[dict, dict]:
+def our_loss(model: nn.Module, batch: dict) -> tuple[dict, dict]:
     out = model(batch)
     return {"mlm": out["mlm_loss"] * out["mlm_count"]}, {}
 
@@ -71,7 +71,7 @@ def _our_loss(model: nn.Module, batch: dict) -> tuple[dict, dict]:
 def _peer_loss(model: nn.Module, batch: dict) -> tuple[dict, dict]:
     out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"].long(),
                 token_type_ids=batch["token_type_ids"], labels=batch["mlm_labels"])
-    return {"mlm": out.loss * _counts(batch)["mlm"]}, {}
+    return {"mlm": out.loss * mlm_counts(batch)["mlm"]}, {}
 
 
 def bench_pretrain(*, tiny: bool = False, device: str | None = None, batch_size: int | None = None,
@@ -93,7 +93,7 @@ def bench_pretrain(*, tiny: bool = False, device: str | None = None, batch_size:
     seq = shape["max_seq_len"]
     batch = synthetic_batch(batch_size, seq, vocab, dev)
     flops_extra = 12.0 * shape["num_layers"] * shape["hidden_size"] * seq
-    runs = [(m, lambda m=m: _ours(shape, vocab, m), _our_loss) for m in mechanisms]
+    runs = [(m, lambda m=m: our_model(shape, vocab, m), our_loss) for m in mechanisms]
     if peer:
         runs.append((PEER, lambda: _peer(shape, vocab), _peer_loss))
     rows = []
@@ -102,7 +102,7 @@ def bench_pretrain(*, tiny: bool = False, device: str | None = None, batch_size:
         model = build().to(dev)
         params = sum(p.numel() for p in model.parameters())
         records = fit(
-            model, loss_fn, _repeat(batch), counts=_counts, steps=warmup + steps, lr=1e-4, warmup_steps=0,
+            model, loss_fn, _repeat(batch), counts=mlm_counts, steps=warmup + steps, lr=1e-4, warmup_steps=0,
             precision=precision, attention_fp32=attention_fp32, compile=compile, log_every=warmup,
             flops_per_token=6.0 * params + flops_extra, desc=f"bench {name}",
         )
