@@ -22,7 +22,6 @@ import math
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils.checkpoint import checkpoint
 
 from effbert.attention.conv_skip import ConvSkip
 from effbert.config import ModelConfig
@@ -62,18 +61,47 @@ def iterative_pinv(a: torch.Tensor, iterations: int, per_head_init: bool) -> tor
     scale = col * row if per_head_init else col.amax() * row.amax()
     z = a.transpose(-1, -2) / scale[..., None, None] if per_head_init else a.transpose(-1, -2) / scale
     for _ in range(iterations):
-        # each step's five m x m intermediates are recomputed in the backward rather than kept: per layer
-        # that is 5 * iterations (B, H, m, m) tensors less activation memory (about 2 GB in BERT-base at
-        # batch 32, m = 64), for a fraction of a percent more arithmetic
-        z = checkpoint(_pinv_step, a, z, use_reentrant=False) if torch.is_grad_enabled() else _pinv_step(a, z)
+        z = PinvStep.apply(a, z)
     return z
 
 
-def _pinv_step(a: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
-    """Z <- Z (13 I - A Z (15 I - A Z (7 I - A Z))) / 4, eq. (16)."""
-    eye = torch.eye(a.shape[-1], device=a.device, dtype=a.dtype)
-    az = a @ z
-    return 0.25 * z @ (13 * eye - az @ (15 * eye - az @ (7 * eye - az)))
+class PinvStep(torch.autograd.Function):
+    """One step of eq. (16), Z' = Z T3 / 4 with P = A Z, T1 = 7I - P, T2 = 15I - P T1, T3 = 13I - P T2,
+    keeping only A and Z for the backward: the four intermediates are recomputed there, which spares
+    4 * iterations (B, H, m, m) tensors of activation memory per layer (about 2 GB in BERT-base at batch
+    32, m = 64) for three extra m x m products. With G = dL/dZ', by the chain rule through each product:
+
+        dT3 = Z^T G / 4,   dT2 = -P^T dT3,   dT1 = -P^T dT2
+        dP  = -dT3 T2^T - dT2 T1^T - dT1
+        dA  = dP Z^T,      dZ = G T3^T / 4 + A^T dP
+    """
+
+    @staticmethod
+    def _products(a: torch.Tensor, z: torch.Tensor):
+        eye = torch.eye(a.shape[-1], device=a.device, dtype=a.dtype)
+        p = a @ z
+        t1 = 7 * eye - p
+        t2 = torch.baddbmm(15 * eye, p.flatten(0, -3), t1.flatten(0, -3), alpha=-1).view_as(p)
+        t3 = torch.baddbmm(13 * eye, p.flatten(0, -3), t2.flatten(0, -3), alpha=-1).view_as(p)
+        return p, t1, t2, t3
+
+    @staticmethod
+    def forward(ctx, a: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(a, z)
+        return 0.25 * (z @ PinvStep._products(a, z)[3])
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        a, z = ctx.saved_tensors
+        p, t1, t2, t3 = PinvStep._products(a, z)
+        p_t = p.transpose(-1, -2)
+        d_t3 = 0.25 * (z.transpose(-1, -2) @ grad)
+        d_t2 = -(p_t @ d_t3)
+        d_t1 = -(p_t @ d_t2)
+        d_p = -(d_t3 @ t2.transpose(-1, -2)) - d_t2 @ t1.transpose(-1, -2) - d_t1
+        grad_a = d_p @ z.transpose(-1, -2) if ctx.needs_input_grad[0] else None
+        grad_z = 0.25 * (grad @ t3.transpose(-1, -2)) + a.transpose(-1, -2) @ d_p
+        return grad_a, grad_z
 
 
 class WithSegmentMeans(torch.autograd.Function):
