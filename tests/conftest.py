@@ -18,6 +18,12 @@ import torch
 # OpenMP threads on a 2-core CI machine slow each other down many times over
 torch.set_num_threads(1)
 
+# Triton reads TRITON_INTERPRET when it is imported, and anything may import it first (torch's inductor
+# does): on a machine without a GPU the whole session runs Triton kernels in its CPU interpreter
+# (tests/test_yoso_triton.py). Mechanisms dispatch to Triton only for CUDA tensors, so nothing else changes.
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+
 ROOT = Path(__file__).resolve().parents[1]
 SNAKEMAKE = [sys.executable, "-m", "snakemake"]
 WORKFLOW = ("Snakefile", "workflow", "config", "profiles")
