@@ -60,48 +60,49 @@ def iterative_pinv(a: torch.Tensor, iterations: int, per_head_init: bool) -> tor
     row = a.abs().sum(-1).amax(-1)  # ||A||_inf per matrix
     scale = col * row if per_head_init else col.amax() * row.amax()
     z = a.transpose(-1, -2) / scale[..., None, None] if per_head_init else a.transpose(-1, -2) / scale
+    shape, m = a.shape, a.shape[-1]
+    a, z = a.reshape(-1, m, m), z.reshape(-1, m, m)  # one batch of matrices for bmm
+    eyes = torch.eye(m, device=a.device, dtype=a.dtype) * torch.tensor([7, 15, 13], device=a.device,
+                                                                       dtype=a.dtype)[:, None, None]
     for _ in range(iterations):
-        z = PinvStep.apply(a, z)
-    return z
+        z = PinvStep.apply(a, z, eyes)
+    return z.view(shape)
 
 
 class PinvStep(torch.autograd.Function):
-    """One step of eq. (16), Z' = Z T3 / 4 with P = A Z, T1 = 7I - P, T2 = 15I - P T1, T3 = 13I - P T2,
-    keeping only A and Z for the backward: the four intermediates are recomputed there, which spares
-    4 * iterations (B, H, m, m) tensors of activation memory per layer (about 2 GB in BERT-base at batch
-    32, m = 64) for three extra m x m products. With G = dL/dZ', by the chain rule through each product:
+    """One step of eq. (16) on (batch, m, m) matrices, Z' = Z T3 / 4 with P = A Z, T1 = 7I - P,
+    T2 = 15I - P T1, T3 = 13I - P T2, keeping only A and Z for the backward: the products are recomputed
+    there, which spares 4 * iterations (B, H, m, m) tensors of activation memory per layer (about 2 GB in
+    BERT-base at batch 32, m = 64). With G = dL/dZ', by the chain rule through each product
+    (dT3 = Z^T G / 4, dT2 = -P^T dT3, dT1 = -P^T dT2), and U = P^T dT3, W = P^T U:
 
-        dT3 = Z^T G / 4,   dT2 = -P^T dT3,   dT1 = -P^T dT2
-        dP  = -dT3 T2^T - dT2 T1^T - dT1
-        dA  = dP Z^T,      dZ = G T3^T / 4 + A^T dP
+        dP = -dT3 T2^T + U T1^T - W,     dA = dP Z^T,     dZ = G T3^T / 4 + A^T dP
     """
 
     @staticmethod
-    def _products(a: torch.Tensor, z: torch.Tensor):
-        eye = torch.eye(a.shape[-1], device=a.device, dtype=a.dtype)
-        p = a @ z
-        t1 = 7 * eye - p
-        t2 = torch.baddbmm(15 * eye, p.flatten(0, -3), t1.flatten(0, -3), alpha=-1).view_as(p)
-        t3 = torch.baddbmm(13 * eye, p.flatten(0, -3), t2.flatten(0, -3), alpha=-1).view_as(p)
-        return p, t1, t2, t3
+    def _products(a: torch.Tensor, z: torch.Tensor, eyes: torch.Tensor):
+        """P, T1, T2, T3; eyes = (7I, 15I, 13I), made once for all the steps."""
+        p = torch.bmm(a, z)
+        t1 = eyes[0] - p
+        t2 = torch.baddbmm(eyes[1], p, t1, alpha=-1)
+        return p, t1, t2, torch.baddbmm(eyes[2], p, t2, alpha=-1)
 
     @staticmethod
-    def forward(ctx, a: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
-        ctx.save_for_backward(a, z)
-        return 0.25 * (z @ PinvStep._products(a, z)[3])
+    def forward(ctx, a: torch.Tensor, z: torch.Tensor, eyes: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(a, z, eyes)
+        return torch.bmm(z, PinvStep._products(a, z, eyes)[3]).mul_(0.25)
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
-        a, z = ctx.saved_tensors
-        p, t1, t2, t3 = PinvStep._products(a, z)
-        p_t = p.transpose(-1, -2)
-        d_t3 = 0.25 * (z.transpose(-1, -2) @ grad)
-        d_t2 = -(p_t @ d_t3)
-        d_t1 = -(p_t @ d_t2)
-        d_p = -(d_t3 @ t2.transpose(-1, -2)) - d_t2 @ t1.transpose(-1, -2) - d_t1
-        grad_a = d_p @ z.transpose(-1, -2) if ctx.needs_input_grad[0] else None
-        grad_z = 0.25 * (grad @ t3.transpose(-1, -2)) + a.transpose(-1, -2) @ d_p
-        return grad_a, grad_z
+        a, z, eyes = ctx.saved_tensors
+        p, t1, t2, t3 = PinvStep._products(a, z, eyes)
+        d_t3 = torch.bmm(z.mT, grad).mul_(0.25)
+        u = torch.bmm(p.mT, d_t3)
+        d_p = torch.baddbmm(torch.bmm(p.mT, u).neg_(), u, t1.mT)
+        d_p = torch.baddbmm(d_p, d_t3, t2.mT, alpha=-1)
+        grad_a = torch.bmm(d_p, z.mT) if ctx.needs_input_grad[0] else None
+        grad_z = torch.baddbmm(torch.bmm(a.mT, d_p), grad, t3.mT, alpha=0.25)
+        return grad_a, grad_z, None
 
 
 class WithSegmentMeans(torch.autograd.Function):
