@@ -111,6 +111,7 @@ def test_nystrom_gradcheck_float64():
 def test_nystrom_fused_form_is_the_papers_explicit_formula(per_head, conv):
     """Two fused attentions around A^+ equal F A^+ B V written out, in float64, with padding (one sequence
     shorter than the landmarks), the conv skip and both initialisations; gradients included."""
+    torch.manual_seed(0)  # the conv weights below
     q, k, v = (t.double().requires_grad_() for t in qkv(b=3, n=37, d=8, scale=1.0))
     mask = lengths_mask([37, 20, 5], 37)
     attn = build_attention(model_cfg(type="nystrom", num_landmarks=8, pinv_iterations=8, conv_kernel=conv,
@@ -125,12 +126,13 @@ def test_nystrom_fused_form_is_the_papers_explicit_formula(per_head, conv):
     upstream = torch.randn_like(got) * real  # padded queries' outputs are never used
     grads = torch.autograd.grad(got, (q, k, v), upstream)
     truth = torch.autograd.grad(expected, (q, k, v), upstream)
-    for g, t in zip(grads, truth, strict=True):
-        torch.testing.assert_close(g, t, atol=1e-6, rtol=0)
+    for g, t in zip(grads, truth, strict=True):  # gradients reach ~10 with N(0, 1) conv weights: relative too
+        torch.testing.assert_close(g, t, atol=1e-6, rtol=1e-6)
 
 
 @pytest.mark.parametrize("landmarks", [8, 7])  # equal segments (a reshape with its own backward), unequal ones
 def test_nystrom_without_a_mask_is_the_papers_formula(landmarks):
+    torch.manual_seed(0)  # the upstream gradient below
     q, k, v = (t.double().requires_grad_() for t in qkv(b=2, n=40, d=8, scale=1.0))
     attn = build_attention(model_cfg(type="nystrom", num_landmarks=landmarks, pinv_iterations=8)).double()
     got = attn(q, k, v, None)
@@ -139,4 +141,4 @@ def test_nystrom_without_a_mask_is_the_papers_formula(landmarks):
     upstream = torch.randn_like(got)
     for g, t in zip(torch.autograd.grad(got, (q, k, v), upstream), torch.autograd.grad(expected, (q, k, v), upstream),
                     strict=True):
-        torch.testing.assert_close(g, t, atol=1e-6, rtol=0)
+        torch.testing.assert_close(g, t, atol=1e-6, rtol=1e-6)
