@@ -28,8 +28,8 @@ output gradient, parameters); the input gradients it creates count.
 - CPU: there is no allocator counter, so the memory of each (mechanism, n) is measured in a fresh
   process (forked from a server that has only imported torch; the time in another). There glibc is told
   to serve every block of 1 MiB or more by its own mmap, returned on free, so the resident set follows
-  the live tensors; after the inputs are made and one forward+backward at n=256 has done the one-time
-  allocations (thread pools, kernel caches: about 40 MiB), the process resets the kernel's resident-set
+  the live tensors; after the inputs are made and one forward+backward at min(256, n / 2) tokens has done
+  the one-time allocations (thread pools, kernel caches: about 40 MiB), the process resets the kernel's resident-set
   high-water mark (writing "5" to /proc/self/clear_refs), runs one forward+backward at n, and reports
   VmHWM minus the VmRSS before it (both from /proc/self/status). ru_maxrss is not used: it cannot be
   reset, and in some sandboxes it misses large mmap'd allocations. Where clear_refs is not available
@@ -189,9 +189,10 @@ def _reset_rss_peak() -> bool:
 
 def _prime(module: nn.Module, inputs: list[torch.Tensor], mask: torch.Tensor | None, n: int = 256) -> None:
     """One forward+backward at a short length: thread pools, kernel caches and other one-time allocations
-    (about 40 MiB on CPU) happen here rather than inside the measured call. The length is past the defaults'
-    landmarks, windows and buckets (64), so that each mechanism primes the code path it is measured on
-    (at 32 tokens Nystrom-64 computes exact softmax)."""
+    (about 40 MiB on CPU) happen here rather than inside the measured call. The length (256 when the
+    measured one is 512 or more) is past the defaults' landmarks, windows and buckets (64), so that each
+    mechanism primes the code path it is measured on (at 32 tokens Nystrom-64 computes exact softmax);
+    it stays below the measured length, whose own allocations must not be primed away."""
     small = [x[..., :n, :].detach().requires_grad_() if x.dim() == 4 else x[:, :n].detach().requires_grad_()
              for x in inputs]
     try:
@@ -258,7 +259,7 @@ def measure(spec: dict) -> dict:
     cuda = device.type == "cuda"
     peak_mb = None
     if not cuda and part != "time":
-        _prime(module, inputs, mask)
+        _prime(module, inputs, mask, min(256, n // 2))
         before = _proc_status_kib("VmRSS")
         if _reset_rss_peak():
             step()
