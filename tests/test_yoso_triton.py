@@ -21,6 +21,7 @@ if os.environ.get("TRITON_INTERPRET") != "1":
 triton = pytest.importorskip("triton")
 
 from effbert.attention import yoso_triton as yt  # noqa: E402
+from effbert.attention.yoso import fast_hash_signs  # noqa: E402
 
 BH, N, D, M = 3, 37, 16, 4
 
@@ -129,7 +130,7 @@ def pack(bits_positive: torch.Tensor) -> torch.Tensor:
 def test_fast_hash_codes_match_the_explicit_transform(dim, num_hashes, bits):
     torch.manual_seed(dim + num_hashes)
     q, k = (torch.randint(-3, 4, (BH, N, dim)).float() for _ in range(2))
-    signs = yt.fast_hash_signs(BH, dim, num_hashes, bits)[:, :, :, None]  # yoso.fast_hash's layout works too
+    signs = fast_hash_signs(BH, dim, num_hashes, bits, q)[:, :, :, None]  # yoso.fast_hash's layout works too
     size, parts = signs.shape[-1], signs.shape[2]
     assert size == 1 << (max(dim, bits) - 1).bit_length() and set(signs.unique().tolist()) == {-1.0, 1.0}
     got = yt.triton_fast_hash(q, k, num_hashes, bits, signs)

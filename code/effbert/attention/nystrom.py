@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from effbert.attention.conv_skip import ConvSkip
+from effbert.attention.masks import full_mask
 from effbert.config import ModelConfig
 
 
@@ -170,15 +171,12 @@ class NystromAttention(nn.Module):
 
     def _landmarks(self, q: torch.Tensor, k: torch.Tensor, mask: torch.Tensor | None):
         """q and k to use from here on, their segment means, and which landmarks hold a real token (None: all)."""
-        b, h, n, d = q.shape
-        m = self.num_landmarks
+        n, m = q.shape[-2], self.num_landmarks
         if mask is None and n % m == 0:  # equal segments: a reshape, no averaging matrix
             q, q_land = WithSegmentMeans.apply(q, m)
             k, k_land = WithSegmentMeans.apply(k, m)
             return q, k, q_land, k_land, None
-        if mask is None:
-            mask = torch.ones(b, n, dtype=torch.bool, device=q.device)
-        weights, real = segment_means_weights(mask, m)  # (B, m, N), (B, m)
+        weights, real = segment_means_weights(full_mask(q, mask), m)  # (B, m, N), (B, m)
         weights = weights[:, None].to(q.dtype)  # (B, 1, m, N): shared by the heads
         return q, k, weights @ q, weights @ k, real
 

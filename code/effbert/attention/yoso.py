@@ -82,15 +82,22 @@ def _to_codes(positive: torch.Tensor) -> torch.Tensor:
     return (positive.to(dtype) @ weights).long()
 
 
+def gaussian_planes(bh: int, d: int, num_hashes: int, bits: int, like: torch.Tensor) -> torch.Tensor:
+    """The random hyperplanes of Gaussian hashing, (BH, D, m * tau), column f * tau + t the plane of bit t of
+    hash f: one N(0, I) matrix per batch-head row (the draw both the CPU and the GPU path hash with)."""
+    return torch.randn(bh, d, num_hashes * bits, device=like.device, dtype=like.dtype)
+
+
 def gaussian_hash(q: torch.Tensor, k: torch.Tensor, num_hashes: int, bits: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Random-hyperplane codes (BH, N, m) for q and k (BH, N, D): one N(0, I) matrix per batch-head row."""
     bh, _, d = q.shape
-    planes = torch.randn(bh, d, num_hashes * bits, device=q.device, dtype=q.dtype)
+    planes = gaussian_planes(bh, d, num_hashes, bits, q)
     return tuple(_to_codes((x @ planes).unflatten(-1, (num_hashes, bits)) > 0) for x in (q, k))
 
 
-def _sylvester(size: int, like: torch.Tensor) -> torch.Tensor:
-    """Sylvester's +-1 Hadamard matrix of a small size (the transform's base case, at most 8 x 8)."""
+def sylvester(size: int, like: torch.Tensor) -> torch.Tensor:
+    """Sylvester's unnormalised +-1 Hadamard matrix, size a power of two (the transform's base case, 8 x 8 at
+    most; the GPU kernel's whole H)."""
     h = like.new_ones(1, 1)
     while h.shape[0] < size:
         h = torch.cat([torch.cat([h, h], 1), torch.cat([h, -h], 1)], 0)
@@ -124,11 +131,26 @@ def hadamard_transform(x: torch.Tensor) -> torch.Tensor:
     if size & (size - 1):
         raise ValueError(f"hadamard_transform needs a power-of-two size, got {size}")
     flat = x.reshape(-1, size)
-    out, base, scratch = torch.empty_like(flat), _sylvester(min(size, 8), x), _Scratch(flat)
+    out, base, scratch = torch.empty_like(flat), sylvester(min(size, 8), x), _Scratch(flat)
     per_batch = max(1, _BATCH_ELEMENTS // size)
     for start in range(0, flat.shape[0], per_batch):
         _hadamard(flat[start:start + per_batch], out[start:start + per_batch], base, scratch)
     return out.view(x.shape)
+
+
+def fast_hash_shape(d: int, num_hashes: int, bits: int) -> tuple[int, int, int]:
+    """(size, per_part, parts) of fast hashing: inputs zero-padded to size, the power of two >= max(D, tau);
+    each draw ("part") of the transform gives per_part = size // tau codes; parts = ceil(m / per_part)."""
+    size = 1 << (max(d, bits) - 1).bit_length()
+    per_part = size // bits
+    return size, per_part, -(-num_hashes // per_part)
+
+
+def fast_hash_signs(bh: int, d: int, num_hashes: int, bits: int, like: torch.Tensor) -> torch.Tensor:
+    """The random +-1 diagonals D1, D2, D3 of fast hashing, (BH, 3, parts, size) in like's dtype: the draw
+    both the CPU and the GPU path hash with."""
+    size, _, parts = fast_hash_shape(d, num_hashes, bits)
+    return torch.randint(0, 2, (bh, 3, parts, size), device=like.device).to(like.dtype) * 2 - 1
 
 
 def fast_hash(q: torch.Tensor, k: torch.Tensor, num_hashes: int, bits: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -138,12 +160,10 @@ def fast_hash(q: torch.Tensor, k: torch.Tensor, num_hashes: int, bits: int) -> t
     Scaling by H is irrelevant to the signs, so H is left unnormalised. Tokens go in batches that stay in cache.
     """
     bh, n_q, d = q.shape
-    size = 1 << (max(d, bits) - 1).bit_length()
-    per_part = size // bits
-    parts = -(-num_hashes // per_part)
-    signs = torch.randint(0, 2, (bh, 3, parts, 1, size), device=q.device).to(q.dtype) * 2 - 1
+    size, per_part, parts = fast_hash_shape(d, num_hashes, bits)
+    signs = fast_hash_signs(bh, d, num_hashes, bits, q)[:, :, :, None]  # (BH, 3, parts, 1, size)
     x = torch.cat((q, k), 1)  # (BH, Nq + Nk, D): one draw for both
-    codes, base, scratch = [], _sylvester(min(size, 8), q), _Scratch(q)
+    codes, base, scratch = [], sylvester(min(size, 8), q), _Scratch(q)
     per_batch = max(16, _BATCH_ELEMENTS // (bh * parts * size))
     for start in range(0, x.shape[1], per_batch):
         n = min(per_batch, x.shape[1] - start)
@@ -276,6 +296,12 @@ def _spread(sums: torch.Tensor, w: int, scratch: _Scratch) -> torch.Tensor:
     return out.view(-1, sums.shape[-1])
 
 
+def _per_bucket(sums: torch.Tensor, src: torch.Tensor, dst: torch.Tensor, buckets: int) -> torch.Tensor:
+    """Piece sums (P, D) added up per large bucket (src: each piece's bucket) and read back by the other
+    side's pieces (dst: theirs)."""
+    return sums.new_zeros(buckets, sums.shape[-1]).index_add_(0, src, sums)[dst]
+
+
 def bucket_sums(lay: Layout, v: torch.Tensor, out: torch.Tensor, scratch: _Scratch) -> None:
     """out[i] += sum_{keys j in query i's bucket} v[j], for every hash of the layout: B_f V summed over f.
 
@@ -286,7 +312,7 @@ def bucket_sums(lay: Layout, v: torch.Tensor, out: torch.Tensor, scratch: _Scrat
         vb = _gather(v, j, w, scratch, "v")
         sums = torch.sum(vb, 1, out=scratch("sums", vb.shape[0], d))  # per block or key piece
         if local is not None:  # per large bucket, read by its query pieces
-            sums = sums.new_zeros(int(local[0][-1]) + 1, d).index_add_(0, local[1], sums)[local[0]]
+            sums = _per_bucket(sums, local[1], local[0], int(local[0][-1]) + 1)
         out.index_add_(0, i, _spread(sums, w, scratch))
 
 
@@ -306,7 +332,7 @@ def backward_sums(lay: Layout, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor
         gb = _gather(g, i, w, scratch, "g")  # (blocks or query pieces, w, D)
         sums = torch.sum(gb, 1, out=scratch("sums", gb.shape[0], d))
         if local is not None:
-            sums = sums.new_zeros(int(local[0][-1]) + 1, d).index_add_(0, local[0], sums)[local[1]]
+            sums = _per_bucket(sums, local[0], local[1], int(local[0][-1]) + 1)
         out_v.index_add_(0, j, _spread(sums, w, scratch))
         if not bilinear:
             continue
@@ -454,10 +480,10 @@ class YosoAttention(nn.Module):
         yoso_triton = _triton_kernels()
         with torch.no_grad():
             if self.hash is fast_hash:
-                signs = yoso_triton.fast_hash_signs(bh, d, self.num_hashes, self.bits, q.device)
+                signs = fast_hash_signs(bh, d, self.num_hashes, self.bits, q)
                 q_codes, k_codes = yoso_triton.triton_fast_hash(q, k, self.num_hashes, self.bits, signs)
             else:
-                planes = torch.randn(bh, d, self.num_hashes * self.bits, device=q.device)
+                planes = gaussian_planes(bh, d, self.num_hashes, self.bits, q)
                 q_codes, k_codes = yoso_triton.triton_gaussian_hash(q, k, self.num_hashes, self.bits, planes)
         return yoso_triton.TritonLshCumulation.apply(q, k, v, q_codes, k_codes, real, real, self.bits)
 

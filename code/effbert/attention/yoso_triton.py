@@ -30,6 +30,8 @@ import os
 
 import torch
 
+from effbert.attention.yoso import fast_hash_shape, sylvester
+
 try:
     import triton
     import triton.language as tl
@@ -118,30 +120,19 @@ def _gaussian_hash_kernel(x_ptr, planes_ptr, codes_ptr, n, d, bits, num_hashes, 
     tl.store(codes_ptr + (row_id * n + rows[:, None]) * num_hashes + f[None, :], codes.to(tl.int64), mask=ok)
 
 
-def fast_hash_signs(bh: int, dim: int, num_hashes: int, bits: int, device=None) -> torch.Tensor:
-    """The random +-1 diagonals of fast hashing, (BH, 3, parts, size) float32, drawn as yoso.fast_hash draws them."""
-    size = 1 << (max(dim, bits) - 1).bit_length()
-    parts = -(-num_hashes // (size // bits))
-    return torch.randint(0, 2, (bh, 3, parts, size), device=device).float() * 2 - 1
-
-
 def triton_fast_hash(q: torch.Tensor, k: torch.Tensor, num_hashes: int, bits: int,
                      signs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Codes (BH, N, m) of q and k (BH, N, D) by sign(H D3 H D2 H D1 x), as yoso.fast_hash, with the caller's signs.
 
     signs: (BH, 3, parts, size) or yoso.fast_hash's (BH, 3, parts, 1, size) +-1 draws (size the power of two
-    >= max(D, tau), parts = ceil(m / (size // tau))), e.g. from fast_hash_signs.
+    >= max(D, tau), parts = ceil(m / (size // tau))), e.g. from yoso.fast_hash_signs.
     """
     if bits > 24:
         raise ValueError(f"hash_bits={bits}: codes are packed in float32, exact up to 24 bits")
     bh, _, d = q.shape
-    size = 1 << (max(d, bits) - 1).bit_length()
-    per_part = size // bits
-    parts = -(-num_hashes // per_part)
+    size, per_part, parts = fast_hash_shape(d, num_hashes, bits)
     signs = signs.reshape(bh, 3, parts, size).float().contiguous()
-    had = torch.ones(1, 1, device=q.device)
-    while had.shape[0] < size:  # Sylvester's unnormalised Hadamard matrix
-        had = torch.cat([torch.cat([had, had], 1), torch.cat([had, -had], 1)], 0)
+    had = sylvester(size, signs)
     kernel = _jit(_fast_hash_kernel)
     out = []
     for x in (q, k):

@@ -187,7 +187,7 @@ def _reset_rss_peak() -> bool:
         return False
 
 
-def _prime(module: nn.Module, inputs: list[torch.Tensor], mask: torch.Tensor | None, n: int = 256) -> None:
+def _prime(module: nn.Module, inputs: list[torch.Tensor], mask: torch.Tensor | None, n: int) -> None:
     """One forward+backward at a short length: thread pools, kernel caches and other one-time allocations
     (about 40 MiB on CPU) happen here rather than inside the measured call. The length (256 when the
     measured one is 512 or more) is past the defaults' landmarks, windows and buckets (64), so that each
@@ -331,11 +331,12 @@ def _worker(spec: dict, send: Connection) -> None:
     try:
         result = measure(spec)
     except Exception as e:  # a failing mechanism is a result (an error row), not a crash of the benchmark
-        result = {"error": _error_text(e)}
+        result = {"error": error_text(e)}
     send.send(result)
 
 
-def _error_text(e: BaseException) -> str:
+def error_text(e: BaseException) -> str:
+    """An error row's text: the exception's type and message on one line, at most 300 characters."""
     text = " ".join(line.strip() for line in str(e).splitlines() if line.strip())  # one CSV-friendly line
     return f"{type(e).__name__}: {text}"[:300]
 
@@ -466,7 +467,7 @@ def _measure_here(spec: dict) -> dict:
     try:
         return measure(spec)
     except Exception as e:  # out of memory, unsupported length: an error row
-        error = _error_text(e)
+        error = error_text(e)
     # outside the except block the traceback, and the tensors its frames hold, are gone: give them back
     if torch.cuda.is_available():
         torch.cuda.empty_cache()

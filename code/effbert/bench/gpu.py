@@ -30,9 +30,8 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from effbert.bench.attention import BASELINE, NAIVE, PEERS, bench_attention
-from effbert.bench.pretrain import PEER, bench_pretrain, mlm_counts, our_loss, our_model
-from effbert.config import PretrainConfig
+from effbert.bench.attention import BASELINE, NAIVE, PEERS, bench_attention, error_text
+from effbert.bench.pretrain import PEER, bench_pretrain, mlm_counts, our_loss, our_model, run_default
 from effbert.data.instances import IGNORE
 from effbert.errors import InputError
 from effbert.files import write_json, write_text
@@ -87,14 +86,13 @@ def bench_gpu(out: str | Path = "results/gpu", *, tiny: bool = False, device: st
     seconds["attention"] = time.monotonic() - start
 
     start = time.monotonic()
-    defaults = PretrainConfig()  # the pretraining section's defaults: what a real run gets
-    run = {**size["pretrain"], "precision": defaults.precision, "attention_fp32": defaults.attention_fp32,
-           "compile": defaults.compile}
+    # the pretraining section's defaults: what a real run gets
+    run = {**size["pretrain"], **{key: run_default(key) for key in ("precision", "attention_fp32", "compile")}}
     throughput = bench_pretrain(device=str(dev), **run)
     seconds["pretrain"] = time.monotonic() - start
 
     start = time.monotonic()
-    precision = compare_precisions(dev, **size["precision"], attention_fp32=defaults.attention_fp32)
+    precision = compare_precisions(dev, **size["precision"], attention_fp32=run["attention_fp32"])
     seconds["precision"] = time.monotonic() - start
     write_json(out / "pretrain.json", {"settings": {"pretrain": run, "precision": size["precision"]},
                                        "throughput": throughput, "precision": precision})
@@ -164,7 +162,7 @@ def compare_precisions(device: torch.device, *, shape: dict, batch: int, vocab: 
             row["within_tolerance"] = row["relative_difference"] <= TOLERANCE
             row["error"] = ""
         except Exception as e:  # a failing mechanism is a row, not the end of the other figures
-            row["error"] = f"{type(e).__name__}: {e}"[:300]
+            row["error"] = error_text(e)
         rows.append(row)
     return rows
 
