@@ -63,9 +63,9 @@ def _write_task(glue_dir: Path) -> None:
 def _model_folders(tmp_path: Path) -> tuple[Path, Path]:
     """models/minilm (imported) and models/random (same config and tokenizer, fresh weights)."""
     from effbert.config import parse_config
-    from effbert.model.hf_bert import import_hf_bert
     from effbert.model.pretraining import PretrainingModel
     from effbert.train.checkpoints import read_checkpoint, save_checkpoint
+    from effbert.train.hf_import import import_hf_bert
 
     hf_dir = Path(minilm.__file__).parent / "model"
     if not (hf_dir / "model.safetensors").is_file():

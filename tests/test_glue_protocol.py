@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 
 from effbert.config import GlueConfig
-from effbert.data.glue import GLUE_SCORE_TASKS, glue_score, task_score
+from effbert.constants import GLUE_SCORE_TASKS
+from effbert.data.glue import glue_score, task_score
 from effbert.errors import InputError
 from effbert.files import write_json
 from effbert.train.glue_protocol import GlueRun, gather, grid, run_path, select_runs, task_epochs

@@ -14,8 +14,8 @@ import torch
 from effbert.config import load_config, parse_config
 from effbert.errors import InputError
 from effbert.model.encoder import Encoder
-from effbert.model.hf_bert import convert_hf_state, hf_model_config, import_hf_bert
 from effbert.train.checkpoints import load_encoder_weights, read_checkpoint
+from effbert.train.hf_import import convert_hf_state, hf_model_config, import_hf_bert
 
 SENTENCES = [
     "The quick brown fox jumps over the lazy dog.",

@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import pytest
 
-from effbert.config import LRA_TASKS, PretrainConfig, parse_config
+from effbert.config import PretrainConfig, parse_config
+from effbert.constants import LRA_TASKS
 from effbert.train.glue_protocol import grid
 from effbert.train.identity import (
     RUNTIME_KEYS,

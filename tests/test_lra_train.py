@@ -15,16 +15,14 @@ import torch
 
 from conftest import ROOT
 from effbert.config import ModelConfig, parse_config
+from effbert.constants import IGNORE
 from effbert.data.lra.listops import generate_listops
-from effbert.data.lra.protocol import PROTOCOLS, resolve_protocol
 from effbert.data.lra.split import make_split
 from effbert.errors import InputError
 from effbert.model.encoder import Encoder
+from effbert.model.task_models import LraClassifier, dual_features
 from effbert.train import lra
 from effbert.train.lra import (
-    IGNORE,
-    LraClassifier,
-    dual_features,
     gather_lra,
     make_batch,
     mask_tokens,
@@ -32,6 +30,7 @@ from effbert.train.lra import (
     self_pretrain,
     train_lra,
 )
+from effbert.train.lra_protocol import PROTOCOLS, resolve_protocol
 
 TINY = {"hidden_size": 32, "ffn_size": 64, "num_heads": 2, "num_layers": 1}
 

@@ -14,10 +14,12 @@ import torch
 import yaml
 
 from conftest import ROOT
-from effbert.config import LRA_TASKS, load_config
-from effbert.data.lra.protocol import resolve_protocol
+from effbert.config import load_config
+from effbert.constants import LRA_TASKS
 from effbert.model.pretraining import PretrainingModel
-from effbert.train.lra import LraClassifier, model_config
+from effbert.model.task_models import LraClassifier
+from effbert.train.lra import model_config
+from effbert.train.lra_protocol import resolve_protocol
 
 FOLDERS = {p.parent.name: load_config(p) for p in sorted((ROOT / "models").glob("*/config.json"))}
 

@@ -124,7 +124,7 @@ def _bench(a: argparse.Namespace) -> None:
 def _import_hf(a: argparse.Namespace) -> None:
     import json
 
-    from effbert.model.hf_bert import import_hf_bert
+    from effbert.train.hf_import import import_hf_bert
 
     try:
         attention = json.loads(a.attention) if a.attention else None

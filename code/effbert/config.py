@@ -25,7 +25,7 @@ from typing import Annotated, Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator, model_validator
 
-from effbert.data.glue import TASKS as GLUE_TASKS
+from effbert.constants import GLUE_TASKS, LRA_TASKS
 from effbert.errors import InputError
 from effbert.files import read_text_file
 
@@ -296,7 +296,6 @@ class LraConfig(_Section):
         return self.self_pretrain_steps if own is None else own
 
 
-LRA_TASKS = ("listops", "text", "retrieval", "image", "pathfinder", "pathx")
 STAGES = ("pretrain", "glue", "lra")
 _ATTENTION = TypeAdapter(AttentionConfig)
 

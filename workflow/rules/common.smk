@@ -220,8 +220,8 @@ def glue_selection_identity(wc):
 
 # lra.smk: generated or placed data, one run per task and seed
 
-from effbert.config import LRA_TASKS
-from effbert.data.lra.protocol import PROTOCOLS
+from effbert.constants import LRA_TASKS
+from effbert.train.lra_protocol import PROTOCOLS
 
 GENERATE = config["lra"].get("generate") or {}
 LISTOPS = f"{LRA_DIR}/listops-1000"

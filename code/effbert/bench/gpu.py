@@ -32,7 +32,7 @@ import torch
 
 from effbert.bench.attention import BASELINE, NAIVE, PEERS, bench_attention, error_text
 from effbert.bench.pretrain import PEER, bench_pretrain, mlm_counts, our_loss, our_model, run_default
-from effbert.data.instances import IGNORE
+from effbert.constants import IGNORE
 from effbert.errors import InputError
 from effbert.files import write_json, write_text
 from effbert.train.device import pick_device

@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from effbert.config import ModelConfig, PretrainConfig
-from effbert.data.instances import IGNORE
+from effbert.constants import IGNORE
 from effbert.files import write_json
 from effbert.model.pretraining import PretrainingModel
 from effbert.train.device import pick_device

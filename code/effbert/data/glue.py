@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from effbert.constants import GLUE_SCORE_TASKS, GLUE_TASKS
 from effbert.errors import InputError
 from effbert.files import text_lines
 
@@ -82,7 +83,7 @@ TASKS: dict[str, GlueTask] = {
     "AX": GlueTask("diagnostic", "sentence1", "sentence2", None, NLI3, "mcc",
                    files=(("test", "diagnostic.tsv"),)),
 }
-GLUE_SCORE_TASKS = ("CoLA", "SST-2", "MRPC", "STS-B", "QQP", "MNLI", "QNLI", "RTE", "WNLI")
+assert tuple(TASKS) == GLUE_TASKS, "data.glue.TASKS must list constants.GLUE_TASKS, in order"
 
 
 def get_task(task: str) -> GlueTask:

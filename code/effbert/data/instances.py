@@ -16,9 +16,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from effbert.constants import IGNORE
 from effbert.data.tokenizer import SpecialTokens
-
-IGNORE = -100  # torch.nn.functional.cross_entropy's default ignore_index
 
 
 @dataclass

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from effbert.data.instances import IGNORE
+from effbert.constants import IGNORE
 from effbert.errors import InputError
 from effbert.files import sha256_file, write_json
 

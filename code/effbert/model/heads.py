@@ -52,16 +52,3 @@ class ClassificationHead(nn.Module):
 def mean_over_real_tokens(hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
     weights = attention_mask.to(hidden.dtype)[..., None]  # (B, N, 1)
     return (hidden * weights).sum(1) / weights.sum(1).clamp(min=1)
-
-
-class MeanPoolClassifier(nn.Module):
-    """LRA's head: mean over real tokens (never over padding), then a two-layer MLP."""
-
-    def __init__(self, hidden_size: int, num_labels: int, mlp_size: int | None = None):
-        super().__init__()
-        mlp_size = mlp_size or 2 * hidden_size
-        self.mlp = nn.Sequential(nn.Linear(hidden_size, mlp_size), nn.ReLU(), nn.Linear(mlp_size, num_labels))
-        self.apply(init_weights)
-
-    def forward(self, hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        return self.mlp(mean_over_real_tokens(hidden, attention_mask))

@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from effbert.config import ModelConfig
-from effbert.data.instances import IGNORE  # the shards' label of positions without a prediction
+from effbert.constants import IGNORE  # the shards' label of positions without a prediction
 from effbert.model.encoder import Encoder
 from effbert.model.heads import ClassificationHead, MlmHead
 

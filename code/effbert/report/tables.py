@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from effbert.data.glue import GLUE_SCORE_TASKS, glue_score
+from effbert.constants import GLUE_SCORE_TASKS
+from effbert.data.glue import glue_score
 from effbert.files import read_json, write_text
 from effbert.report import published
 

@@ -25,14 +25,13 @@ import torch.nn.functional as F
 from tokenizers import Tokenizer
 from torch import nn
 
-from effbert.config import ModelConfig, load_config, parse_config
+from effbert.config import load_config, parse_config
 from effbert.data.glue import GlueSplit, compute_metrics, get_task, load_split
 from effbert.data.glue_submission import write_submission
 from effbert.data.tokenizer import special_tokens
 from effbert.errors import InputError
 from effbert.files import read_json, write_json
-from effbert.model.encoder import Encoder
-from effbert.model.heads import ClassificationHead
+from effbert.model.task_models import SequenceClassifier
 from effbert.train.checkpoints import find_checkpoint, load_encoder_weights, read_checkpoint
 from effbert.train.device import pick_device, seed_everything
 from effbert.train.glue_protocol import SUBMISSION_DIR, GlueRun, gather, grid, run_path, task_epochs
@@ -40,19 +39,6 @@ from effbert.train.identity import glue_run_identity
 from effbert.train.loop import SeededBatches, fit
 
 EVAL_BATCH_SIZE = 128
-
-
-class SequenceClassifier(nn.Module):
-    """Encoder + BERT's pooled classification head; one output means regression (STS-B)."""
-
-    def __init__(self, cfg: ModelConfig, vocab_size: int, num_labels: int):
-        super().__init__()
-        self.encoder = Encoder(cfg, vocab_size)
-        self.head = ClassificationHead(cfg.hidden_size, num_labels, cfg.dropout)
-
-    def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        hidden = self.encoder(batch["input_ids"], batch["attention_mask"], batch["token_type_ids"])  # (B, N, H)
-        return self.head(hidden, batch["attention_mask"])  # (B, num_labels)
 
 
 class Encoded:

@@ -22,8 +22,8 @@ import hashlib
 import json
 
 from effbert.config import Config, parse_config
-from effbert.data.lra.protocol import task_protocol
 from effbert.train.glue_protocol import GlueRun, task_epochs
+from effbert.train.lra_protocol import task_protocol
 
 # pretraining keys that change how a run is watched or split into passes, not what it computes
 RUNTIME_KEYS = ("log_every", "eval_every", "eval_batches", "checkpoint_every", "micro_batch_size", "compile",

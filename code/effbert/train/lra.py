@@ -2,7 +2,7 @@
 
 Thin by design: the task's loader (effbert.data.lra.<loader>.read_split, named by the protocol row)
 gives LraSplits; the model folder gives the attention settings; the task's protocol
-(effbert.data.lra.protocol) gives sizes and schedule; the one training loop (effbert.train.loop.fit)
+(effbert.train.lra_protocol) gives sizes and schedule; the one training loop (effbert.train.loop.fit)
 trains, over effbert.train.loop.SeededBatches (the one seeded batch order). Batches are padded to their
 longest member and the attention mask comes from the sequence lengths, never from a token id (pixel
 value 0 is data). The head pools the mean over real tokens; retrieval is a dual encoder: one shared
@@ -39,17 +39,20 @@ import torch.nn.functional as F
 from pydantic import ValidationError
 from torch import nn
 
-from effbert.config import CONFIG_FILE, LRA_TASKS, ModelConfig, load_config
-from effbert.data.instances import IGNORE  # label of positions without a masked-LM prediction
-from effbert.data.lra.protocol import PROTOCOLS, LraProtocol, task_protocol
+from effbert.config import CONFIG_FILE, ModelConfig, load_config
+from effbert.constants import (
+    IGNORE,  # label of positions without a masked-LM prediction
+    LRA_TASKS,
+)
 from effbert.data.lra.split import LraSplit
 from effbert.errors import InputError
 from effbert.files import read_json, write_json
-from effbert.model.encoder import Encoder, init_weights
-from effbert.model.heads import MlmHead, mean_over_real_tokens
+from effbert.model.encoder import Encoder
+from effbert.model.task_models import LraClassifier, MaskedLm, input_keys
 from effbert.train.device import pick_device, seed_everything
 from effbert.train.identity import lra_run_settings
 from effbert.train.loop import SeededBatches, fit, run_evaluation
+from effbert.train.lra_protocol import PROTOCOLS, LraProtocol, task_protocol
 
 assert set(LRA_TASKS) == set(PROTOCOLS), "config.LRA_TASKS and protocol.PROTOCOLS must name the same tasks"
 TASKS = tuple(PROTOCOLS)
@@ -60,45 +63,6 @@ def task_loader(task: str) -> ModuleType:
     if task not in PROTOCOLS:
         raise InputError(f"unknown LRA task {task!r}; expected one of {sorted(PROTOCOLS)}")
     return importlib.import_module(f"effbert.data.lra.{PROTOCOLS[task].loader}")
-
-
-def input_keys(k: int) -> tuple[str, str]:
-    """Batch keys of encoder input k: input_ids / attention_mask, then input_ids_1 / attention_mask_1."""
-    suffix = "" if k == 0 else f"_{k}"
-    return f"input_ids{suffix}", f"attention_mask{suffix}"
-
-
-def dual_features(x0: torch.Tensor, x1: torch.Tensor) -> torch.Tensor:
-    """The retrieval head's input: [x0, x1, x0*x1, x0-x1] (B, 4H) from the two pooled documents (B, H)."""
-    return torch.cat([x0, x1, x0 * x1, x0 - x1], dim=-1)
-
-
-class LraClassifier(nn.Module):
-    """Encoder, the mean over real tokens, then a two-layer MLP (the LRA head).
-
-    With two inputs (retrieval) the same encoder reads both and the MLP sees dual_features."""
-
-    def __init__(self, cfg: ModelConfig, vocab_size: int, num_classes: int, mlp_size: int, inputs: int = 1):
-        super().__init__()
-        if inputs not in (1, 2):
-            raise ValueError(f"an LRA task has 1 or 2 inputs, not {inputs}")
-        self.inputs = inputs
-        self.encoder = Encoder(cfg, vocab_size)
-        features = cfg.hidden_size * (4 if inputs == 2 else 1)
-        self.head = nn.Sequential(nn.Linear(features, mlp_size), nn.ReLU(), nn.Linear(mlp_size, num_classes))
-        self.head.apply(init_weights)
-
-    def pooled(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        return mean_over_real_tokens(self.encoder(input_ids, attention_mask), attention_mask)  # (B, H)
-
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
-                input_ids_1: torch.Tensor | None = None, attention_mask_1: torch.Tensor | None = None) -> torch.Tensor:
-        x0 = self.pooled(input_ids, attention_mask)
-        if self.inputs == 1:
-            return self.head(x0)  # (B, classes)
-        if input_ids_1 is None or attention_mask_1 is None:
-            raise ValueError("a dual-encoder model needs input_ids_1 and attention_mask_1")
-        return self.head(dual_features(x0, self.pooled(input_ids_1, attention_mask_1)))
 
 
 def pad_batch(rows: list[np.ndarray] | list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -181,18 +145,6 @@ def read_task(task: str, lra_dir: Path, protocol: LraProtocol) -> tuple[dict[str
 # ---- self-pretraining: masked LM on the task's own inputs ----
 
 
-class _MaskedLm(nn.Module):
-    def __init__(self, encoder: Encoder, eps: float):
-        super().__init__()
-        self.encoder = encoder
-        self.mlm = MlmHead(encoder.cfg.hidden_size, encoder.embeddings.word, eps)
-
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        hidden = self.encoder(input_ids, attention_mask)
-        predicted = labels != IGNORE
-        return F.cross_entropy(self.mlm(hidden[predicted]).float(), labels[predicted])
-
-
 def mask_tokens(ids: torch.Tensor, real: torch.Tensor, *, mask_id: int, data_vocab: int, mask_prob: float,
                 generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
     """BERT's masking on real tokens only: choose mask_prob of them (at least one per batch); of those 80%
@@ -232,7 +184,7 @@ def self_pretrain(encoder: Encoder, train: LraSplit, protocol: LraProtocol, *, m
     steps = protocol.self_pretrain_steps
     batches = SeededBatches(batch_of, len(sequences), min(protocol.batch_size, len(sequences)), seed + 1,
                             micro_batch=micro_batch)
-    model = _MaskedLm(encoder, protocol.layer_norm_eps).to(device)
+    model = MaskedLm(encoder, protocol.layer_norm_eps).to(device)
     return fit(model, loss_fn, batches, steps=steps, lr=protocol.lr, weight_decay=protocol.weight_decay,
                warmup_steps=min(protocol.warmup_steps, steps // 10), log_every=max(1, min(50, steps)),
                metrics_path=metrics_path, desc=f"lra {protocol.task} self-pretrain", seed=seed + 1)

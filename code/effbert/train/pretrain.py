@@ -23,7 +23,7 @@ import torch.distributed as dist
 from tqdm.auto import tqdm
 
 from effbert.config import Config, ModelConfig, PretrainConfig, config_json, load_config
-from effbert.data.instances import IGNORE
+from effbert.constants import IGNORE
 from effbert.data.shard_files import ShardDataset, read_manifest, verify_shards
 from effbert.errors import InputError
 from effbert.files import remove_leftovers, sha256_file, write_json
