@@ -63,6 +63,11 @@ def iterative_pinv(a: torch.Tensor, iterations: int, per_head_init: bool) -> tor
     z = a.transpose(-1, -2) / scale[..., None, None] if per_head_init else a.transpose(-1, -2) / scale
     shape, m = a.shape, a.shape[-1]
     a, z = a.reshape(-1, m, m), z.reshape(-1, m, m)  # one batch of matrices for bmm
+    if a.is_cuda and a.dtype == torch.float32:  # one fused launch each way instead of ~130 small ones
+        from effbert.attention import nystrom_pinv_triton as fused  # lazily: CPU installs may lack Triton
+
+        if fused.available(a.device) and fused.supported(m):
+            return fused.FusedPinv.apply(a, z, iterations).view(shape)
     eyes = torch.eye(m, device=a.device, dtype=a.dtype) * torch.tensor([7, 15, 13], device=a.device,
                                                                        dtype=a.dtype)[:, None, None]
     for _ in range(iterations):
