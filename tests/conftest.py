@@ -76,3 +76,18 @@ def shared_fixtures() -> Path:
     if not root.is_dir():
         pytest.skip(f"real-format fixtures not found at {root} (set EFFBERT_SHARED_FIXTURES)")
     return root
+
+
+@pytest.fixture(scope="module")
+def shards(tmp_path_factory) -> Path:
+    """Shards of the patterned corpus (helpers.patterned_corpus) with a tiny WordPiece tokenizer, once per module."""
+    from effbert.data.shards import build_shards
+    from effbert.data.tokenizer import train_tokenizer
+    from helpers import patterned_corpus
+
+    root = tmp_path_factory.mktemp("corpus")
+    patterned_corpus(root / "text")
+    tokenizer = train_tokenizer("wordpiece", 120, [root / "text"], root / "tok", lowercase=True)
+    out = root / "64-t"
+    build_shards([root / "text"], tokenizer, out, max_seq_len=64, dev_fraction=0.1, dupe_factor=2)
+    return out

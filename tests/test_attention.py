@@ -1,12 +1,15 @@
 """Softmax and Nystrom attention against reference computations and their exact limits."""
 
 
+from functools import partial
+
 import pytest
 import torch
 
 from effbert.attention import build_attention
 from effbert.attention.nystrom import iterative_pinv, segment_means_weights
 from effbert.config import parse_config
+from helpers import random_qkv
 from reference import conv_skip, lengths_mask, naive_softmax, nystrom
 
 
@@ -16,9 +19,7 @@ def model_cfg(**attention):
 
 
 
-def qkv(b=2, n=13, d=32, scale=0.5, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    return [torch.randn(b, 2, n, d, generator=g) * s for s in (scale, scale, 1.0)]
+qkv = partial(random_qkv, d=32, scale=0.5, dtype=torch.float32)
 
 
 

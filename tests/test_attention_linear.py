@@ -6,6 +6,7 @@ import torch
 
 from effbert.attention.linear import LinearAttention
 from effbert.config import parse_config
+from helpers import random_qkv as qkv
 from reference import lengths_mask, saved_bytes
 
 
@@ -18,9 +19,6 @@ def linear(chunk=None, head_dim=16):
     return attn
 
 
-def qkv(b=2, n=13, d=16, seed=0, dtype=torch.float64):
-    g = torch.Generator().manual_seed(seed)
-    return [torch.randn(b, 2, n, d, generator=g, dtype=dtype) for _ in range(3)]
 
 
 def naive_linear(q, k, v, mask):

@@ -8,6 +8,7 @@ from torch import nn
 
 from effbert.attention.linformer import SHARED_KEY, LinformerAttention
 from effbert.config import parse_config
+from helpers import random_qkv as qkv
 from reference import lengths_mask, naive_softmax
 
 SHARES = ["none", "heads", "kv", "layers"]
@@ -20,9 +21,6 @@ def linformer(k=8, share="heads", max_seq_len=32, shared=None, dropout=0.0):
     return LinformerAttention(cfg, shared)
 
 
-def qkv(b=2, n=13, d=16, seed=0, dtype=torch.float64):
-    g = torch.Generator().manual_seed(seed)
-    return [torch.randn(b, 2, n, d, generator=g, dtype=dtype) for _ in range(3)]
 
 
 

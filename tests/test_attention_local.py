@@ -1,12 +1,14 @@
 """Sliding-window attention against naive softmax attention with a banded mask."""
 
 import math
+from functools import partial
 
 import pytest
 import torch
 
 from effbert.attention.local import LocalAttention
 from effbert.config import parse_config
+from helpers import random_qkv
 from reference import lengths_mask
 
 
@@ -16,9 +18,7 @@ def local(window):
     return LocalAttention(cfg).eval()
 
 
-def qkv(b=2, n=23, d=16, seed=0, dtype=torch.float64):
-    g = torch.Generator().manual_seed(seed)
-    return [torch.randn(b, 2, n, d, generator=g, dtype=dtype) for _ in range(3)]
+qkv = partial(random_qkv, n=23)
 
 
 

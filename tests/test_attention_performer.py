@@ -2,12 +2,14 @@
 and the chunked form against the explicit n x n computation, with features recomputed in the backward."""
 
 import math
+from functools import partial
 
 import pytest
 import torch
 
 from effbert.attention.performer import PerformerAttention, orthogonal_gaussian, softmax_kernel_exponent
 from effbert.config import parse_config
+from helpers import random_qkv
 from reference import lengths_mask, naive_softmax, saved_bytes
 
 
@@ -36,9 +38,7 @@ def naive_performer(q, k, v, mask, w, kernel):
     return a / a.sum(-1, keepdim=True) @ v
 
 
-def qkv(b=2, n=13, d=16, scale=0.5, seed=0, dtype=torch.float64):
-    g = torch.Generator().manual_seed(seed)
-    return [torch.randn(b, 2, n, d, generator=g, dtype=dtype) * s for s in (scale, scale, 1.0)]
+qkv = partial(random_qkv, scale=0.5)
 
 
 

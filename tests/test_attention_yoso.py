@@ -12,6 +12,7 @@ import torch.nn.functional as F
 import effbert.attention.yoso as yoso
 from effbert.attention.yoso import LshCumulation, YosoAttention, fast_hash, gaussian_hash, hadamard_transform
 from effbert.config import parse_config
+from helpers import random_qkv as qkv
 from reference import lengths_mask
 
 
@@ -21,9 +22,6 @@ def build(hidden=32, heads=2, **options):
     return YosoAttention(cfg)
 
 
-def qkv(b=2, n=13, d=16, seed=0, dtype=torch.float64):
-    g = torch.Generator().manual_seed(seed)
-    return [torch.randn(b, 2, n, d, generator=g, dtype=dtype) for _ in range(3)]
 
 
 def hadamard(size: int) -> torch.Tensor:

@@ -15,7 +15,7 @@ import torch.multiprocessing as mp
 
 from effbert.train.checkpoints import find_checkpoint, list_checkpoints, read_checkpoint
 from effbert.train.pretrain import pretrain
-from test_pretrain import model_folder, shards  # noqa: F401 (the shards fixture)
+from helpers import model_folder
 
 
 def _free_port() -> int:

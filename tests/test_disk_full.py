@@ -14,7 +14,7 @@ import pytest
 from conftest import ROOT
 from effbert.data.shards import build_shards
 from effbert.data.tokenizer import train_tokenizer
-from test_pretrain import model_folder, patterned_corpus
+from helpers import model_folder, patterned_corpus
 
 EFFBERT = str(Path(sys.executable).parent / "effbert")
 DUMP = ROOT / "demo/data-preprocessing/wiki/demowiki-pages-articles.xml.bz2"

@@ -173,17 +173,31 @@ def test_bad_rows_name_file_and_line(tmp_path):
 
 # ---- the demo tasks ----
 
-def test_demo_tasks_are_deterministic_and_committed(tmp_path):
-    write_demo_glue(tmp_path / "a", seed=0)
-    write_demo_glue(tmp_path / "b", seed=0)
-    write_demo_glue(tmp_path / "c", seed=1)
-    committed = ROOT / "demo" / "glue"
-    for task in ("SST-2", "MRPC"):
-        for name in ("train.tsv", "dev.tsv", "test.tsv"):
-            fresh = (tmp_path / "a" / task / name).read_bytes()
-            assert fresh == (tmp_path / "b" / task / name).read_bytes()
-            assert fresh != (tmp_path / "c" / task / name).read_bytes()
-            assert fresh == (committed / task / name).read_bytes(), f"demo/glue/{task}/{name} is stale"
+# the official files' headers (GLUE's SST-2 and MRPC releases), read here by the standard library's csv module
+OFFICIAL_HEADERS = {
+    ("SST-2", "train.tsv"): ["sentence", "label"], ("SST-2", "dev.tsv"): ["sentence", "label"],
+    ("SST-2", "test.tsv"): ["index", "sentence"],
+    ("MRPC", "train.tsv"): ["Quality", "#1 ID", "#2 ID", "#1 String", "#2 String"],
+    ("MRPC", "dev.tsv"): ["Quality", "#1 ID", "#2 ID", "#1 String", "#2 String"],
+    ("MRPC", "test.tsv"): ["index", "#1 ID", "#2 ID", "#1 String", "#2 String"],
+}
+
+
+def test_demo_tasks_have_the_official_headers_and_the_committed_ones_are_current(tmp_path):
+    import csv
+
+    write_demo_glue(tmp_path)
+    for (task, name), header in OFFICIAL_HEADERS.items():
+        with open(tmp_path / task / name, encoding="utf-8-sig", newline="") as f:
+            rows = list(csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE))
+        assert rows[0] == header, (task, name)
+        assert all(len(row) == len(header) for row in rows[1:]), (task, name)
+        label = next((header.index(c) for c in ("label", "Quality") if c in header), None)  # test sets: none
+        if label is not None:
+            assert {row[label] for row in rows[1:]} == {"0", "1"}, (task, name)
+        # the demo must run on what the generator writes today
+        assert (tmp_path / task / name).read_bytes() == (ROOT / "demo" / "glue" / task / name).read_bytes(), (
+            f"demo/glue/{task}/{name} is stale: rewrite it with effbert.demo.glue.write_demo_glue")
 
 
 def test_demo_tasks_parse_in_the_official_layout(tmp_path):

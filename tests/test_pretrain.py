@@ -4,60 +4,18 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import random
 from pathlib import Path
 
 import pytest
 import torch
 
 from effbert.data.shards import build_shards
-from effbert.data.tokenizer import train_tokenizer
 from effbert.errors import InputError
 from effbert.locks import LOCK_FILE
 from effbert.train.checkpoints import find_checkpoint, list_checkpoints, read_checkpoint
 from effbert.train.loop import warmup_decay
 from effbert.train.pretrain import pretrain
-
-ANIMALS = ["cat", "dog", "owl", "fox", "bee", "elk", "ant", "yak"]
-COLOURS = ["red", "blue", "green", "black", "white", "grey", "pink", "gold"]
-
-
-def patterned_corpus(folder: Path, documents: int = 120, seed: int = 0) -> None:
-    """Sentences whose masked words are predictable from context: each animal has one colour."""
-    rng = random.Random(seed)
-    docs = []
-    for _ in range(documents):
-        sentences = []
-        for _ in range(rng.randint(3, 8)):
-            i = rng.randrange(len(ANIMALS))
-            sentences.append(f"The {ANIMALS[i]} is {COLOURS[i]} and the {ANIMALS[i]} likes {COLOURS[i]} food.")
-        docs.append("\n".join(sentences))
-    folder.mkdir(parents=True)
-    (folder / "part-00000.txt").write_text("\n\n".join(docs) + "\n", encoding="utf-8")
-
-
-def model_folder(root: Path, **pretraining) -> Path:
-    folder = root / "tiny"
-    folder.mkdir(exist_ok=True)
-    cfg = {
-        "model": {"max_seq_len": 64, "hidden_size": 32, "num_layers": 2, "num_heads": 2, "ffn_size": 64,
-                  "dropout": 0.0, "attention_dropout": 0.0},
-        "pretraining": {"tokenizer": "t", "batch_size": 16, "lr": 3e-3, "warmup_steps": 10, "steps": 150,
-                        "log_every": 10, "eval_every": 50, "eval_batches": 4, "checkpoint_every": 75,
-                        **pretraining},
-    }
-    (folder / "config.json").write_text(json.dumps(cfg))
-    return folder
-
-
-@pytest.fixture(scope="module")
-def shards(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("corpus")
-    patterned_corpus(root / "text")
-    tokenizer = train_tokenizer("wordpiece", 120, [root / "text"], root / "tok", lowercase=True)
-    out = root / "64-t"
-    build_shards([root / "text"], tokenizer, out, max_seq_len=64, dev_fraction=0.1, dupe_factor=2)
-    return out
+from helpers import model_folder
 
 
 def test_warmup_then_linear_decay():

@@ -11,13 +11,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from effbert.constants import IGNORE
 from effbert.data import shards
-from effbert.data.instances import IGNORE
 from effbert.data.shard_files import FIELDS, ShardDataset, field_dtypes, read_manifest
 from effbert.data.shards import build_shards, uniform_draws
 from effbert.data.tokenizer import import_tokenizer, load_tokenizer, special_tokens, train_tokenizer
 from effbert.errors import InputError
-from test_tokenizer import minilm_model_dir, write_corpus
+from helpers import minilm_model_dir, write_corpus
 
 MAX_SEQ_LEN = 64
 

