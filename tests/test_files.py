@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from effbert.files import atomic_dir, atomic_path, write_json
+from effbert.errors import InputError
+from effbert.files import atomic_dir, atomic_path, read_json, write_json
 
 
 class Killed(Exception):
@@ -33,3 +34,17 @@ def test_a_failed_folder_write_leaves_the_previous_folder_whole(tmp_path):
             raise Killed
     assert (out / "manifest.json").read_text() == "old"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["shards"]
+
+
+def test_read_json_names_the_line_and_column_and_accepts_a_bom(tmp_path):
+    path = tmp_path / "a.json"
+    path.write_bytes(b"\xef\xbb\xbf" + b'{"a": 1,\n "b": [1, 2,]\n}')  # a BOM, then a trailing comma on line 2
+    with pytest.raises(InputError, match=r"a\.json: line 2 column 13: invalid JSON"):
+        read_json(path)
+    path.write_bytes(b"\xef\xbb\xbf" + b'{"a": {"b": 1, "b": 2}}')
+    assert read_json(path) == {"a": {"b": 2}}  # json's own rule: the last of two equal keys
+    with pytest.raises(InputError, match=r"a\.json: the key 'b' is given twice"):
+        read_json(path, unique_keys=True)
+    path.write_bytes(b'{"a": "caf\xe9"}')  # Latin-1, not UTF-8
+    with pytest.raises(InputError, match=r"a\.json: line 1"):
+        read_json(path)

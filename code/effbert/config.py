@@ -19,7 +19,6 @@ Which settings make up each stage's run (and so what an edit reruns) is effbert.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Annotated, Any, Literal, get_args
 
@@ -27,7 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError,
 
 from effbert.constants import GLUE_TASKS, LRA_TASKS
 from effbert.errors import InputError
-from effbert.files import read_text_file
+from effbert.files import read_json
 
 CONFIG_FILE = "config.json"
 
@@ -388,30 +387,10 @@ def load_config(path: str | Path) -> Config:
     if path.is_dir():
         path = path / CONFIG_FILE
     try:
-        text = read_text_file(path)
+        data = read_json(path, unique_keys=True)
     except FileNotFoundError:
         raise InputError(f"{path}: no such config file") from None
-    try:
-        data = json.loads(text, object_pairs_hook=_no_repeated_keys)
-    except json.JSONDecodeError as e:
-        raise InputError(f"{path}: line {e.lineno} column {e.colno}: invalid JSON: {e.msg}") from None
-    except _RepeatedKey as e:
-        raise InputError(f"{path}: the key {e.args[0]!r} is given twice in one object; keep one") from None
     return parse_config(data, str(path))
-
-
-class _RepeatedKey(Exception):
-    pass
-
-
-def _no_repeated_keys(pairs: list[tuple[str, object]]) -> dict:
-    """json.loads would keep the last of two equal keys silently: a config must say each thing once."""
-    found: dict = {}
-    for key, value in pairs:
-        if key in found:
-            raise _RepeatedKey(key)
-        found[key] = value
-    return found
 
 
 def config_json(config: Config) -> dict:

@@ -65,12 +65,32 @@ def write_json(path: str | Path, obj: object) -> None:
         tmp.write_text(json.dumps(obj, indent=2, sort_keys=False) + "\n", encoding="utf-8")
 
 
-def read_json(path: str | Path) -> dict:
-    """A JSON file the pipeline wrote; a damaged one is an error naming the file and line."""
+def read_json(path: str | Path, *, unique_keys: bool = False):
+    """A JSON file as UTF-8 (a byte-order mark accepted): the one reader of every JSON input and result.
+
+    Damage is one InputError naming the file, line and column (an invalid byte: its line and offset). With
+    `unique_keys` a key given twice in one object is an error too (json.loads keeps the last silently).
+    A missing file raises FileNotFoundError, which callers word for their own context."""
+    text = read_text_file(path)
     try:
-        return json.loads(Path(path).read_text(encoding="utf-8"))
+        return json.loads(text, object_pairs_hook=_unique_keys if unique_keys else None)
     except json.JSONDecodeError as e:
-        raise InputError(f"{path}: line {e.lineno}: not a JSON result file ({e.msg})") from None
+        raise InputError(f"{path}: line {e.lineno} column {e.colno}: invalid JSON: {e.msg}") from None
+    except _RepeatedKey as e:
+        raise InputError(f"{path}: the key {e.args[0]!r} is given twice in one object; keep one") from None
+
+
+class _RepeatedKey(Exception):
+    pass
+
+
+def _unique_keys(pairs: list[tuple[str, object]]) -> dict:
+    found: dict = {}
+    for key, value in pairs:
+        if key in found:
+            raise _RepeatedKey(key)
+        found[key] = value
+    return found
 
 
 def write_text(path: str | Path, text: str) -> None:

@@ -24,7 +24,7 @@ from tqdm.auto import tqdm
 
 from effbert.constants import IGNORE
 from effbert.errors import InputError
-from effbert.files import sha256_file, write_json
+from effbert.files import read_json, sha256_file, write_json
 
 # The widest dtype of each field; field_dtypes narrows the ids for vocabularies that fit (the manifest says).
 FIELDS = {
@@ -142,10 +142,7 @@ def read_manifest(out_dir: Path) -> dict:
     path = Path(out_dir) / MANIFEST
     if not path.is_file():
         raise InputError(f"{path}: not found (expected the output of `effbert shards`)")
-    try:
-        manifest = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as error:
-        raise InputError(f"{path}: not valid JSON ({error})") from error
+    manifest = read_json(path)
     for key in ("max_seq_len", "tokenizer", "splits", "fields"):
         if key not in manifest:
             raise InputError(f"{path}: key {key!r} missing")

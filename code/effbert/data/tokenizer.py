@@ -15,7 +15,7 @@ from typing import Literal
 from tokenizers import AddedToken, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
 
 from effbert.errors import InputError
-from effbert.files import atomic_dir, sha256_file
+from effbert.files import atomic_dir, read_json, sha256_file
 
 Kind = Literal["bpe", "wordpiece"]
 
@@ -202,10 +202,7 @@ def import_tokenizer(path: Path, out_dir: Path, *, lowercase: bool | None = None
 
 def _is_flat_vocab(path: Path) -> bool:
     """vocab.json (a flat {token: id} object) rather than a tokenizer.json (which has a "model" key)."""
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise InputError(f"{path}: not valid JSON ({error})") from error
+    data = read_json(path)
     return isinstance(data, dict) and "model" not in data
 
 
@@ -214,7 +211,7 @@ def _import_bpe_pair(vocab_path: Path, merges_path: Path, out_dir: Path) -> Path
     encoded on its own), so a sentence's first word gets its mid-text "Ġword" tokens."""
     if not merges_path.is_file():
         raise InputError(f"{merges_path}: merges file not found (expected beside {vocab_path.name})")
-    vocab = json.loads(vocab_path.read_text(encoding="utf-8"))
+    vocab = read_json(vocab_path)
     if not all(isinstance(t, str) and isinstance(i, int) for t, i in vocab.items()):
         raise InputError(f"{vocab_path}: expected a JSON object of token -> integer id")
     merges = []

@@ -12,7 +12,6 @@ old TensorFlow-converted checkpoints spell LayerNorm's weight and bias `gamma` a
 from __future__ import annotations
 
 import hashlib
-import json
 import re
 import tempfile
 from collections.abc import Callable
@@ -25,7 +24,7 @@ from tokenizers import Tokenizer
 from effbert.config import CONFIG_FILE, Config, ModelConfig, config_json, load_config, parse_config
 from effbert.data.tokenizer import import_tokenizer
 from effbert.errors import InputError
-from effbert.files import sha256_file, write_json
+from effbert.files import read_json, sha256_file, write_json
 from effbert.locks import writer_lock
 from effbert.model.pretraining import PretrainingModel
 from effbert.train.checkpoints import CHECKPOINT_DIR, checkpoint_name, save_checkpoint
@@ -56,12 +55,9 @@ _HF_FILES = ("model.safetensors", "pytorch_model.bin")
 def read_hf_config(hf_dir: Path) -> dict:
     path = Path(hf_dir) / "config.json"
     try:
-        hf = json.loads(path.read_text(encoding="utf-8"))
+        return read_json(path)
     except FileNotFoundError:
         raise InputError(f"{path}: not found (expected a HuggingFace BERT checkpoint folder)") from None
-    except json.JSONDecodeError as e:
-        raise InputError(f"{path}: line {e.lineno} column {e.colno}: invalid JSON: {e.msg}") from None
-    return hf
 
 
 def hf_model_config(hf: dict, source: str, attention: dict | None = None) -> ModelConfig:
