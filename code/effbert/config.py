@@ -27,8 +27,7 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError,
 from effbert.constants import GLUE_TASKS, LRA_TASKS
 from effbert.errors import InputError
 from effbert.files import read_json
-
-CONFIG_FILE = "config.json"
+from effbert.layout import CONFIG_FILE
 
 
 class _Section(BaseModel):

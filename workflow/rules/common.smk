@@ -10,9 +10,11 @@ import importlib
 import os
 from pathlib import Path
 
+from effbert import layout
 from effbert.config import load_config
-from effbert.train.checkpoints import CHECKPOINT_DIR, checkpoint_name
-from effbert.train.glue_protocol import GlueRun, grid
+from effbert.data.shard_files import MANIFEST
+from effbert.layout import GlueRun
+from effbert.train.glue_protocol import grid
 from effbert.train.identity import (
     digest,
     glue_run_settings,
@@ -29,7 +31,7 @@ GLUE_DIR = config["glue"]["dir"]
 LRA_DIR = config["lra"]["dir"]
 LOGS = config.get("logs_dir", "logs")
 
-MODEL_NAMES = config.get("models") or sorted(p.parent.name for p in Path(MODELS).glob("*/config.json"))
+MODEL_NAMES = config.get("models") or sorted(p.parent.name for p in Path(MODELS).glob(f"*/{layout.CONFIG_FILE}"))
 MODEL_CONFIGS = {name: load_config(Path(MODELS) / name) for name in MODEL_NAMES}
 
 
@@ -38,7 +40,10 @@ def with_stage(stage, models=MODEL_NAMES):
     return [name for name in models if stage in MODEL_CONFIGS[name].stages]
 
 
-IMPORTED = f"{CHECKPOINT_DIR}/{checkpoint_name(0)}"  # where import_hf puts a folder's imported weights
+
+def model_file(model, path_of, *args):
+    """A path in a model folder, from effbert.layout (model may be the wildcard "{model}"), as Snakemake's string."""
+    return str(path_of(f"{MODELS}/{model}", *args))
 
 
 def tokenizer_spec(name, model=None):
@@ -51,14 +56,14 @@ def tokenizer_spec(name, model=None):
 
 
 def source_texts(sources):
-    return [f"{DATA}/text/{source}" for source in sources]
+    return [str(layout.text_dir(DATA, source)) for source in sources]
 
 
 def shards_for(model):
     """A model's shard set: its max_seq_len and tokenizer name, as the seeds' 512-roberta."""
     cfg = MODEL_CONFIGS[model]
     tokenizer_spec(cfg.pretraining.tokenizer, model)
-    return f"{DATA}/{cfg.model.max_seq_len}-{cfg.pretraining.tokenizer}"
+    return str(layout.shards_dir(DATA, cfg.model.max_seq_len, cfg.pretraining.tokenizer))
 
 
 def from_cp_inputs(wildcards):
@@ -76,8 +81,12 @@ def from_cp_inputs(wildcards):
 def weights_of(model):
     """What stands for a model's weights being ready: its pretraining summary, or its imported checkpoint."""
     if "pretrain" in MODEL_CONFIGS[model].stages:
-        return f"{MODELS}/{model}/pretrain.json"
-    return f"{MODELS}/{model}/{IMPORTED}"
+        return pretrain_summary(model)
+    return model_file(model, layout.imported_checkpoint)
+
+
+def pretrain_summary(model):
+    return f"{MODELS}/{model}/{layout.PRETRAIN_SUMMARY}"
 
 
 def pretrain_identity(wc):
@@ -186,16 +195,16 @@ def threads_per_process(wildcards, threads, resources):
 
 
 def pretrained(models):
-    return expand(f"{MODELS}/{{model}}/pretrain.json", model=with_stage("pretrain", models))
+    return expand(pretrain_summary("{model}"), model=with_stage("pretrain", models))
 
 
 def glue_scores(models):
-    return expand(f"{MODELS}/{{model}}/glue/{{task}}.json", model=with_stage("glue", models),
+    return expand(model_file("{model}", layout.glue_result, "{task}"), model=with_stage("glue", models),
                   task=config["glue"]["tasks"])
 
 
 def lra_scores(models):
-    return expand(f"{MODELS}/{{model}}/lra/{{task}}.json", model=with_stage("lra", models),
+    return expand(model_file("{model}", layout.lra_result, "{task}"), model=with_stage("lra", models),
                   task=config["lra"]["tasks"])
 
 
@@ -207,7 +216,7 @@ def model_outputs(models):
 
 
 def glue_runs(wc):
-    return [f"{MODELS}/{wc.model}/glue/{wc.task}/{run.name}.json" for run in grid(MODEL_CONFIGS[wc.model].glue)]
+    return [model_file(wc.model, layout.glue_run_path, wc.task, run.name) for run in grid(MODEL_CONFIGS[wc.model].glue)]
 
 
 def glue_run_identity(wc):
@@ -256,13 +265,13 @@ def lra_run_owner(model, task, seed):
     has the run's result already (a folder added later, or renamed, never causes a rerun), else the first by name."""
     mine = lra_identity(model, task, seed)
     sharing = [name for name in with_stage("lra") if lra_identity(name, task, seed) == mine] or [model]
-    done = [name for name in sharing if Path(f"{MODELS}/{name}/lra/{task}/seed-{seed}.json").is_file()]
+    done = [name for name in sharing if Path(model_file(name, layout.lra_seed_path, task, seed)).is_file()]
     return (done or sharing)[0]
 
 
 def lra_seed_results(wc):
     seeds = MODEL_CONFIGS[wc.model].lra.task_seeds(wc.task)
-    return [f"{MODELS}/{lra_run_owner(wc.model, wc.task, s)}/lra/{wc.task}/seed-{s}.json" for s in seeds]
+    return [model_file(lra_run_owner(wc.model, wc.task, s), layout.lra_seed_path, wc.task, s) for s in seeds]
 
 
 def lra_run_identity(wc):

@@ -6,7 +6,7 @@ rule extract_documents:
     input:
         lambda wc: config["sources"][wc.source]["input"],
     output:
-        directory(f"{DATA}/text/{{source}}"),
+        directory(str(layout.text_dir(DATA, "{source}"))),
     params:
         options=lambda wc: " ".join(
             f"--{key} {value}" for key, value in config["sources"][wc.source].items() if key != "input"

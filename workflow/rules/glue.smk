@@ -9,11 +9,11 @@ rule finetune_glue:
         weights=lambda wc: weights_of(wc.model),
         task=f"{GLUE_DIR}/{{task}}",
     output:
-        f"{MODELS}/{{model}}/glue/{{task}}/{{run}}.json",
+        model_file("{model}", layout.glue_run_path, "{task}", "{run}"),
     wildcard_constraints:
         model=r"[^/]+",
         task=r"[^/]+",
-        run=r"bs\d+-lr[^/]+-seed-?\d+",
+        run=layout.GLUE_RUN_WILDCARD,
     params:
         identity=glue_run_identity,
         model=lambda wc: f"{MODELS}/{wc.model}",
@@ -35,7 +35,7 @@ rule select_glue:
     input:
         runs=glue_runs,
     output:
-        f"{MODELS}/{{model}}/glue/{{task}}.json",
+        model_file("{model}", layout.glue_result, "{task}"),
     wildcard_constraints:
         model=r"[^/]+",
         task=r"[^/]+",

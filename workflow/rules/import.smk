@@ -7,7 +7,7 @@ rule import_hf:
     input:
         import_source,
     output:
-        f"{MODELS}/{{model}}/{IMPORTED}",
+        model_file("{model}", layout.imported_checkpoint),
     wildcard_constraints:
         model="|".join(name for name in MODEL_NAMES if MODEL_CONFIGS[name].import_hf) or "(?!)",
     params:

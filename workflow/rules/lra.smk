@@ -51,7 +51,7 @@ rule train_lra:
     input:
         data=lra_task_inputs,
     output:
-        f"{MODELS}/{{model}}/lra/{{task}}/seed-{{seed}}.json",
+        model_file("{model}", layout.lra_seed_path, "{task}", "{seed}"),
     wildcard_constraints:
         model=r"[^/]+",
         task="|".join(LRA_TASKS),
@@ -77,7 +77,7 @@ rule gather_lra:
     input:
         runs=lra_seed_results,
     output:
-        f"{MODELS}/{{model}}/lra/{{task}}.json",
+        model_file("{model}", layout.lra_result, "{task}"),
     wildcard_constraints:
         model=r"[^/]+",
         task="|".join(LRA_TASKS),

@@ -7,10 +7,10 @@
 
 rule pretrain_model:
     input:
-        shards=lambda wc: f"{shards_for(wc.model)}/manifest.json",
+        shards=lambda wc: f"{shards_for(wc.model)}/{MANIFEST}",
         from_cp=from_cp_inputs,
     output:
-        f"{MODELS}/{{model}}/pretrain.json",
+        pretrain_summary("{model}"),
     params:
         identity=pretrain_identity,
         model=lambda wc: f"{MODELS}/{wc.model}",

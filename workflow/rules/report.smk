@@ -1,6 +1,6 @@
 # Every model's scores -> results/{pretrain,glue,lra}.{csv,md} with the published numbers beside ours.
 
-REPORT_TABLES = [f"{RESULTS}/{table}.{ext}" for table in ("pretrain", "glue", "lra") for ext in ("csv", "md")]
+REPORT_TABLES = [str(layout.report_table(RESULTS, table, ext)) for table in layout.REPORT_TABLES for ext in ("csv", "md")]
 
 
 rule report:

@@ -4,14 +4,14 @@
 
 rule build_shards:
     input:
-        tokenizer=f"{DATA}/tokenizers/{{tokenizer}}/tokenizer.json",
+        tokenizer=str(layout.tokenizer_file(DATA, "{tokenizer}")),
         text=lambda wc: source_texts(shard_settings(wc.length)["sources"]),
     output:
-        f"{DATA}/{{length}}-{{tokenizer}}/manifest.json",
+        str(layout.shards_dir(DATA, "{length}", "{tokenizer}") / MANIFEST),
     wildcard_constraints:
         length=r"\d+",
     params:
-        out=lambda wc: f"{DATA}/{wc.length}-{wc.tokenizer}",
+        out=lambda wc: layout.shards_dir(DATA, wc.length, wc.tokenizer),
         options=shard_options,
     resources:
         **rule_resources("build_shards"),

@@ -5,10 +5,10 @@ rule build_tokenizer:
     input:
         tokenizer_inputs,
     output:
-        f"{DATA}/tokenizers/{{tokenizer}}/tokenizer.json",
+        str(layout.tokenizer_file(DATA, "{tokenizer}")),
     params:
         args=tokenizer_args,
-        out=lambda wc: f"{DATA}/tokenizers/{wc.tokenizer}",
+        out=lambda wc: layout.tokenizer_dir(DATA, wc.tokenizer),
     log:
         f"{LOGS}/tokenizer/{{tokenizer}}.log",
     benchmark:

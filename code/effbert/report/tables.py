@@ -15,6 +15,7 @@ import pandas as pd
 from effbert.constants import GLUE_SCORE_TASKS
 from effbert.data.glue import glue_score
 from effbert.files import read_json, write_text
+from effbert.layout import GLUE_DIR, LRA_DIR, PRETRAIN_SUMMARY, REPORT_TABLES, report_table
 from effbert.report import published
 
 
@@ -27,8 +28,8 @@ def _attention(model_dir: Path) -> str:
 def pretrain_table(model_dirs: list[Path]) -> pd.DataFrame:
     rows = []
     for d in model_dirs:
-        if (d / "pretrain.json").is_file():
-            r = read_json(d / "pretrain.json")
+        if (d / PRETRAIN_SUMMARY).is_file():
+            r = read_json(d / PRETRAIN_SUMMARY)
             rows.append({
                 "model": d.name, "attention": r["attention"], "steps": r["steps"],
                 "MLM acc": r["mlm_accuracy"], "SOP acc": r["sop_accuracy"], "MLM loss": r["mlm_loss"],
@@ -109,7 +110,7 @@ def _glue_order(tidy: pd.DataFrame) -> pd.DataFrame:
 
 
 def glue_table(model_dirs: list[Path]) -> pd.DataFrame:
-    return _glue_order(_task_rows(model_dirs, "glue", "score", published.GLUE,
+    return _glue_order(_task_rows(model_dirs, GLUE_DIR, "score", published.GLUE,
                                   extra={"MNLI-mm": ("MNLI", "accuracy_mismatched")}))
 
 
@@ -118,7 +119,7 @@ def glue_selection(model_dirs: list[Path]) -> pd.DataFrame:
     and each task's part of the GLUE score."""
     rows = []
     for d in model_dirs:
-        for path in sorted((d / "glue").glob("*.json")):
+        for path in sorted((d / GLUE_DIR).glob("*.json")):
             r = read_json(path)
             chosen = r.get("selected", {})
             per_seed = r.get("per_seed", {})
@@ -145,7 +146,7 @@ def _glue_scores(selection: pd.DataFrame) -> dict[str, str]:
 
 
 def lra_table(model_dirs: list[Path]) -> pd.DataFrame:
-    return _task_rows(model_dirs, "lra", "accuracy", published.LRA)
+    return _task_rows(model_dirs, LRA_DIR, "accuracy", published.LRA)
 
 
 def _markdown(table: pd.DataFrame, verbatim: tuple[str, ...] = ()) -> str:
@@ -171,6 +172,7 @@ def write_report(model_dirs: list[Path], out_dir: Path) -> dict[str, str]:
     """Write the tables; returns name -> Markdown."""
     model_dirs = [Path(d) for d in model_dirs]
     tidy = {"pretrain": pretrain_table(model_dirs), "glue": glue_table(model_dirs), "lra": lra_table(model_dirs)}
+    assert tuple(tidy) == REPORT_TABLES
     references = {"glue": published.GLUE, "lra": published.LRA}
     markdown = {}
     for name, table in tidy.items():
@@ -185,6 +187,6 @@ def write_report(model_dirs: list[Path], out_dir: Path) -> dict[str, str]:
             else:
                 text = _markdown(shown)
         markdown[name] = f"{NOTES[name]}\n\n{text}"
-        write_text(Path(out_dir) / f"{name}.csv", table.to_csv(index=False))
-        write_text(Path(out_dir) / f"{name}.md", f"# {name}\n\n{markdown[name]}")
+        write_text(report_table(out_dir, name, "csv"), table.to_csv(index=False))
+        write_text(report_table(out_dir, name, "md"), f"# {name}\n\n{markdown[name]}")
     return markdown

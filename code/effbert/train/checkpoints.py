@@ -11,7 +11,6 @@ states, data position; see effbert.train.loop), so an interrupted run resumes ex
 from __future__ import annotations
 
 import errno
-import re
 import sys
 import time
 from collections.abc import Callable
@@ -22,13 +21,7 @@ from torch import nn
 
 from effbert.errors import InputError
 from effbert.files import atomic_path
-
-CHECKPOINT_DIR = "checkpoints"
-_NAME = re.compile(r"cp-(\d+)\.pt$")
-
-
-def checkpoint_name(step: int) -> str:
-    return f"cp-{step:04d}.pt"
+from effbert.layout import CHECKPOINT_DIR, CHECKPOINT_PATTERN, checkpoint_name
 
 
 def save_checkpoint(path: Path, **content: object) -> None:
@@ -57,7 +50,7 @@ def read_checkpoint(path: str | Path, *, mmap: bool = False) -> dict:
 def list_checkpoints(model_dir: str | Path) -> list[Path]:
     """The model's checkpoints, oldest step first."""
     folder = Path(model_dir) / CHECKPOINT_DIR
-    found = [(int(m.group(1)), p) for p in folder.glob("cp-*.pt") if (m := _NAME.search(p.name))]
+    found = [(int(m.group(1)), p) for p in folder.glob("cp-*.pt") if (m := CHECKPOINT_PATTERN.search(p.name))]
     return [p for _, p in sorted(found)]
 
 

@@ -17,9 +17,7 @@ Selection and reported score both use dev data, as the papers' dev tables do; th
 
 from __future__ import annotations
 
-import re
 import shutil
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -28,28 +26,14 @@ from effbert.config import GlueConfig, load_config
 from effbert.data.glue import get_task, task_score
 from effbert.errors import InputError
 from effbert.files import atomic_path, read_json, write_json
-
-SUBMISSION_DIR = "submission"
-
-
-@dataclass(frozen=True)
-class GlueRun:
-    """One fine-tuning run: a grid point and a seed."""
-
-    batch_size: int
-    lr: float
-    seed: int
-
-    @property
-    def name(self) -> str:
-        return f"bs{self.batch_size}-lr{self.lr:g}-seed{self.seed}"
-
-    @classmethod
-    def parse(cls, name: str) -> GlueRun:
-        found = re.fullmatch(r"bs(\d+)-lr([0-9.e+-]+)-seed(-?\d+)", name)
-        if not found:
-            raise InputError(f"{name!r} is not a GLUE run name; expected e.g. bs32-lr3e-05-seed0")
-        return cls(int(found[1]), float(found[2]), int(found[3]))
+from effbert.layout import (  # noqa: F401 (SUBMISSION_DIR: effbert.train.glue still imports it from here)
+    SUBMISSION_DIR,
+    GlueRun,
+    glue_result,
+    glue_run_path,
+    glue_run_submission_dir,
+    glue_submission_dir,
+)
 
 
 def task_epochs(cfg: GlueConfig, task: str) -> int:
@@ -65,7 +49,7 @@ def grid(cfg: GlueConfig) -> list[GlueRun]:
 
 
 def run_path(model_dir: Path, task: str, run: GlueRun) -> Path:
-    return Path(model_dir) / "glue" / task / f"{run.name}.json"
+    return glue_run_path(model_dir, task, run.name)
 
 
 AGGREGATE = {"mean": np.mean, "median": np.median, "max": np.max}
@@ -142,12 +126,12 @@ def gather(model_dir: Path, task: str, expected: dict[GlueRun, dict] | None = No
                          f"than config.json's now; run them again: {_listed(stale)}")
     result = select_runs(task, runs, cfg)
     chosen = GlueRun.parse(result["submission_run"])
-    predictions = paths[chosen].with_suffix("") / SUBMISSION_DIR
+    predictions = glue_run_submission_dir(model_dir, task, chosen.name)
     result["submission"] = []
     for name in runs[chosen].get("submission", []):
-        with atomic_path(model_dir / "glue" / SUBMISSION_DIR / name) as tmp:
+        with atomic_path(glue_submission_dir(model_dir) / name) as tmp:
             shutil.copyfile(predictions / name, tmp)
         result["submission"].append(name)
-    write_json(model_dir / "glue" / f"{task}.json", result)
+    write_json(glue_result(model_dir, task), result)
     return result
 

@@ -25,9 +25,10 @@ from effbert.config import CONFIG_FILE, Config, ModelConfig, config_json, load_c
 from effbert.data.tokenizer import import_tokenizer
 from effbert.errors import InputError
 from effbert.files import read_json, sha256_file, write_json
+from effbert.layout import imported_checkpoint
 from effbert.locks import writer_lock
 from effbert.model.pretraining import PretrainingModel
-from effbert.train.checkpoints import CHECKPOINT_DIR, checkpoint_name, save_checkpoint
+from effbert.train.checkpoints import save_checkpoint
 from effbert.train.initialise import initialise_from
 
 # HF name (after the optional "bert." prefix) -> ours, as (pattern, replacement) on whole names
@@ -166,7 +167,7 @@ def _import(hf_dir: Path, model_dir: Path, attention: dict | None, log: Callable
         log(f"{weights_file}: not imported (no counterpart in effbert's BERT): {', '.join(unmapped)}")
     initialise_from(model, state, log=log, source=str(weights_file))
 
-    out = model_dir / CHECKPOINT_DIR / checkpoint_name(0)
+    out = imported_checkpoint(model_dir)
     identity = {"imported": {  # what these weights are made of (a GLUE run records it as its starting point)
         "from": str(hf_dir), "config_sha256": sha256_file(hf_dir / "config.json"),
         "weights_sha256": sha256_file(weights_file),
