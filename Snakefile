@@ -8,14 +8,16 @@ min_version("8.0")
 configfile: "config/config.yaml"
 
 
-validate(config, "workflow/schemas/config.schema.yaml")
-
-
-# the software of every rule: this project's image (Dockerfile), used with --software-deployment-method apptainer
-container: config.get("container", "docker://effbert:latest")
+validate(config, "workflow/schemas/config.schema.yaml", set_default=False)  # defaults: effbert.pipeline_config
 
 
 include: "workflow/rules/common.smk"
+
+
+# the software of every rule: this project's image (Dockerfile), used with --software-deployment-method apptainer
+container: PIPELINE.container
+
+
 include: "workflow/rules/documents.smk"
 include: "workflow/rules/tokenizer.smk"
 include: "workflow/rules/shards.smk"

@@ -196,3 +196,29 @@ def test_an_unknown_tokenizer_names_the_model_folder(tmp_path):
     assert done.returncode != 0
     assert ("demo/models/nystrom/config.json: pretraining.tokenizer: tokenizer 'no-such-tokenizer' is not in the "
             "Snakemake config's tokenizers ['demo-bpe'") in done.stdout + done.stderr
+
+
+def test_the_committed_schema_is_generated_from_the_pipeline_config():
+    from effbert.pipeline_config import schema_yaml
+
+    committed = (ROOT / "workflow/schemas/config.schema.yaml").read_text()
+    assert committed == schema_yaml(), (
+        "workflow/schemas/config.schema.yaml is stale: python -m effbert.pipeline_config > it")
+
+
+def test_shard_settings_reach_the_command_only_when_set(tmp_path):
+    """A setting declared once (effbert.pipeline_config) reaches `effbert shards` from the DAG; left at its
+    default, it stays off the command line, so a shard set built before it existed is not rebuilt."""
+    project = copy_project(tmp_path, ["demo"])
+    args = ("--configfile", "config/demo.yaml", "-n", "-p", "--cores", "1", "--until", "build_shards")
+    shell = [job["shell"] for job in planned(snakemake(project, *args).stdout) if job["rule"] == "build_shards"]
+    assert len(shell) == 1 and "--dev_fraction 0.15 --dupe_factor 4 --seed 0 --sample_probs 1.0 >" in shell[0]
+    config = yaml.safe_load((project / "config/demo.yaml").read_text())
+    config["shards"]["masked_lm_prob"] = 0.2
+    (project / "config/demo.yaml").write_text(yaml.safe_dump(config))
+    shell = [job["shell"] for job in planned(snakemake(project, *args).stdout) if job["rule"] == "build_shards"]
+    assert "--sample_probs 1.0 --masked_lm_prob 0.2 >" in shell[0]
+    config["shards"]["masked_lm_prob"] = 1.5
+    (project / "config/demo.yaml").write_text(yaml.safe_dump(config))
+    done = snakemake(project, *args, check=False)
+    assert done.returncode != 0 and "masked_lm_prob" in done.stdout + done.stderr

@@ -14,6 +14,7 @@ from effbert import layout
 from effbert.config import load_config
 from effbert.data.shard_files import MANIFEST
 from effbert.layout import GlueRun
+from effbert.pipeline_config import PipelineConfig, ShardSettings
 from effbert.train.glue_protocol import grid
 from effbert.train.identity import (
     digest,
@@ -24,14 +25,16 @@ from effbert.train.identity import (
     pretraining_settings,
 )
 
-DATA = config["data_dir"]
-MODELS = config["models_dir"]
-RESULTS = config["results_dir"]
-GLUE_DIR = config["glue"]["dir"]
-LRA_DIR = config["lra"]["dir"]
-LOGS = config.get("logs_dir", "logs")
+# the config with every default filled in, from the one declaration of each setting (effbert.pipeline_config)
+PIPELINE = PipelineConfig.model_validate(config)
+DATA = PIPELINE.data_dir
+MODELS = PIPELINE.models_dir
+RESULTS = PIPELINE.results_dir
+GLUE_DIR = PIPELINE.glue.dir
+LRA_DIR = PIPELINE.lra.dir
+LOGS = PIPELINE.logs_dir
 
-MODEL_NAMES = config.get("models") or sorted(p.parent.name for p in Path(MODELS).glob(f"*/{layout.CONFIG_FILE}"))
+MODEL_NAMES = PIPELINE.models or sorted(p.parent.name for p in Path(MODELS).glob(f"*/{layout.CONFIG_FILE}"))
 MODEL_CONFIGS = {name: load_config(Path(MODELS) / name) for name in MODEL_NAMES}
 
 
@@ -48,11 +51,11 @@ def model_file(model, path_of, *args):
 
 def tokenizer_spec(name, model=None):
     try:
-        return config["tokenizers"][name]
+        return PIPELINE.tokenizers[name]
     except KeyError:
         where = f"{MODELS}/{model}/config.json: pretraining.tokenizer" if model else "a model's pretraining.tokenizer"
         raise ValueError(f"{where}: tokenizer {name!r} is not in the Snakemake config's tokenizers "
-                         f"{sorted(config['tokenizers'])}") from None
+                         f"{sorted(PIPELINE.tokenizers)}") from None
 
 
 def source_texts(sources):
@@ -142,34 +145,38 @@ def on_gpus(wildcards, resources):
 
 def tokenizer_inputs(wc):
     spec = tokenizer_spec(wc.tokenizer)
-    return [spec["file"]] if "file" in spec else source_texts(spec["sources"])
+    return [spec.file] if hasattr(spec, "file") else source_texts(spec.sources)
 
 
 def tokenizer_args(wc, input):
     spec = tokenizer_spec(wc.tokenizer)
-    if "file" in spec:
-        return f"--from {spec['file']}"
-    lower = " --lowercase" if spec.get("lowercase") else ""
-    return f"--kind {spec['kind']} --vocab_size {spec['vocab_size']} --text {' '.join(input)}{lower}"
+    if hasattr(spec, "file"):
+        return f"--from {spec.file}"
+    lower = " --lowercase" if spec.lowercase else ""
+    return f"--kind {spec.kind} --vocab_size {spec.vocab_size} --text {' '.join(input)}{lower}"
 
 
 # shards.smk
 
-SHARDS = config["shards"]
+SHARDS = PIPELINE.shards
 
 
 def shard_settings(length):
     """The shard settings for one length: the defaults, overridden by shards.by_length[<length>] (the seeds'
     4096-token set added Stories and RealNews at one third)."""
-    override = (SHARDS.get("by_length") or {}).get(int(length), {})
-    return {**{k: v for k, v in SHARDS.items() if k != "by_length"}, **override}
+    return SHARDS.for_length(length)
 
 
 def shard_options(wc):
     s = shard_settings(wc.length)
-    probs = " ".join(str(s.get("sample_probs", {}).get(source, 1.0)) for source in s["sources"])
-    return (f"--dev_fraction {s.get('dev_fraction', 0.01)} --dupe_factor {s.get('dupe_factor', 1)}"
-            f" --seed {s.get('seed', 0)} --sample_probs {probs}")
+    probs = " ".join(str(s.sample_probs.get(source, 1.0)) for source in s.sources)
+    options = f"--dev_fraction {s.dev_fraction} --dupe_factor {s.dupe_factor} --seed {s.seed} --sample_probs {probs}"
+    # settings the DAG passes only away from their defaults, so that the command line of a shard set built
+    # before they could be set (a rule's rerun trigger) stays as it was
+    for key in ("masked_lm_prob", "short_seq_prob"):
+        if getattr(s, key) != ShardSettings.model_fields[key].default:
+            options += f" --{key} {getattr(s, key)}"
+    return options
 
 
 # pretrain.smk: effbert, torchrun on the job's GPUs, or one torchrun per node under srun
@@ -232,7 +239,7 @@ def glue_selection_identity(wc):
 from effbert.constants import LRA_TASKS
 from effbert.train.lra_protocol import PROTOCOLS
 
-GENERATE = config["lra"].get("generate") or {}
+GENERATE = config["lra"].get("generate") or {}  # as given: the generators' command lines keep the user's keys
 LISTOPS = f"{LRA_DIR}/listops-1000"
 LISTOPS_FILES = [f"{LISTOPS}/basic_{split}.tsv" for split in ("train", "val", "test")]
 

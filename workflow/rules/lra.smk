@@ -41,7 +41,7 @@ for _task in ("pathfinder", "pathx"):
                 f"{LOGS}/lra/generate-{_task}.benchmark.tsv"
             resources:
                 **rule_resources(f"generate_{_task}"),
-            threads: GENERATE[_task].get("workers", 1)
+            threads: getattr(PIPELINE.lra.generate, _task).workers
             shell:
                 "effbert lra-data --task pathfinder --out {params.folder} --resolution {params.resolution}"
                 " --difficulty {params.difficulty} {params.options} > {log} 2>&1"

@@ -5,7 +5,7 @@
 rule build_shards:
     input:
         tokenizer=str(layout.tokenizer_file(DATA, "{tokenizer}")),
-        text=lambda wc: source_texts(shard_settings(wc.length)["sources"]),
+        text=lambda wc: source_texts(shard_settings(wc.length).sources),
     output:
         str(layout.shards_dir(DATA, "{length}", "{tokenizer}") / MANIFEST),
     wildcard_constraints:
@@ -15,7 +15,7 @@ rule build_shards:
         options=shard_options,
     resources:
         **rule_resources("build_shards"),
-    threads: SHARDS.get("workers", 1)
+    threads: SHARDS.workers
     log:
         f"{LOGS}/shards/{{length}}-{{tokenizer}}.log",
     benchmark:

@@ -1,0 +1,160 @@
+"""The Snakemake config (config/config.yaml, config/demo.yaml): one declaration per setting, with its default.
+
+The data stages' settings (documents, shards, LRA generation) are declared here once; the rules
+(workflow/rules/common.smk) read the validated config through `PipelineConfig`, the CLI takes its defaults
+from these models, and Snakemake's own validation runs on workflow/schemas/config.schema.yaml, which is
+generated from them:
+
+    python -m effbert.pipeline_config > workflow/schemas/config.schema.yaml
+
+(a test fails when the committed schema differs from the generated one).
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from effbert.constants import GLUE_TASKS, LRA_TASKS
+
+Source = Literal["wiki", "bookcorpus", "stories", "realnews"]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class DocumentsSettings(_Strict):
+    """`effbert documents`: raw dump -> documents."""
+
+    min_words: int | None = Field(None, ge=0, description="drop shorter documents (null: wiki 128, realnews 1000, "
+                                                          "else 0)")
+    chunk_mb: int = Field(64, ge=1, description="approximate size of a resumable work unit")
+    max_sentences: int = Field(500, ge=1, description="bookcorpus/stories: sentences per document at most")
+
+
+class SourceConfig(DocumentsSettings):
+    input: str = Field(description="a dump file or a folder of dump files")
+
+
+class TokenizerFile(_Strict):
+    file: str = Field(description="a tokenizer.json, vocab.txt or vocab.json (with merges.txt beside it) to import")
+
+
+class TrainedTokenizer(_Strict):
+    kind: Literal["bpe", "wordpiece"]
+    vocab_size: int = Field(ge=1)
+    sources: list[Source]
+    lowercase: bool = False
+
+
+class ShardSettings(_Strict):
+    """`effbert shards`: documents -> fixed-length pretraining instances (BERT's recipe, with SOP)."""
+
+    dev_fraction: float = Field(0.01, gt=0, lt=1, description="share of documents held out for evaluation")
+    masked_lm_prob: float = Field(0.15, gt=0, lt=1, description="share of tokens masked for MLM")
+    short_seq_prob: float = Field(0.1, ge=0, le=1, description="share of instances cut shorter (as BERT did)")
+    dupe_factor: int = Field(1, ge=1, description="passes over the training documents, each with new masks")
+    seed: int = 0
+    workers: int = Field(1, ge=1, description="processes for tokenising and building instances; the output is "
+                                             "the same for any value")
+    sample_probs: dict[Source, float] = Field(
+        default_factory=dict, description="share of a source's documents kept (default 1); Nystromformer kept "
+                                          "stories and realnews at 1/3")
+
+
+class ShardOverride(_Strict):
+    """Settings for one shard length over the defaults (the seeds' 4096-token set added Stories and RealNews)."""
+
+    sources: list[Source] | None = Field(None, min_length=1)
+    dev_fraction: float | None = Field(None, gt=0, lt=1)
+    masked_lm_prob: float | None = Field(None, gt=0, lt=1)
+    short_seq_prob: float | None = Field(None, ge=0, le=1)
+    dupe_factor: int | None = Field(None, ge=1)
+    seed: int | None = None
+    workers: int | None = Field(None, ge=1)
+    sample_probs: dict[Source, float] | None = None
+
+
+class ShardsConfig(ShardSettings):
+    sources: list[Source] = Field(min_length=1)
+    by_length: dict[int, ShardOverride] = Field(default_factory=dict)
+
+    def for_length(self, length: int) -> ShardsConfig:
+        """The settings of one shard length: the defaults, overridden by by_length[length]."""
+        override = self.by_length.get(int(length))
+        return self if override is None else self.model_copy(update=override.model_dump(exclude_none=True))
+
+
+class GlueDataConfig(_Strict):
+    dir: str = Field(description="the GLUE data folder in the official layout")
+    tasks: list[Literal[GLUE_TASKS]]  # type: ignore[valid-type]
+
+
+class ListopsSettings(_Strict):
+    """`effbert lra-data --task listops`: ListOps by the LRA generator's rules."""
+
+    train: int = Field(96000, ge=1)
+    val: int = Field(2000, ge=1)
+    test: int = Field(2000, ge=1)
+    min_length: int = Field(500, ge=1)
+    max_length: int = Field(2000, ge=2)
+    seed: int = 0
+
+
+class PathfinderSettings(_Strict):
+    """`effbert lra-data --task pathfinder`: images in the release's layout (resolution and difficulty: the task's
+    protocol row, pathfinder 32, pathx 128)."""
+
+    n_images: int = Field(200000, ge=10, description="all images; read as 80/10/10 train/dev/test")
+    images_per_batch: int = Field(1000, ge=1)
+    workers: int = Field(1, ge=1)
+    seed: int = 0
+
+
+class LraGenerate(_Strict):
+    listops: ListopsSettings | None = None
+    pathfinder: PathfinderSettings | None = None
+    pathx: PathfinderSettings | None = None
+
+
+class LraDataConfig(_Strict):
+    dir: str = Field(description="the lra_release folder")
+    tasks: list[Literal[LRA_TASKS]] = Field(  # type: ignore[valid-type]
+        description="LRA tasks to train (seeds and protocol overrides are each model's config.json lra section)")
+    generate: LraGenerate | None = Field(None, description="tasks to generate instead of reading the release")
+
+
+class PipelineConfig(_Strict):
+    models_dir: str = Field(description="folder of model folders, each holding a config.json")
+    models: list[str] | None = Field(None, description="names of the model folders to run (null or absent: every "
+                                                       "folder with a config.json)")
+    data_dir: str = Field(description="where documents, tokenizers and shards are written")
+    results_dir: str
+    logs_dir: str = "logs"
+    container: str = Field("docker://effbert:latest", description="the image every job runs in with "
+                           "--software-deployment-method apptainer (docker://<registry>/effbert:<tag>)")
+    sources: dict[Source, SourceConfig] = Field(description="raw corpora by source name")
+    tokenizers: dict[str, TokenizerFile | TrainedTokenizer] = Field(
+        description="tokenizers by name; a model picks one with pretraining.tokenizer")
+    shards: ShardsConfig
+    glue: GlueDataConfig
+    lra: LraDataConfig
+
+
+def schema_yaml() -> str:
+    """workflow/schemas/config.schema.yaml, as Snakemake's `validate` reads it."""
+    import yaml  # snakemake's dependency, needed only here
+
+    schema = {"$schema": "https://json-schema.org/draft/2020-12/schema",
+              "description": "The Snakemake config of an effbert run (config/config.yaml, config/demo.yaml). "
+                             "Generated from effbert.pipeline_config: edit that, then run "
+                             "python -m effbert.pipeline_config > workflow/schemas/config.schema.yaml",
+              **PipelineConfig.model_json_schema()}
+    return yaml.safe_dump(schema, sort_keys=False, width=120)
+
+
+if __name__ == "__main__":
+    sys.stdout.write(schema_yaml())
