@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from effbert.errors import InputError
@@ -139,20 +140,24 @@ def _demo_data(a: argparse.Namespace) -> None:
     write_demo(a.out)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="effbert", description=__doc__)
-    sub = p.add_subparsers(dest="stage", required=True, metavar="STAGE")
+def _stage(sub: argparse._SubParsersAction, name: str, run: Callable[[argparse.Namespace], None],
+           help: str) -> argparse.ArgumentParser:
+    """Add one subcommand (its help doubles as its description); `main` calls its `run` with the parsed args."""
+    s = sub.add_parser(name, help=help, description=help)
+    s.set_defaults(run=run)
+    return s
 
-    def stage(name: str, run, help: str) -> argparse.ArgumentParser:
-        s = sub.add_parser(name, help=help, description=help)
-        s.set_defaults(run=run)
-        return s
 
-    def runtime(s: argparse.ArgumentParser) -> None:
-        s.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: $EFFBERT_DEVICE, else a GPU if present)")
-        s.add_argument("--threads", type=int, help="CPU threads for torch (Snakemake passes the job's threads)")
+def _add_runtime(s: argparse.ArgumentParser) -> None:
+    """--device and --threads, for every stage that runs a model."""
+    s.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: $EFFBERT_DEVICE, else a GPU if present)")
+    s.add_argument("--threads", type=int, help="CPU threads for torch (Snakemake passes the job's threads)")
 
-    s = stage("documents", _documents, "raw dump -> documents (one sentence per line, blank line between documents)")
+
+def _add_documents_stage(sub: argparse._SubParsersAction) -> None:
+    """`effbert documents`: raw dumps -> documents."""
+    s = _stage(sub, "documents", _documents,
+               "raw dump -> documents (one sentence per line, blank line between documents)")
     s.add_argument("--source", required=True, choices=["wiki", "bookcorpus", "stories", "realnews"])
     s.add_argument("--input", required=True, type=Path, help="a dump file or a folder of them")
     s.add_argument("--out", required=True, type=Path)
@@ -162,7 +167,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--max_sentences", type=int, default=500,
                    help="bookcorpus/stories: end a document after this many sentences (bounded memory)")
 
-    s = stage("tokenizer", _tokenizer, "train a tokenizer on documents, or import a tokenizer.json / vocab.txt")
+
+def _add_tokenizer_stage(sub: argparse._SubParsersAction) -> None:
+    """`effbert tokenizer`: train or import a tokenizer."""
+    s = _stage(sub, "tokenizer", _tokenizer, "train a tokenizer on documents, or import a tokenizer.json / vocab.txt")
     s.add_argument("--kind", choices=["bpe", "wordpiece"], default="bpe",
                    help="bpe: byte-level BPE (RoBERTa); wordpiece: BERT")
     s.add_argument("--vocab_size", type=int, default=50265)
@@ -173,7 +181,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--lowercase", action="store_true")
     s.add_argument("--out", required=True, type=Path)
 
-    s = stage("shards", _shards, "documents -> fixed-length MLM + SOP instances (numpy shards + manifest.json)")
+
+def _add_shards_stage(sub: argparse._SubParsersAction) -> None:
+    """`effbert shards`: documents -> pretraining shards."""
+    s = _stage(sub, "shards", _shards, "documents -> fixed-length MLM + SOP instances (numpy shards + manifest.json)")
     s.add_argument("--text", required=True, type=Path, nargs="+")
     s.add_argument("--tokenizer", required=True, type=Path)
     s.add_argument("--out", required=True, type=Path)
@@ -187,28 +198,41 @@ def build_parser() -> argparse.ArgumentParser:
                    help="share of each --text folder's documents kept (default: all); e.g. 1 1 0.333 0.333")
     s.add_argument("--workers", type=int, default=1, help="processes; the output is the same for any number")
 
-    s = stage("pretrain", _pretrain, "pretrain a model folder's config.json on a shard set")
+
+def _add_pretrain_stage(sub: argparse._SubParsersAction) -> None:
+    """`effbert pretrain`: pretraining."""
+    s = _stage(sub, "pretrain", _pretrain, "pretrain a model folder's config.json on a shard set")
     s.add_argument("--model", required=True, type=Path, help="models/<name> (holding config.json)")
     s.add_argument("--shards", required=True, type=Path)
-    runtime(s)
+    _add_runtime(s)
 
-    s = stage("glue", _glue, "fine-tune a checkpoint on a GLUE task: one run of the config's grid"
-              " (models/<name>/glue/<TASK>/<run>.json), or, without --run, every run then the selection")
+
+def _add_glue_stage(sub: argparse._SubParsersAction) -> None:
+    """`effbert glue`: GLUE fine-tuning (one grid run, or the whole grid)."""
+    s = _stage(sub, "glue", _glue, "fine-tune a checkpoint on a GLUE task: one run of the config's grid"
+               " (models/<name>/glue/<TASK>/<run>.json), or, without --run, every run then the selection")
     s.add_argument("--model", required=True, type=Path)
     s.add_argument("--task", required=True, help="official task name: CoLA, SST-2, MRPC, STS-B, QQP, MNLI, ...")
     s.add_argument("--glue_dir", type=Path, default=Path("glue"))
     s.add_argument("--run", dest="grid_run",
                    help="one run of the grid, named bs<batch>-lr<lr>-seed<seed>, e.g. bs32-lr3e-05-seed0")
-    runtime(s)
+    _add_runtime(s)
 
-    s = stage("glue-select", _glue_select, "select among a task's finished grid runs; writes"
-              " models/<name>/glue/<TASK>.json and the chosen run's submission files")
+
+def _add_glue_select_stage(sub: argparse._SubParsersAction) -> None:
+    """`effbert glue-select`: select among finished GLUE grid runs."""
+    s = _stage(sub, "glue-select", _glue_select, "select among a task's finished grid runs; writes"
+               " models/<name>/glue/<TASK>.json and the chosen run's submission files")
     s.add_argument("--model", required=True, type=Path)
     s.add_argument("--task", required=True)
 
-    s = stage("lra-data", _lra_data, "generate ListOps (--out <lra_dir>/listops-1000: basic_{train,val,test}.tsv) "
-              "or Pathfinder (--out <lra_dir>/pathfinder<res>/<difficulty>: metadata/, imgs/) in the LRA release "
-              "layout")
+
+def _add_lra_data_stage(sub: argparse._SubParsersAction) -> None:
+    """`effbert lra-data`: generate ListOps or Pathfinder data; the flags of both generators share one subcommand."""
+    s = _stage(sub, "lra-data", _lra_data,
+               "generate ListOps (--out <lra_dir>/listops-1000: basic_{train,val,test}.tsv) "
+               "or Pathfinder (--out <lra_dir>/pathfinder<res>/<difficulty>: metadata/, imgs/) in the LRA release "
+               "layout")
     s.add_argument("--task", choices=["listops", "pathfinder"], default="listops")
     s.add_argument("--out", required=True, type=Path)
     s.add_argument("--seed", type=int, default=0)
@@ -224,8 +248,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--images_per_batch", type=int, default=1000, help="pathfinder: images per metadata file")
     s.add_argument("--workers", type=int, default=1, help="pathfinder: processes (same bytes for any number)")
 
-    s = stage("lra", _lra, "train a model folder's attention on a Long Range Arena task: every seed of its "
-              "config (lra.seeds), then models/<name>/lra/<task>.json = their mean")
+
+def _add_lra_stage(sub: argparse._SubParsersAction) -> None:
+    """`effbert lra`: train on a Long Range Arena task."""
+    s = _stage(sub, "lra", _lra, "train a model folder's attention on a Long Range Arena task: every seed of its "
+               "config (lra.seeds), then models/<name>/lra/<task>.json = their mean")
     s.add_argument("--model", required=True, type=Path)
     s.add_argument("--task", default="listops",
                    choices=["listops", "text", "retrieval", "image", "pathfinder", "pathx"])
@@ -234,15 +261,21 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--gather", action="store_true", help="only gather the seeds' results into lra/<task>.json")
     s.add_argument("--runs", type=Path, nargs="+", help="with --gather: the seeds' result files, in lra.seeds order, "
                    "when another folder with the same LRA settings ran them")
-    runtime(s)
+    _add_runtime(s)
 
-    s = stage("report", _report, "collect every model's scores into results/{pretrain,glue,lra}.{csv,md}")
+
+def _add_report_stage(sub: argparse._SubParsersAction) -> None:
+    """`effbert report`: collect scores into tables."""
+    s = _stage(sub, "report", _report, "collect every model's scores into results/{pretrain,glue,lra}.{csv,md}")
     s.add_argument("--models", required=True, type=Path, nargs="+", help="model folders")
     s.add_argument("--out", type=Path, default=Path("results"))
     s.add_argument("--print", action="store_true", help="print the Markdown tables")
 
-    s = stage("bench", _bench, "benchmarks: attention (time and memory against n), pretrain (throughput, MFU), "
-              "or gpu (the GPU figures in one command)")
+
+def _add_bench_stage(sub: argparse._SubParsersAction) -> None:
+    """`effbert bench`: benchmarks, each a subcommand of its own."""
+    s = _stage(sub, "bench", _bench, "benchmarks: attention (time and memory against n), pretrain (throughput, MFU), "
+               "or gpu (the GPU figures in one command)")
     benches = s.add_subparsers(dest="what", required=True, metavar="BENCH")
     b = benches.add_parser("attention", help="forward+backward time and peak memory of every mechanism against "
                            "sequence length, torch SDPA measured in the same run")
@@ -256,27 +289,43 @@ def build_parser() -> argparse.ArgumentParser:
                    "(a peer takes the options of our mechanism of the same method)")
     b.add_argument("--out", type=Path, default=Path("results/efficiency.csv"))
     b.add_argument("--plot", type=Path, default=Path("results/efficiency.png"))
-    runtime(b)
+    _add_runtime(b)
     b = benches.add_parser("gpu", help="the GPU figures in one command (under 8 minutes on one H100/H200): "
                            "attention against n up to 65536 with torch SDPA and transformers' layers as peers, "
                            "BERT-base pretraining throughput, bf16 against fp32 losses -> OUT/{attention,pretrain}"
                            ".{json,md}")
     b.add_argument("--out", type=Path, default=Path("results/gpu"))
     b.add_argument("--tiny", action="store_true", help="the same code on the CPU at toy sizes (the tests' run)")
-    runtime(b)
+    _add_runtime(b)
     # listed for --help; main() hands `bench pretrain ...` to effbert.bench.pretrain, which parses its own flags
     benches.add_parser("pretrain", help="BERT-base pretraining tokens/s and MFU, ours against transformers' "
                        "BertForMaskedLM in the same run (see `effbert bench pretrain --help`)")
 
-    s = stage("import-hf", _import_hf, "import a HuggingFace BERT checkpoint folder into a model folder "
-              "(checkpoints/cp-0000.pt, with any attention type)")
+
+def _add_import_hf_stage(sub: argparse._SubParsersAction) -> None:
+    """`effbert import-hf`: import a HuggingFace BERT checkpoint."""
+    s = _stage(sub, "import-hf", _import_hf, "import a HuggingFace BERT checkpoint folder into a model folder "
+               "(checkpoints/cp-0000.pt, with any attention type)")
     s.add_argument("--from", dest="hf_dir", required=True, type=Path,
                    help="config.json + model.safetensors or pytorch_model.bin + vocab.txt or tokenizer.json")
     s.add_argument("--model", required=True, type=Path, help="models/<name>")
     s.add_argument("--attention", help='attention options as JSON, e.g. \'{"type": "nystrom", "num_landmarks": 64}\'')
 
-    s = stage("demo-data", _demo_data, "write the demo's inputs (a MediaWiki dump and GLUE-layout tasks)")
+
+def _add_demo_data_stage(sub: argparse._SubParsersAction) -> None:
+    """`effbert demo-data`: write the demo's inputs."""
+    s = _stage(sub, "demo-data", _demo_data, "write the demo's inputs (a MediaWiki dump and GLUE-layout tasks)")
     s.add_argument("--out", type=Path, default=Path("demo"))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="effbert", description=__doc__)
+    sub = p.add_subparsers(dest="stage", required=True, metavar="STAGE")
+    # in pipeline order: the order of `effbert --help`
+    for add_stage in (_add_documents_stage, _add_tokenizer_stage, _add_shards_stage, _add_pretrain_stage,
+                      _add_glue_stage, _add_glue_select_stage, _add_lra_data_stage, _add_lra_stage,
+                      _add_report_stage, _add_bench_stage, _add_import_hf_stage, _add_demo_data_stage):
+        add_stage(sub)
     return p
 
 

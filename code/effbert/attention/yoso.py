@@ -204,6 +204,30 @@ def bucket_layout(q_codes: torch.Tensor, k_codes: torch.Tensor, q_real: torch.Te
     One stable sort of the items' keys (batch-head, hash, code, side) numbers the buckets that occur and ranks
     every item within its bucket and side; a bucket with no query or no key collides with nothing and is dropped.
     """
+    device = q_codes.device
+    sorted_key, order, rows = _sort_items(q_codes, k_codes, q_real, k_real, bits)
+    if sorted_key.numel() == 0:
+        return Layout((rows[0], rows[1]), [], 1, 0, torch.zeros(0, 2, dtype=torch.long, device=device))
+    bucket, rank, side, count = _rank_items(sorted_key)
+    row = torch.cat(rows).index_select(0, order)
+    paired = (count > 0).all(1)
+    blocks, first, offset, cap, pieces, large = _place_buckets(count, paired, d)
+    empty = (q_codes.shape[0] * q_codes.shape[1], k_codes.shape[0] * k_codes.shape[1])
+    slots = []
+    for s in (0, 1):
+        slot = torch.full((offset + int(pieces[:, s].sum()) * cap,), empty[s], device=device)
+        keep = ((side == s) & paired.index_select(0, bucket)).nonzero().squeeze(1)
+        bucket_kept = bucket.index_select(0, keep)
+        slot.index_copy_(0, first[:, s].index_select(0, bucket_kept) + rank.index_select(0, keep),
+                         row.index_select(0, keep))
+        slots.append(slot)
+    return Layout((slots[0], slots[1]), blocks, cap, offset, pieces[large])
+
+
+def _sort_items(q_codes: torch.Tensor, k_codes: torch.Tensor, q_real: torch.Tensor | None,
+                k_real: torch.Tensor | None, bits: int) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor]]:
+    """The real (token, hash) items of both sides: their keys sorted (stable), the sort's order, and per side
+    each item's flat (BH * N) row, in the unsorted order (queries first, then keys)."""
     bh, _, h = q_codes.shape
     device = q_codes.device
     group = torch.arange(bh * h, device=device).view(bh, 1, h)  # (batch-head, hash) -> b * h + f
@@ -216,11 +240,15 @@ def bucket_layout(q_codes: torch.Tensor, k_codes: torch.Tensor, q_real: torch.Te
             key, row = key[real], row[real]
         keys.append(key.flatten())
         rows.append(row.flatten())
-    empty = (q_codes.shape[0] * q_codes.shape[1], k_codes.shape[0] * k_codes.shape[1])
     sorted_key, order = torch.cat(keys).sort(stable=True)
+    return sorted_key, order, rows
+
+
+def _rank_items(sorted_key: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Per sorted item its bucket number, its rank within its bucket and side, and its side; and per bucket
+    the number of items of each side, (U, 2)."""
     total = sorted_key.numel()
-    if total == 0:
-        return Layout((rows[0], rows[1]), [], 1, 0, torch.zeros(0, 2, dtype=torch.long, device=device))
+    device = sorted_key.device
     position = torch.arange(total, device=device)
     first_of_side = torch.ones(total, dtype=torch.bool, device=device)
     first_of_side[1:] = sorted_key[1:] != sorted_key[:-1]
@@ -230,11 +258,16 @@ def bucket_layout(q_codes: torch.Tensor, k_codes: torch.Tensor, q_real: torch.Te
     rank = position - torch.where(first_of_side, position, 0).cummax(0).values
     side = sorted_key & 1
     count = torch.bincount(bucket * 2 + side, minlength=2 * (int(bucket[-1]) + 1)).view(-1, 2)  # (U, 2)
-    row = torch.cat(rows).index_select(0, order)
+    return bucket, rank, side, count
 
+
+def _place_buckets(count: torch.Tensor, paired: torch.Tensor,
+                   d: int) -> tuple[list[tuple[int, int, int]], torch.Tensor, int, int, torch.Tensor, torch.Tensor]:
+    """Where each paired bucket's slots start: (blocks, first slot per bucket and side (U, 2), where the pieces
+    start, the piece width, pieces per bucket and side (U, 2), which buckets are large)."""
+    device = count.device
     # a bucket that fits the widest block goes pairwise in the narrowest that fits; the widest is the last
     # width w where a block's 3 w^2 d multiply-adds beat tables' 4 w d^2 (a piece per side, built and read)
-    paired = (count > 0).all(1)
     size = count.max(1).values
     cap = max([_BLOCK_WIDTHS[0], *(w for w in _BLOCK_WIDTHS if 3 * w <= 4 * d)])
     fits = paired & (size <= cap)
@@ -251,15 +284,7 @@ def bucket_layout(q_codes: torch.Tensor, k_codes: torch.Tensor, q_real: torch.Te
             offset += num * w
     pieces = -(-count // cap) * large[:, None]  # (U, 2) pieces of `cap` items per large bucket and side
     first = torch.where(fits[:, None], first[:, None], offset + (pieces.cumsum(0) - pieces) * cap)  # (U, 2)
-    slots = []
-    for s in (0, 1):
-        slot = torch.full((offset + int(pieces[:, s].sum()) * cap,), empty[s], device=device)
-        keep = ((side == s) & paired.index_select(0, bucket)).nonzero().squeeze(1)
-        bucket_kept = bucket.index_select(0, keep)
-        slot.index_copy_(0, first[:, s].index_select(0, bucket_kept) + rank.index_select(0, keep),
-                         row.index_select(0, keep))
-        slots.append(slot)
-    return Layout((slots[0], slots[1]), blocks, cap, offset, pieces[large])
+    return blocks, first, offset, cap, pieces, large
 
 
 def _steps(lay: Layout, d: int):

@@ -48,6 +48,7 @@ import multiprocessing
 import os
 import statistics
 import time
+from collections.abc import Callable
 from multiprocessing.connection import Connection
 from pathlib import Path
 
@@ -236,12 +237,7 @@ def measure(spec: dict) -> dict:
         module = module.to(dtype)
     # every token is real: the mechanism gets mask None, as the encoder gives it for a batch without padding
     mask = padding_mask(torch.ones(b, n, dtype=torch.bool, device=device))
-    if layer:
-        inputs = [torch.randn(b, n, h * d, device=device, dtype=torch.float32 if amp else dtype, requires_grad=True)]
-    elif getattr(module, "mixes_hidden_states", False):
-        inputs = [torch.randn(b, n, h * d, device=device, dtype=dtype, requires_grad=True)]
-    else:
-        inputs = [torch.randn(b, h, n, d, device=device, dtype=dtype, requires_grad=True) for _ in range(3)]
+    inputs = _random_inputs(module, b, h, n, d, device, dtype, amp=amp, layer=layer)
 
     def autocast():
         return torch.autocast(device.type, dtype=dtype, enabled=amp)
@@ -259,14 +255,41 @@ def measure(spec: dict) -> dict:
     cuda = device.type == "cuda"
     peak_mb = None
     if not cuda and part != "time":
-        _prime(module, inputs, mask, min(256, n // 2))
-        before = _proc_status_kib("VmRSS")
-        if _reset_rss_peak():
-            step()
-            peak_mb = (_proc_status_kib("VmHWM") - before) * 1024 / MIB
+        peak_mb = _cpu_peak_mb(module, inputs, mask, n, step)
         if part == "memory":
             return {"peak_mb": peak_mb, "options": resolved}
-    repeats, warmup, budget = spec["repeats"], spec["warmup"], spec.get("budget_s")
+    ms, cuda_peak_mb = _time_steps(step, device, spec["repeats"], spec["warmup"], spec.get("budget_s"))
+    return {"ms": ms, "peak_mb": cuda_peak_mb if cuda else peak_mb, "options": resolved}
+
+
+def _random_inputs(module: nn.Module, b: int, h: int, n: int, d: int, device: torch.device, dtype: torch.dtype, *,
+                   amp: bool, layer: bool) -> list[torch.Tensor]:  # fmt: skip
+    """The call's inputs, requiring gradients: x (B, N, h * d) for a layer (float32 under autocast: the residual
+    stream) or a mechanism that mixes hidden states (FNet); else q, k, v (B, h, N, d), drawn in that order."""
+    if layer:
+        return [torch.randn(b, n, h * d, device=device, dtype=torch.float32 if amp else dtype, requires_grad=True)]
+    if getattr(module, "mixes_hidden_states", False):
+        return [torch.randn(b, n, h * d, device=device, dtype=dtype, requires_grad=True)]
+    return [torch.randn(b, h, n, d, device=device, dtype=dtype, requires_grad=True) for _ in range(3)]
+
+
+def _cpu_peak_mb(module: nn.Module, inputs: list[torch.Tensor], mask: torch.Tensor | None, n: int,
+                 step: Callable[[], None]) -> float | None:  # fmt: skip
+    """The resident-set growth (MiB) of one `step` after priming; None where the peak cannot be reset."""
+    _prime(module, inputs, mask, min(256, n // 2))
+    before = _proc_status_kib("VmRSS")
+    if not _reset_rss_peak():
+        return None
+    step()
+    return (_proc_status_kib("VmHWM") - before) * 1024 / MIB
+
+
+def _time_steps(step: Callable[[], None], device: torch.device, repeats: int, warmup: int,
+                budget: float | None) -> tuple[float, float | None]:  # fmt: skip
+    """Median ms of `repeats` timed steps after `warmup` untimed ones, and on CUDA their peak MiB beyond what
+    was allocated before them (None elsewhere). With a budget (s), a first timed step that takes longer
+    raises TimeoutError; else it counts as one warm-up and the repeats are cut to fit the budget."""
+    cuda = device.type == "cuda"
     if budget:  # one timed call decides whether this length fits the budget, and how many repeats do
         first = _timed(step, device)
         if first > budget * 1000:
@@ -281,9 +304,8 @@ def measure(spec: dict) -> dict:
         torch.cuda.reset_peak_memory_stats(device)
         before = torch.cuda.memory_allocated(device)
     times = [_timed(step, device) for _ in range(repeats)]
-    if cuda:
-        peak_mb = (torch.cuda.max_memory_allocated(device) - before) / MIB
-    return {"ms": statistics.median(times), "peak_mb": peak_mb, "options": resolved}
+    peak_mb = (torch.cuda.max_memory_allocated(device) - before) / MIB if cuda else None
+    return statistics.median(times), peak_mb
 
 
 def _timed(step, device: torch.device) -> float:
@@ -391,14 +413,34 @@ def bench_attention(
     ({"naive-softmax": 16384}) skips a mechanism's longer lengths. Softmax is always measured, as the
     baseline of the ratios. The table is written to `out_csv` when given.
     """
-    from effbert.attention import REGISTRY
-
     device = device or _default_device()
     cuda = torch.device(device).type == "cuda"
     lengths = sorted(lengths or [2**i for i in range(9, 15 if cuda else 13)])
     heads = heads or (16 if cuda else 4)
     dtype = dtype or ("bfloat16" if cuda else "float32")
     threads = threads or torch.get_num_threads()
+    names = _mechanism_names(mechanisms, layer)
+    settings = {"device": device, "dtype": dtype, "batch": batch, "heads": heads, "head_dim": head_dim,
+                "max_len": lengths[-1], "layer": layer, "repeats": repeats, "warmup": warmup, "seed": seed,
+                "threads": threads, "budget_s": budget_s}  # fmt: skip
+    rows = _measure_all(names, lengths, settings, options, timeout_s=timeout_s, max_len=max_len,
+                        total_budget_s=total_budget_s)
+    rows.sort(key=lambda row: names.index(row["mechanism"]))  # stable: by mechanism, then n
+
+    table = _with_ratios(pd.DataFrame(rows))
+    if out_csv is not None:
+        write_text(out_csv, table.to_csv(index=False, float_format="%.6g"))
+    if plot is not None:
+        plot_efficiency(table, plot)
+    return table
+
+
+def _mechanism_names(mechanisms: list[str] | None, layer: bool) -> list[str]:
+    """The rows' mechanisms in table order, softmax (the baseline) always among them; default: every
+    registered mechanism (each followed by its peers in layer mode), then naive-softmax. Unknown names,
+    and peers without `layer`, are a ValueError."""
+    from effbert.attention import REGISTRY
+
     peers_of = {ours: [p for p in PEERS if layer and PEER_OF[p] == ours] for ours in REGISTRY}
     names = list(mechanisms or [*(m for ours in REGISTRY for m in [ours, *peers_of[ours]]), NAIVE])  # peer after ours
     if BASELINE not in names:
@@ -409,7 +451,17 @@ def bench_attention(
     if not layer and any(m in PEERS for m in names):
         raise ValueError(f"{[m for m in names if m in PEERS]} are whole layers (projections included): "
                          "measure them with layer=True (--layer)")
-    device_label = torch.cuda.get_device_name(torch.device(device)) if cuda else f"cpu ({threads} threads)"
+    return names
+
+
+def _measure_all(names: list[str], lengths: list[int], settings: dict, options: dict[str, dict] | None, *,
+                 timeout_s: float | None, max_len: dict[str, int] | None,
+                 total_budget_s: float | None) -> list[dict]:  # fmt: skip
+    """One row per (length, mechanism), in that order: measured, or an error row when it failed or was skipped.
+    `settings` are the measurements' common spec (see `measure`)."""
+    device, dtype, layer = settings["device"], settings["dtype"], settings["layer"]
+    cuda = torch.device(device).type == "cuda"
+    device_label = torch.cuda.get_device_name(torch.device(device)) if cuda else f"cpu ({settings['threads']} threads)"
     preload = PEER_MODULES if any(m in PEERS for m in names) else []
     unit = "layer" if layer else "mechanism"
     deadline = None if total_budget_s is None else time.monotonic() + total_budget_s
@@ -423,38 +475,43 @@ def bench_attention(
             for name in names:
                 bar.set_postfix_str(f"{name} n={n}")
                 spec = {"device": device, "dtype": dtype, "mechanism": name, "options": _options_of(name, options),
-                        "n": n, "batch": batch, "heads": heads, "head_dim": head_dim, "max_len": lengths[-1],
-                        "layer": layer, "repeats": repeats, "warmup": warmup, "seed": seed, "threads": threads,
-                        "budget_s": budget_s}
-                limit = (max_len or {}).get(name)
-                if name in stops:
-                    result = {"error": f"skipped: {stops[name]}"}
-                elif limit is not None and n > limit:
-                    result = {"error": f"skipped: {name} is not run beyond n={limit}"}
-                elif deadline is not None and time.monotonic() > deadline:
-                    result = {"error": f"skipped: the table's time budget of {total_budget_s:g} s ran out"}
-                elif cuda:
-                    result = _measure_here(spec)
-                else:  # memory and time each in a fresh process: the allocator settings differ
-                    memory = _measure_isolated({**spec, "part": "memory"}, timeout_s, preload)
-                    result = memory if "error" in memory else {
-                        **_measure_isolated({**spec, "part": "time"}, timeout_s, preload), "peak_mb": memory["peak_mb"]}
+                        "n": n, **{k: v for k, v in settings.items() if k not in ("device", "dtype")}}
+                skipped = _skip_reason(name, n, stops, max_len, deadline, total_budget_s)
+                result = {"error": skipped} if skipped else _measure_spec(spec, cuda, timeout_s, preload)
                 if "error" in result and _fatal_for_longer(result["error"]) and name not in stops:
                     stops[name] = f"n={n} failed ({result['error'][:80]})"
                 rows.append({"device": device_label, "dtype": dtype, "unit": unit, "mechanism": name,
                              "options": json.dumps(result.get("options", spec["options"]), sort_keys=True),
-                             "n": n, "batch": batch, "heads": heads, "head_dim": head_dim,
+                             "n": n, "batch": spec["batch"], "heads": spec["heads"], "head_dim": spec["head_dim"],
                              "ms": result.get("ms"), "peak_mb": result.get("peak_mb"),
                              "error": result.get("error", "")})
                 bar.update()
-    rows.sort(key=lambda row: names.index(row["mechanism"]))  # stable: by mechanism, then n
+    return rows
 
-    table = _with_ratios(pd.DataFrame(rows))
-    if out_csv is not None:
-        write_text(out_csv, table.to_csv(index=False, float_format="%.6g"))
-    if plot is not None:
-        plot_efficiency(table, plot)
-    return table
+
+def _skip_reason(name: str, n: int, stops: dict[str, str], max_len: dict[str, int] | None, deadline: float | None,
+                 total_budget_s: float | None) -> str | None:  # fmt: skip
+    """Why (name, n) is not measured: an earlier length failed for good, it is past the mechanism's max_len,
+    or the table's time budget ran out; None to measure it."""
+    limit = (max_len or {}).get(name)
+    if name in stops:
+        return f"skipped: {stops[name]}"
+    if limit is not None and n > limit:
+        return f"skipped: {name} is not run beyond n={limit}"
+    if deadline is not None and time.monotonic() > deadline:
+        return f"skipped: the table's time budget of {total_budget_s:g} s ran out"
+    return None
+
+
+def _measure_spec(spec: dict, cuda: bool, timeout_s: float | None, preload: list[str]) -> dict:
+    """One measurement: in this process on CUDA; on CPU memory and time each in a fresh process (the allocator
+    settings differ), the time's result carrying the memory's peak."""
+    if cuda:
+        return _measure_here(spec)
+    memory = _measure_isolated({**spec, "part": "memory"}, timeout_s, preload)
+    if "error" in memory:
+        return memory
+    return {**_measure_isolated({**spec, "part": "time"}, timeout_s, preload), "peak_mb": memory["peak_mb"]}
 
 
 def _options_of(name: str, options: dict[str, dict] | None) -> dict:

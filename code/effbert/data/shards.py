@@ -254,13 +254,7 @@ def build_shards(
     sample_probs = [float(p) for p in sample_probs]
     _check_settings(text_dirs, max_seq_len, dev_fraction, masked_lm_prob, max_predictions, short_seq_prob,
                     dupe_factor, instances_per_shard, sample_probs, workers)  # fmt: skip
-    tokenizer_file = Path(tokenizer_path)
-    if tokenizer_file.is_dir():
-        tokenizer_file = tokenizer_file / "tokenizer.json"
-    tok = load_tokenizer(tokenizer_file)
-    specials = special_tokens(tok)
-    vocab_size = tok.get_vocab_size(with_added_tokens=True)
-    maker = InstanceMaker(max_seq_len, specials, vocab_size, masked_lm_prob, max_predictions, short_seq_prob)
+    tokenizer_file, maker = _load_maker(tokenizer_path, max_seq_len, masked_lm_prob, max_predictions, short_seq_prob)
     settings = {
         "max_seq_len": max_seq_len, "seed": seed, "dev_fraction": dev_fraction, "masked_lm_prob": masked_lm_prob,
         "max_predictions": max_predictions, "short_seq_prob": short_seq_prob, "dupe_factor": dupe_factor,
@@ -274,17 +268,48 @@ def build_shards(
 
     work = Path(f"{out_dir}.work") / f"{inputs_key[:16]}-{UNIT_SENTENCES}"
     _clear_other_work(work)
+    units, split, sources = _plan_units(files, workers, sample_probs, seed, dev_fraction)
+    jobs = [UnitJob(u, split[u.first : u.first + u.count], work / f"unit-{u.number:06d}") for u in units]
+    _run_units([j for j in jobs if not j.folder.is_dir()], len(jobs), str(tokenizer_file), maker, seed,
+               dupe_factor, workers)  # fmt: skip
+    manifest = _assemble(out_dir, jobs, text_dirs, tokenizer_file, maker, inputs_key, settings, sources, split)
+    shutil.rmtree(work.parent, ignore_errors=True)
+    return manifest
+
+
+def _load_maker(tokenizer_path: Path, max_seq_len: int, masked_lm_prob: float, max_predictions: int,
+                short_seq_prob: float) -> tuple[Path, InstanceMaker]:  # fmt: skip
+    """The tokenizer's file (tokenizer.json of a folder) and an InstanceMaker for its specials and vocabulary."""
+    tokenizer_file = Path(tokenizer_path)
+    if tokenizer_file.is_dir():
+        tokenizer_file = tokenizer_file / "tokenizer.json"
+    tok = load_tokenizer(tokenizer_file)
+    specials = special_tokens(tok)
+    vocab_size = tok.get_vocab_size(with_added_tokens=True)
+    maker = InstanceMaker(max_seq_len, specials, vocab_size, masked_lm_prob, max_predictions, short_seq_prob)
+    return tokenizer_file, maker
+
+
+def _plan_units(files: dict[Path, list[Path]], workers: int, sample_probs: list[float], seed: int,
+                dev_fraction: float) -> tuple[list[Unit], np.ndarray, list[dict]]:  # fmt: skip
+    """Step 1 of the build: the work units, every document's split (0 train, 1 dev, -1 dropped), and the
+    manifest's per-source entries (with how many documents sampling kept and dropped)."""
     units, positions, sources = _index(files, UNIT_SENTENCES, workers)
     split = _assign_splits(positions, sources, sample_probs, seed, dev_fraction)
     for i, source in enumerate(sources):
         kept = int((split[source["first"] : source["first"] + source["documents"]] >= 0).sum())
         source.update(sample_prob=sample_probs[i], kept=kept, dropped=source["documents"] - kept)
         del source["first"]
+    return units, split, sources
 
-    jobs = [UnitJob(u, split[u.first : u.first + u.count], work / f"unit-{u.number:06d}") for u in units]
-    _run_units([j for j in jobs if not j.folder.is_dir()], len(jobs), str(tokenizer_file), maker, seed,
-               dupe_factor, workers)  # fmt: skip
 
+def _assemble(out_dir: Path, jobs: list[UnitJob], text_dirs: list[Path], tokenizer_file: Path,
+              maker: InstanceMaker, inputs_key: str, settings: dict, sources: list[dict],
+              split: np.ndarray) -> dict:  # fmt: skip
+    """Step 3 of the build: the finished units' instances, in document order, into out_dir's shards, the
+    tokenizer's copy and manifest.json (all written atomically); returns the manifest."""
+    specials, vocab_size = maker.specials, maker.vocab_size
+    max_seq_len, seed, instances_per_shard = settings["max_seq_len"], settings["seed"], settings["instances_per_shard"]
     dtypes = field_dtypes(vocab_size)
     with atomic_dir(out_dir) as tmp:
         writers = {
@@ -317,7 +342,6 @@ def build_shards(
             "fields": {name: dtype.name for name, dtype in dtypes.items()},
         }
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
-    shutil.rmtree(work.parent, ignore_errors=True)
     return manifest
 
 

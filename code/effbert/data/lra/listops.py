@@ -24,6 +24,7 @@ import hashlib
 import random
 import time
 from collections import Counter
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -113,6 +114,55 @@ def sample_expression(
             return None
 
 
+@dataclass
+class _Drawn:
+    """What generate_listops has drawn so far, over all the splits (kept trees are unique across them)."""
+
+    seen: set[bytes] = field(default_factory=set)  # digests, not strings: 100k sequences of ~10 kB would not fit
+    draws: int = 0
+    duplicates: int = 0
+    lengths: list[int] = field(default_factory=list)
+    labels: Counter[int] = field(default_factory=Counter)
+
+
+def _next_tree(rng: random.Random, drawn: _Drawn, *, min_length: int, max_length: int, max_depth: int,
+               max_args: int, total: int) -> tuple[str, int, int]:  # fmt: skip
+    """Draw until a tree is new and min_length < length < max_length; return (release string, value, length).
+    Gives up (ValueError) after MAX_MISSES draws in a row without one; `total` is for the message."""
+    misses = 0
+    while True:
+        drawn.draws += 1
+        misses += 1
+        if misses > MAX_MISSES:
+            raise ValueError(
+                f"{MAX_MISSES} draws in a row gave no new sequence with {min_length} < length < "
+                f"{max_length}: too few distinct trees for {total} examples"
+            )
+        tree = sample_expression(rng, max_depth=max_depth, max_args=max_args, max_length=max_length)
+        if tree is None or tree[2] <= min_length:
+            continue
+        text, value, length = tree
+        digest = hashlib.blake2b(text.encode("ascii"), digest_size=16).digest()
+        if digest in drawn.seen:
+            drawn.duplicates += 1
+            continue
+        drawn.seen.add(digest)
+        drawn.lengths.append(length)
+        drawn.labels[value] += 1
+        return tree
+
+
+def _open_split_files(stack: contextlib.ExitStack, out_dir: Path) -> dict:
+    """basic_<split>.tsv of every split, opened for writing with the header written; each file is renamed
+    into place (atomic_path) when `stack` closes without an error."""
+    files = {}
+    for split in SPLITS:
+        tmp = stack.enter_context(atomic_path(out_dir / f"basic_{split}.tsv"))
+        files[split] = stack.enter_context(open(tmp, "w", encoding="utf-8", newline="\n"))
+        files[split].write(HEADER + "\n")
+    return files
+
+
 def generate_listops(
     out_dir: Path,
     *,
@@ -138,42 +188,16 @@ def generate_listops(
     out_dir = Path(out_dir)
     counts = {"train": train, "val": val, "test": test}
     rng = random.Random(seed)
-    seen: set[bytes] = set()  # digests, not strings: 100k sequences of ~10 kB would not fit comfortably
-    draws = duplicates = 0
-    lengths: list[int] = []
-    labels: Counter[int] = Counter()
+    drawn = _Drawn()
     started = time.perf_counter()
     with contextlib.ExitStack() as stack:
-        files = {}
-        for split in SPLITS:
-            tmp = stack.enter_context(atomic_path(out_dir / f"basic_{split}.tsv"))
-            files[split] = stack.enter_context(open(tmp, "w", encoding="utf-8", newline="\n"))
-            files[split].write(HEADER + "\n")
+        files = _open_split_files(stack, out_dir)
         bar = stack.enter_context(tqdm(total=train + val + test, desc="listops", unit="seq", disable=None))
         for split in SPLITS:
-            written = misses = 0
-            while written < counts[split]:
-                draws += 1
-                misses += 1
-                if misses > MAX_MISSES:
-                    raise ValueError(
-                        f"{MAX_MISSES} draws in a row gave no new sequence with {min_length} < length < "
-                        f"{max_length}: too few distinct trees for {train + val + test} examples"
-                    )
-                drawn = sample_expression(rng, max_depth=max_depth, max_args=max_args, max_length=max_length)
-                if drawn is None or drawn[2] <= min_length:
-                    continue
-                text, value, length = drawn
-                digest = hashlib.blake2b(text.encode("ascii"), digest_size=16).digest()
-                if digest in seen:
-                    duplicates += 1
-                    continue
-                seen.add(digest)
+            for _ in range(counts[split]):
+                text, value, _ = _next_tree(rng, drawn, min_length=min_length, max_length=max_length,
+                                            max_depth=max_depth, max_args=max_args, total=train + val + test)
                 files[split].write(f"{text}\t{value}\n")
-                lengths.append(length)
-                labels[value] += 1
-                written += 1
-                misses = 0
                 bar.update(1)
         for f in files.values():
             f.close()  # before atomic_path renames them
@@ -185,12 +209,12 @@ def generate_listops(
         "max_depth": max_depth,
         "max_args": max_args,
         "seed": seed,
-        "draws": draws,
-        "duplicates": duplicates,
-        "length_mean": float(np.mean(lengths)) if lengths else None,
-        "length_min": min(lengths, default=None),
-        "length_max": max(lengths, default=None),
-        "labels": {str(k): labels[k] for k in range(NUM_CLASSES)},
+        "draws": drawn.draws,
+        "duplicates": drawn.duplicates,
+        "length_mean": float(np.mean(drawn.lengths)) if drawn.lengths else None,
+        "length_min": min(drawn.lengths, default=None),
+        "length_max": max(drawn.lengths, default=None),
+        "labels": {str(k): drawn.labels[k] for k in range(NUM_CLASSES)},
         "seconds": round(time.perf_counter() - started, 3),
     }
     write_json(out_dir / "stats.json", stats)

@@ -213,6 +213,31 @@ def _write_batch(args: tuple[Path, int, int, int, PathfinderParams]) -> list[int
     return labels.tolist()
 
 
+def _check_replaceable(out_dir: Path) -> None:
+    """Refuse an out_dir that holds more than a generated folder: it is replaced whole."""
+    foreign = sorted(e.name for e in out_dir.iterdir() if e.name not in OWN_ENTRIES) if out_dir.is_dir() else []
+    if foreign:
+        raise ValueError(f"{out_dir} holds {foreign[:3]}, not only a generated Pathfinder folder; refusing to replace "
+                         f"it (--out is the difficulty folder, e.g. <lra_dir>/pathfinder32/curv_contour_length_14)")
+
+
+def _write_batches(jobs: list[tuple[Path, int, int, int, PathfinderParams]], workers: int, labels: Counter[int],
+                   bar: tqdm) -> None:  # fmt: skip
+    """Write every batch, in this process or a pool of `workers`, counting their labels into `labels`."""
+    if workers == 1:
+        results = map(_write_batch, jobs)
+    else:
+        pool = ProcessPoolExecutor(max_workers=workers)
+        results = pool.map(_write_batch, jobs)
+    try:
+        for batch_labels_ in results:
+            labels.update(batch_labels_)
+            bar.update(len(batch_labels_))
+    finally:
+        if workers > 1:
+            pool.shutdown()
+
+
 def generate_pathfinder(
     out_dir: Path,
     *,
@@ -233,10 +258,7 @@ def generate_pathfinder(
         raise ValueError(f"need n_images, images_per_batch, workers >= 1; got {got}")
     p = PathfinderParams.for_task(resolution, difficulty)
     out_dir = Path(out_dir)
-    foreign = sorted(e.name for e in out_dir.iterdir() if e.name not in OWN_ENTRIES) if out_dir.is_dir() else []
-    if foreign:
-        raise ValueError(f"{out_dir} holds {foreign[:3]}, not only a generated Pathfinder folder; refusing to replace "
-                         f"it (--out is the difficulty folder, e.g. <lra_dir>/pathfinder32/curv_contour_length_14)")
+    _check_replaceable(out_dir)
     started = time.perf_counter()
     sizes = [min(images_per_batch, n_images - b * images_per_batch) for b in range(-(-n_images // images_per_batch))]
     labels: Counter[int] = Counter()
@@ -246,18 +268,7 @@ def generate_pathfinder(
         bar = tqdm(total=n_images, desc=f"pathfinder{resolution} {difficulty_name(difficulty)}", unit="img",
                    disable=None)
         with bar:
-            if workers == 1:
-                results = map(_write_batch, jobs)
-            else:
-                pool = ProcessPoolExecutor(max_workers=workers)
-                results = pool.map(_write_batch, jobs)
-            try:
-                for batch_labels_ in results:
-                    labels.update(batch_labels_)
-                    bar.update(len(batch_labels_))
-            finally:
-                if workers > 1:
-                    pool.shutdown()
+            _write_batches(jobs, workers, labels, bar)
         stats = {
             "generator": "effbert Pathfinder (continuous snakes, LRA release layout)",
             "difficulty": difficulty_name(difficulty),
