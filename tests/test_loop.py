@@ -12,7 +12,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from effbert.train.loop import SeededBatches, autocast_dtype, fit, keep_attention_fp32, warmup_decay
+from effbert.train.loop import (
+    Execution,
+    Optimisation,
+    Reporting,
+    SeededBatches,
+    autocast_dtype,
+    fit,
+    keep_attention_fp32,
+    warmup_decay,
+)
 
 
 def test_cosine_and_linear_schedules():
@@ -70,7 +79,7 @@ def test_micro_batches_equal_one_big_batch():
         torch.manual_seed(0)
         model = nn.Linear(4, 1)
         batches = SeededBatches(lambda i: {"x": x[i], "y": y[i]}, 32, 16, seed=1, micro_batch=micro)
-        records = fit(model, _mse, batches, steps=6, lr=0.1, log_every=1)
+        records = fit(model, _mse, batches, Optimisation(steps=6, lr=0.1), report=Reporting(log_every=1))
         results.append(([r["loss"] for r in records], model.weight.detach().clone()))
     for losses, weight in results[1:]:
         assert losses == pytest.approx(results[0][0], rel=1e-5)
@@ -114,8 +123,9 @@ def test_bf16_training_logs_jsonl_and_tensorboard(tmp_path):
     x, y = _regression()
     model = nn.Sequential(nn.Linear(4, 8), nn.Linear(8, 1))
     batches = SeededBatches(lambda i: {"x": x[i], "y": y[i], "attention_mask": torch.ones(len(i), 3)}, 32, 8, 0)
-    records = fit(model, _mse, batches, steps=20, lr=0.05, log_every=5, precision="bf16", schedule="cosine",
-                  metrics_path=tmp_path / "m.jsonl", tensorboard_dir=tmp_path / "tb")
+    records = fit(model, _mse, batches, Optimisation(steps=20, lr=0.05, schedule="cosine"),
+                  execution=Execution(precision="bf16"),
+                  report=Reporting(log_every=5, metrics_path=tmp_path / "m.jsonl", tensorboard_dir=tmp_path / "tb"))
     logged = [json.loads(line) for line in (tmp_path / "m.jsonl").read_text().splitlines()]
     assert logged == records and [r["step"] for r in logged] == [5, 10, 15, 20]
     assert logged[-1]["loss"] < logged[0]["loss"] and logged[-1]["tokens"] == 20 * 8 * 3
@@ -134,5 +144,6 @@ def test_fp16_with_grad_scaler_trains():
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(4, 8), nn.Linear(8, 1))
     batches = SeededBatches(lambda i: {"x": x[i], "y": y[i]}, 32, 8, 0, micro_batch=4)
-    records = fit(model, _mse, batches, steps=40, lr=0.05, log_every=10, precision="fp16")
+    records = fit(model, _mse, batches, Optimisation(steps=40, lr=0.05), execution=Execution(precision="fp16"),
+                  report=Reporting(log_every=10))
     assert records[-1]["loss"] < 0.1 * records[0]["loss"]

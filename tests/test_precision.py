@@ -11,7 +11,7 @@ import torch.nn.functional as F
 import effbert.attention.nystrom as nystrom
 from effbert.config import parse_config
 from effbert.model.encoder import Encoder
-from effbert.train.loop import fit
+from effbert.train.loop import Execution, Optimisation, Reporting, fit
 
 
 def encoder(attention: dict) -> Encoder:
@@ -40,12 +40,12 @@ def seen(monkeypatch):
     return log
 
 
-def train_one_step(model: Encoder, ids: torch.Tensor, mask: torch.Tensor, **options) -> None:
+def train_one_step(model: Encoder, ids: torch.Tensor, mask: torch.Tensor, *, attention_fp32: bool = False) -> None:
     def loss(m, batch):
         return m(batch["input_ids"], batch["attention_mask"]).float().square().mean(), {}
 
-    fit(model, loss, iter([{"input_ids": ids, "attention_mask": mask}]), steps=1, lr=1e-3, log_every=1,
-        precision="bf16", **options)
+    fit(model, loss, iter([{"input_ids": ids, "attention_mask": mask}]), Optimisation(steps=1, lr=1e-3),
+        execution=Execution(precision="bf16", attention_fp32=attention_fp32), report=Reporting(log_every=1))
 
 
 @pytest.mark.parametrize("attention", [{"type": "softmax"}, {"type": "nystrom", "num_landmarks": 8}])

@@ -36,7 +36,7 @@ from effbert.constants import IGNORE
 from effbert.errors import InputError
 from effbert.files import write_json, write_text
 from effbert.train.device import pick_device
-from effbert.train.loop import fit
+from effbert.train.loop import Execution, Optimisation, Reporting, fit
 
 # what each size runs; the full size is budgeted to finish within 8 minutes on one H100/H200
 SIZES = {
@@ -152,11 +152,13 @@ def compare_precisions(device: torch.device, *, shape: dict, batch: int, vocab: 
             for precision in ("fp32", "bf16"):
                 model = our_model(shape, vocab, mechanism)
                 model.load_state_dict(start)
-                records = fit(model.to(device), our_loss, motif_batches(batch, shape["max_seq_len"], vocab, device,
-                                                                         seed),
-                              counts=mlm_counts, steps=steps, lr=lr, warmup_steps=steps // 10, precision=precision,
-                              attention_fp32=attention_fp32, log_every=log_every, seed=seed,
-                              desc=f"{mechanism} {precision}")
+                batches = motif_batches(batch, shape["max_seq_len"], vocab, device, seed)
+                records = fit(
+                    model.to(device), our_loss, batches, Optimisation(steps=steps, lr=lr, warmup_steps=steps // 10),
+                    execution=Execution(precision=precision, attention_fp32=attention_fp32),
+                    report=Reporting(log_every=log_every, desc=f"{mechanism} {precision}"),
+                    counts=mlm_counts, seed=seed,
+                )
                 row[f"{precision}_loss"] = records[-1]["loss"]
             row["relative_difference"] = abs(row["bf16_loss"] - row["fp32_loss"]) / row["fp32_loss"]
             row["within_tolerance"] = row["relative_difference"] <= TOLERANCE

@@ -27,7 +27,7 @@ from effbert.constants import IGNORE
 from effbert.files import write_json
 from effbert.model.pretraining import PretrainingModel
 from effbert.train.device import pick_device
-from effbert.train.loop import fit
+from effbert.train.loop import Execution, Optimisation, Reporting, fit
 
 BASE = {"hidden_size": 768, "num_layers": 12, "num_heads": 12, "ffn_size": 3072, "max_seq_len": 512}
 TINY = {"hidden_size": 64, "num_layers": 2, "num_heads": 2, "ffn_size": 128, "max_seq_len": 64}
@@ -102,9 +102,10 @@ def bench_pretrain(*, tiny: bool = False, device: str | None = None, batch_size:
         model = build().to(dev)
         params = sum(p.numel() for p in model.parameters())
         records = fit(
-            model, loss_fn, _repeat(batch), counts=mlm_counts, steps=warmup + steps, lr=1e-4, warmup_steps=0,
-            precision=precision, attention_fp32=attention_fp32, compile=compile, log_every=warmup,
-            flops_per_token=6.0 * params + flops_extra, desc=f"bench {name}",
+            model, loss_fn, _repeat(batch), Optimisation(steps=warmup + steps, lr=1e-4, warmup_steps=0),
+            execution=Execution(precision=precision, attention_fp32=attention_fp32, compile=compile),
+            report=Reporting(log_every=warmup, flops_per_token=6.0 * params + flops_extra, desc=f"bench {name}"),
+            counts=mlm_counts,
         )
         first, last = records[0], records[-1]
         rate = (last["tokens"] - first["tokens"]) / (last["seconds"] - first["seconds"])

@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from tokenizers import Tokenizer
 from torch import nn
 
-from effbert.config import load_config, parse_config
+from effbert.config import GlueConfig, ModelConfig, load_config, parse_config
 from effbert.data.glue import GlueSplit, compute_metrics, get_task, load_split
 from effbert.data.glue_submission import write_submission
 from effbert.data.tokenizer import special_tokens
@@ -36,7 +36,7 @@ from effbert.train.checkpoints import find_checkpoint, load_encoder_weights, rea
 from effbert.train.device import pick_device, seed_everything
 from effbert.train.glue_protocol import SUBMISSION_DIR, GlueRun, gather, grid, run_path, task_epochs
 from effbert.train.identity import glue_run_identity
-from effbert.train.loop import SeededBatches, fit
+from effbert.train.loop import Execution, Optimisation, Reporting, SeededBatches, fit
 
 EVAL_BATCH_SIZE = 128
 
@@ -112,14 +112,8 @@ def _metric_suffix(split: str, dev_splits: tuple[str, ...]) -> str:
     return "" if len(dev_splits) == 1 else "_" + split.removeprefix("dev_")
 
 
-def finetune(
-    model_dir: Path,
-    task: str,
-    glue_dir: Path,
-    run: GlueRun | None = None,
-    *,
-    device: str | None = None,
-) -> dict:
+def finetune(model_dir: Path, task: str, glue_dir: Path, run: GlueRun | None = None, *,
+             device: str | None = None) -> dict:
     """Fine-tune the model's checkpoint on `task` with one run of its grid (default: the grid's first run)
     and write models/<name>/glue/<TASK>/<run>.json."""
     start_time = time.perf_counter()
@@ -131,76 +125,25 @@ def finetune(
         raise InputError(f"GLUE task {task} has no labelled training data to fine-tune on")
     run = run or grid(glue_cfg)[0]
     epochs = task_epochs(glue_cfg, task)
-
     # read the data first: a missing file fails before minutes of checkpoint loading
-    train = load_split(glue_dir, task, "train")
-    devs = {split: load_split(glue_dir, task, split) for split in spec.dev_splits}
-    for split in [train, *devs.values()]:
-        if not len(split):
-            raise InputError(f"{glue_dir / spec.folder / spec.file_name(split.split)}: no examples")
-    if len(train) < run.batch_size:
-        raise InputError(f"{glue_dir / spec.folder / spec.file_name('train')}: {len(train)} examples, fewer than"
-                         f" one batch of {run.batch_size} (glue.batch_size in {model_dir}/config.json)")
-    tests = _present_test_sets(glue_dir, task)
+    train, devs, tests = _read_data(model_dir, glue_dir, task, run)
 
-    cp_path = find_checkpoint(model_dir, glue_cfg.checkpoint)
-    state = read_checkpoint(cp_path)
-    saved = state["config"]  # the resolved config the weights were saved with: its shapes are the truth
-    model_cfg = parse_config(saved if "model" in saved else {"model": saved}, str(cp_path)).model
-    max_len = glue_cfg.max_seq_len or model_cfg.max_seq_len
-    if max_len > model_cfg.max_seq_len:
-        raise InputError(
-            f"{model_dir}/config.json: glue.max_seq_len {max_len} exceeds the model's max_seq_len "
-            f"{model_cfg.max_seq_len} (position embeddings)"
-        )
+    cp_path, state, model_cfg, max_len = _load_checkpoint(model_dir, glue_cfg)
     identity = glue_run_identity(cfg, task, run, state)
     tok = Tokenizer.from_str(state["tokenizer"])
     tok.enable_truncation(max_len)  # the longer text of a pair loses tokens first; specials always fit
 
     device_ = pick_device(device)
-    seed_everything(run.seed)  # the head's initialisation
-    model = SequenceClassifier(model_cfg, state["vocab_size"], spec.num_labels)
-    load_encoder_weights(model.encoder, state)
-    model.to(device_)
+    model = _classifier(model_cfg, state, spec.num_labels, run.seed, device_)
     del state
 
     train_data = Encoded(train, tok, model_cfg.type_vocab_size)
     dev_data = {split: Encoded(data, tok, model_cfg.type_vocab_size) for split, data in devs.items()}
-    steps_per_epoch = len(train_data) // run.batch_size
-    steps = epochs * steps_per_epoch
-    warmup_steps = int(glue_cfg.warmup_ratio * steps)
-
-    def evaluate(m: nn.Module) -> dict[str, float]:
-        metrics = {}
-        for split, data in dev_data.items():
-            found = compute_metrics(task, predict(m, data, device_), data.labels)
-            suffix = _metric_suffix(split, spec.dev_splits)
-            metrics |= {f"{name}{suffix}": value for name, value in found.items()}
-        return metrics
-
     out = run_path(model_dir, task, run)
-    batches = SeededBatches(lambda indices: train_data.batch(indices, device_), len(train_data), run.batch_size,
-                            run.seed)
-    records = fit(
-        model, _loss, batches,
-        steps=steps, lr=run.lr, weight_decay=glue_cfg.weight_decay, warmup_steps=warmup_steps,
-        log_every=max(1, min(50, steps_per_epoch)), eval_every=steps_per_epoch, evaluate=evaluate,
-        metrics_path=out.with_suffix(".jsonl"), desc=f"glue {task} {run.name}", seed=run.seed,
-    )
-    submission = []
-    model.eval()
-    with torch.no_grad():
-        for split in tests:
-            predictions = predict(model, Encoded(split, tok, model_cfg.type_vocab_size), device_)
-            path = write_submission(out.with_suffix("") / SUBMISSION_DIR, split.task, split.split, split.ids,
-                                    predictions)
-            submission.append(path.name)
+    records, steps, warmup_steps = _train(model, task, run, glue_cfg, epochs, train_data, dev_data, device_, out)
+    submission = _predict_tests(model, tests, tok, model_cfg.type_vocab_size, device_, out)
     final = {k: v for k, v in records[-1].items() if k not in ("step", "split")}  # the end-of-training eval
     main = spec.metric + _metric_suffix(spec.dev_splits[0], spec.dev_splits)
-    try:
-        checkpoint_name = str(cp_path.resolve().relative_to(model_dir.resolve()))
-    except ValueError:
-        checkpoint_name = str(cp_path)
     result = {
         "task": task,
         "run": run.name,
@@ -211,7 +154,7 @@ def finetune(
         "dev_splits": {split: len(data) for split, data in devs.items()},
         "train_examples": len(train),
         "submission": submission,
-        "checkpoint": checkpoint_name,
+        "checkpoint": _relative_name(cp_path, model_dir),
         "identity": identity,
         "hyperparameters": {
             "batch_size": run.batch_size, "lr": run.lr, "epochs": epochs, "steps": steps,
@@ -223,6 +166,104 @@ def finetune(
     }
     write_json(out, result)
     return result
+
+
+def _read_data(model_dir: Path, glue_dir: Path, task: str, run: GlueRun
+               ) -> tuple[GlueSplit, dict[str, GlueSplit], list[GlueSplit]]:
+    """The task's training split, its dev split(s) by name and the test sets present, each checked non-empty."""
+    spec = get_task(task)
+    train = load_split(glue_dir, task, "train")
+    devs = {split: load_split(glue_dir, task, split) for split in spec.dev_splits}
+    for split in [train, *devs.values()]:
+        if not len(split):
+            raise InputError(f"{glue_dir / spec.folder / spec.file_name(split.split)}: no examples")
+    if len(train) < run.batch_size:
+        raise InputError(f"{glue_dir / spec.folder / spec.file_name('train')}: {len(train)} examples, fewer than"
+                         f" one batch of {run.batch_size} (glue.batch_size in {model_dir}/config.json)")
+    return train, devs, _present_test_sets(glue_dir, task)
+
+
+def _load_checkpoint(model_dir: Path, glue_cfg: GlueConfig) -> tuple[Path, dict, ModelConfig, int]:
+    """The checkpoint to start from: its path, its contents, its model settings, and the sequence length to
+    fine-tune at (at most the model's)."""
+    cp_path = find_checkpoint(model_dir, glue_cfg.checkpoint)
+    state = read_checkpoint(cp_path)
+    saved = state["config"]  # the resolved config the weights were saved with: its shapes are the truth
+    model_cfg = parse_config(saved if "model" in saved else {"model": saved}, str(cp_path)).model
+    max_len = glue_cfg.max_seq_len or model_cfg.max_seq_len
+    if max_len > model_cfg.max_seq_len:
+        raise InputError(
+            f"{model_dir}/config.json: glue.max_seq_len {max_len} exceeds the model's max_seq_len "
+            f"{model_cfg.max_seq_len} (position embeddings)"
+        )
+    return cp_path, state, model_cfg, max_len
+
+
+def _classifier(model_cfg: ModelConfig, state: dict, num_labels: int, seed: int, device: torch.device
+                ) -> SequenceClassifier:
+    """The checkpoint's encoder under a freshly initialised head (seeded), on `device`."""
+    seed_everything(seed)  # the head's initialisation
+    model = SequenceClassifier(model_cfg, state["vocab_size"], num_labels)
+    load_encoder_weights(model.encoder, state)
+    model.to(device)
+    return model
+
+
+def _train(model: nn.Module, task: str, run: GlueRun, glue_cfg: GlueConfig, epochs: int, train_data: Encoded,
+           dev_data: dict[str, Encoded], device: torch.device, out: Path) -> tuple[list[dict], int, int]:
+    """`epochs` epochs of the run, evaluated on every dev split each epoch; the loop's records, steps and warmup."""
+    spec = get_task(task)
+    steps_per_epoch = len(train_data) // run.batch_size
+    steps = epochs * steps_per_epoch
+    warmup_steps = int(glue_cfg.warmup_ratio * steps)
+
+    def evaluate(m: nn.Module) -> dict[str, float]:
+        metrics = {}
+        for split, data in dev_data.items():
+            found = compute_metrics(task, predict(m, data, device), data.labels)
+            suffix = _metric_suffix(split, spec.dev_splits)
+            metrics |= {f"{name}{suffix}": value for name, value in found.items()}
+        return metrics
+
+    batches = SeededBatches(lambda indices: train_data.batch(indices, device), len(train_data), run.batch_size,
+                            run.seed)
+    records = fit(
+        model, _loss, batches,
+        Optimisation(
+            steps=steps, lr=run.lr, weight_decay=glue_cfg.weight_decay, warmup_steps=warmup_steps,
+            # BERT's fine-tuning recipe (run_glue.py): linear decay after the warmup, gradient norm clipped at 1;
+            # config.json's glue section does not set either, so these are fixed (the loop's defaults until now)
+            schedule="linear", grad_clip=1.0,
+        ),
+        # float32 on every device: the glue section has no precision setting (the loop's default until now)
+        execution=Execution(precision="fp32"),
+        report=Reporting(log_every=max(1, min(50, steps_per_epoch)), metrics_path=out.with_suffix(".jsonl"),
+                         desc=f"glue {task} {run.name}"),
+        evaluate=evaluate, eval_every=steps_per_epoch, seed=run.seed,
+    )
+    return records, steps, warmup_steps
+
+
+def _predict_tests(model: nn.Module, tests: list[GlueSplit], tok: Tokenizer, type_vocab_size: int,
+                   device: torch.device, out: Path) -> list[str]:
+    """Predict each test set present and write it in the leaderboard's format; the files' names."""
+    submission = []
+    model.eval()
+    with torch.no_grad():
+        for split in tests:
+            predictions = predict(model, Encoded(split, tok, type_vocab_size), device)
+            path = write_submission(out.with_suffix("") / SUBMISSION_DIR, split.task, split.split, split.ids,
+                                    predictions)
+            submission.append(path.name)
+    return submission
+
+
+def _relative_name(cp_path: Path, model_dir: Path) -> str:
+    """The checkpoint's path relative to the model folder when inside it, else as given."""
+    try:
+        return str(cp_path.resolve().relative_to(model_dir.resolve()))
+    except ValueError:
+        return str(cp_path)
 
 
 def expected_identities(model_dir: Path, task: str) -> dict[GlueRun, dict]:

@@ -1,11 +1,12 @@
 """The one training loop, shared by pretraining, GLUE and LRA.
 
 Tasks differ only by what they pass in: a model, a loss function, a stream of batches and an
-evaluation callback. The loop owns everything else, read top to bottom in `fit`:
+evaluation callback. The loop owns everything else, read top to bottom in `fit` (its settings come in three
+small groups: Optimisation, Execution, Reporting; the steps themselves are methods of `_Trainer`):
 
 - precision: autocast in bf16 or fp16 (fp16 with a GradScaler) on CUDA, fp32 on CPU by default. Each
   attention mechanism computes in the autocast dtype and upcasts what needs float32 itself (the policy in
-  effbert.attention); `attention_fp32` (opt-in) runs every mechanism (each SelfAttention's `.mechanism`)
+  effbert.attention); `Execution.attention_fp32` (opt-in) runs every mechanism (each SelfAttention's `.mechanism`)
   wholly in float32 with autocast off, its inputs upcast, as the seeds did;
 - optional torch.compile; AdamW (fused on CUDA) without decay on biases and norms; gradient clipping;
   linear warmup then linear or cosine decay to zero;
@@ -15,10 +16,10 @@ evaluation callback. The loop owns everything else, read top to bottom in `fit`:
   every micro-batch of every rank, so the gradient equals that of one big batch;
 - DistributedDataParallel when torch.distributed is initialised (each rank passes its own share of the
   global batch; only rank 0 logs, evaluates and checkpoints);
-- exact resumption: `state_of` gathers weights, optimizer, schedule, scaler, RNG states (python, numpy,
+- exact resumption: `_Trainer.state` gathers weights, optimizer, schedule, scaler, RNG states (python, numpy,
   torch CPU, CUDA, per rank), the data position (when `batches` has state_dict/load_state_dict) and
   the running sums; `fit(resume=that)` continues as if never stopped (bitwise on CPU);
-- metrics every `log_every` steps to a jsonl file and TensorBoard (when the tensorboard package is
+- metrics every `Reporting.log_every` steps to a jsonl file and TensorBoard (when the tensorboard package is
   installed), and a tqdm bar with tokens/s and MFU (given the model's FLOPs per token and a known GPU).
 """
 
@@ -32,6 +33,7 @@ import random
 import sys
 import time
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -238,188 +240,288 @@ def _gather(obj: object, world: int) -> list:
     return found
 
 
+@dataclass(frozen=True)
+class Optimisation:
+    """How the weights move: `steps` AdamW steps at peak `lr` (no decay on biases and norms), linear warmup over
+    `warmup_steps`, then `schedule` ('linear' or 'cosine') decay to zero; gradient norm clipped to `grad_clip`
+    (None or 0: never clipped)."""
+
+    steps: int
+    lr: float
+    weight_decay: float = 0.01
+    warmup_steps: int = 0
+    schedule: str = "linear"
+    grad_clip: float | None = 1.0
+
+
+@dataclass(frozen=True)
+class Execution:
+    """How the forward runs: autocast `precision` (one of PRECISIONS), every attention mechanism wholly in float32
+    (`attention_fp32`), torch.compile."""
+
+    precision: str = "fp32"
+    attention_fp32: bool = False
+    compile: bool = False
+
+
+@dataclass(frozen=True)
+class Reporting:
+    """What rank 0 shows: a record every `log_every` steps (and at the last) to `metrics_path` (jsonl) and
+    `tensorboard_dir`; a progress bar named `desc`, with MFU when `flops_per_token` is given."""
+
+    log_every: int = 50
+    metrics_path: str | Path | None = None
+    tensorboard_dir: str | Path | None = None
+    flops_per_token: float | None = None
+    desc: str = "train"
+
+
+@dataclass(frozen=True)
+class _Clock:
+    """Where throughput is measured from: the time, tokens and positions when this call's steps began."""
+
+    start: float
+    tokens: int
+    positions: int
+
+
+class _Trainer:
+    """One `fit`'s moving parts (optimizer, schedule, scaler) and what it counts between steps."""
+
+    def __init__(self, model: nn.Module, batches: Iterable, optimisation: Optimisation, execution: Execution,
+                 seed: int):
+        self.model, self.batches, self.optimisation = model, batches, optimisation
+        self.rank, self.world = _world()
+        self.device = next(model.parameters()).device
+        self.amp_dtype = autocast_dtype(execution.precision, self.device)
+        if execution.attention_fp32 and self.amp_dtype is not None:
+            keep_attention_fp32(model, self.device.type)
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp_dtype == torch.float16)
+        fused = {"fused": True} if self.device.type == "cuda" else {}
+        self.optimizer = torch.optim.AdamW(param_groups(model, optimisation.weight_decay), lr=optimisation.lr,
+                                           **fused)
+        schedule = warmup_decay(optimisation.warmup_steps, optimisation.steps, optimisation.schedule)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, schedule)
+        torch.manual_seed(seed + self.rank)  # dropout masks; each rank its own
+        self.running: dict[str, torch.Tensor] = {}  # sums since the last log, on the device
+        self.done, self.tokens, self.positions = 0, 0, 0
+        self.trained: nn.Module = model  # the module that runs forward (see `wrap`)
+
+    def restore(self, resume: dict) -> None:
+        """Continue from a `state` as if never stopped."""
+        self.model.load_state_dict(resume["model"])
+        self.optimizer.load_state_dict(resume["optimizer"])
+        self.scheduler.load_state_dict(resume["scheduler"])
+        self.scaler.load_state_dict(resume["scaler"])
+        self.done, self.tokens, self.positions = resume["step"], resume["tokens"], resume["positions"]
+        self._apply_settings()
+        # each rank's sums since the last log (another world size: rank 0 carries them all)
+        mine = resume["running"]
+        if len(mine) == self.world:
+            mine = mine[self.rank]
+        else:
+            mine = {k: sum(r[k] for r in mine) * (self.rank == 0) for k in mine[0]}
+        self.running = {k: torch.as_tensor(v).to(self.device) for k, v in mine.items()}
+        if hasattr(self.batches, "load_state_dict") and resume.get("data") is not None:
+            self.batches.load_state_dict(resume["data"])
+        states = resume["rng"]
+        if len(states) == self.world:  # the same world size: each rank continues its own streams
+            set_rng_state(states[self.rank])
+
+    def _apply_settings(self) -> None:
+        """The settings given now, not the saved ones (the same values on a plain resume; new ones when a run
+        continues with new settings): peak lr and decay per group, and the new schedule at this step."""
+        lr, optimizer, scheduler = self.optimisation.lr, self.optimizer, self.scheduler
+        scheduler.base_lrs = [lr] * len(optimizer.param_groups)
+        fresh_groups = param_groups(self.model, self.optimisation.weight_decay)
+        for group, fresh in zip(optimizer.param_groups, fresh_groups, strict=True):
+            group.update(initial_lr=lr, weight_decay=fresh["weight_decay"], lr=lr * scheduler.lr_lambdas[0](self.done))
+        scheduler._last_lr = [group["lr"] for group in optimizer.param_groups]
+
+    def wrap(self, compile: bool) -> nn.Module:
+        """The module that runs forward: DDP (gradients averaged over ranks) and/or compiled."""
+        if self.world > 1:
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            self.trained = nn.parallel.DistributedDataParallel(self.model, device_ids=ids)
+        if compile:
+            self.trained = torch.compile(self.trained)
+        return self.trained
+
+    def state(self, step: int) -> dict:
+        """The loop's full state after `step` (see the module doc); every rank takes part (RNG states are gathered)."""
+        return {
+            "step": step, "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict(),
+            "rng": _gather(rng_state(), self.world),
+            "data": self.batches.state_dict() if hasattr(self.batches, "state_dict") else None,
+            "running": _gather({k: torch.as_tensor(v).cpu() for k, v in self.running.items()}, self.world),
+            "tokens": self.tokens, "positions": self.positions,
+        }
+
+    def autocast(self):
+        amp_dtype = self.amp_dtype
+        return torch.autocast(self.device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None)
+
+    def optimizer_step(self, loss_fn: LossFn, item: dict | list[dict], counts: CountFn | None) -> None:
+        """One optimizer step over `item`'s micro-batches: scaled backward passes, clipping, the schedule."""
+        micro = item if isinstance(item, list) else [item]
+        names, local, totals = self._step_counts(micro, counts)
+        for i, batch in enumerate(micro):
+            self._micro_step(loss_fn, batch, i == len(micro) - 1, names, local[i], totals)
+        if self.optimisation.grad_clip:
+            self.scaler.unscale_(self.optimizer)
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.optimisation.grad_clip)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scheduler.step()
+
+    def _step_counts(self, micro: list[dict], counts: CountFn | None
+                     ) -> tuple[list[str], torch.Tensor, dict[str, torch.Tensor]]:
+        """Each loss term's count per micro-batch (micro, terms) and over the whole step (every micro-batch of
+        every rank), kept on the device so no step waits for the GPU: a micro-batch's term weighs its sum / the
+        global count."""
+        local = [{"_rows": _rows(b), **(counts(b) if counts else {"loss": _rows(b)})} for b in micro]
+        names = sorted(local[0])
+        local_t = torch.stack([torch.stack([torch.as_tensor(c[n], dtype=torch.float32, device=self.device)
+                                            for n in names]) for c in local])  # (micro, terms)
+        totals = dict(zip(names, _all_sum(local_t.sum(0), self.world), strict=True))
+        return names, local_t, totals
+
+    def _micro_step(self, loss_fn: LossFn, batch: dict, last: bool, names: list[str], local: torch.Tensor,
+                    totals: dict[str, torch.Tensor]) -> None:
+        """Forward and backward of one micro-batch (gradients sync over ranks on the step's last one only)."""
+        sync = contextlib.nullcontext() if last or self.world == 1 else self.trained.no_sync()
+        with sync:
+            with self.autocast():
+                loss, metrics = loss_fn(self.trained, batch)
+            if isinstance(loss, dict):  # {term: sum over the micro-batch}
+                loss = sum(loss[n].float() / totals[n] for n in names if n != "_rows")
+            else:  # a mean over the micro-batch's rows
+                loss = loss.float() * (local[names.index("loss")] / totals["loss"])
+            # DDP averages gradients over ranks; the global sums want them added
+            self.scaler.scale(loss * self.world).backward()
+        # other metrics: means over the rows of the global batch
+        share = local[names.index("_rows")] / totals["_rows"]
+        running = self.running
+        for key, value in metrics.items():
+            value = torch.as_tensor(value, dtype=torch.float32, device=self.device).detach()
+            running[key] = running.get(key, 0.0) + value * share
+        running["loss"] = running.get("loss", 0.0) + loss.detach()
+        if "attention_mask" in batch:
+            running["_tokens"] = running.get("_tokens", 0.0) + batch["attention_mask"].sum()
+            self.positions += batch["attention_mask"].numel() * self.world  # ranks take equal shares
+
+    def train_record(self, step: int, count: int, clock: _Clock, flops_per_token: float | None,
+                     peak: float | None) -> dict:
+        """The means over the last `count` steps of every rank's running sums, which start again from zero."""
+        keys = sorted(self.running)
+        summed = _all_sum(torch.stack([torch.as_tensor(self.running[k], dtype=torch.float64, device=self.device)
+                                       for k in keys]), self.world).tolist()
+        values = dict(zip(keys, summed, strict=True))  # every rank holds its part of each global-batch sum
+        self.tokens += int(values.pop("_tokens", 0))
+        values = {k: v / count for k, v in values.items()}
+        elapsed = time.perf_counter() - clock.start
+        record = {"step": step, "split": "train", "lr": self.scheduler.get_last_lr()[0], **values}
+        record |= {"tokens": self.tokens, "tokens_per_s": (self.tokens - clock.tokens) / elapsed, "seconds": elapsed}
+        if flops_per_token and peak:
+            record["mfu"] = (self.positions - clock.positions) / elapsed * flops_per_token / peak
+        self.running = {}
+        return record
+
+    def dev_record(self, step: int, evaluate: Evaluate) -> dict:
+        with self.autocast():
+            return {"step": step, "split": "dev", **run_evaluation(self.model, evaluate)}
+
+
+class _Records:
+    """Every logged record: returned by `fit`, and on rank 0 appended to the jsonl file and TensorBoard."""
+
+    def __init__(self, report: Reporting, done: int, rank: int):
+        self.path = Path(report.metrics_path) if report.metrics_path and rank == 0 else None
+        self.records: list[dict] = []
+        if self.path is not None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            if done and self.path.is_file():  # keep what was logged up to the checkpoint, drop the rest
+                self.records = [r for r in read_log(self.path) if r["step"] <= done]
+            self.path.write_text("".join(json.dumps(r) + "\n" for r in self.records))
+        self.writer = _tensorboard(Path(report.tensorboard_dir)) if report.tensorboard_dir and rank == 0 else None
+
+    def add(self, record: dict) -> None:
+        self.records.append(record)
+        _log(self.path, record)
+        if self.writer is not None:  # its numbers, as <split>/<key> at its step
+            for key, value in record.items():
+                if key not in ("step", "split") and isinstance(value, int | float):
+                    self.writer.add_scalar(f"{record['split']}/{key}", value, record["step"])
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+
+
+def _postfix(record: dict) -> dict[str, str]:
+    """The progress bar's summary of a training record."""
+    postfix = {"loss": f"{record['loss']:.3f}", "tok_s": f"{record['tokens_per_s']:.0f}"}
+    if "mfu" in record:
+        postfix["mfu"] = f"{100 * record['mfu']:.1f}%"
+    return postfix
+
+
+def _due(step: int, every: int | None, last: int) -> bool:
+    return bool((every and step % every == 0) or step == last)
+
+
 def fit(
     model: nn.Module,
     loss_fn: LossFn,
     batches: Iterable[dict[str, torch.Tensor] | list[dict[str, torch.Tensor]]],
+    optimisation: Optimisation,
     *,
-    steps: int,
-    lr: float,
-    weight_decay: float = 0.01,
-    warmup_steps: int = 0,
-    schedule: str = "linear",
-    grad_clip: float | None = 1.0,
+    execution: Execution | None = None,
+    report: Reporting | None = None,
     counts: CountFn | None = None,
-    precision: str = "fp32",
-    attention_fp32: bool = False,
-    compile: bool = False,
-    log_every: int = 50,
-    eval_every: int | None = None,
     evaluate: Evaluate | None = None,
-    metrics_path: str | Path | None = None,
-    tensorboard_dir: str | Path | None = None,
+    eval_every: int | None = None,
     on_checkpoint: OnCheckpoint | None = None,
     checkpoint_every: int | None = None,
     resume: dict | None = None,
-    flops_per_token: float | None = None,
-    desc: str = "train",
     seed: int = 0,
 ) -> list[dict]:
-    """Train `model` (already on its device) for `steps` optimizer steps; returns every logged record.
+    """Train `model` (already on its device) for `optimisation.steps` optimizer steps; returns every logged record.
 
-    on_checkpoint(step, state) is called on rank 0 every `checkpoint_every` steps and at the end with
-    the loop's full state (see the module doc); pass such a state as `resume` to continue from it."""
-    rank, world = _world()
-    device = next(model.parameters()).device
-    amp_dtype = autocast_dtype(precision, device)
-    if attention_fp32 and amp_dtype is not None:
-        keep_attention_fp32(model, device.type)
-    scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
-    fused = {"fused": True} if device.type == "cuda" else {}
-    optimizer = torch.optim.AdamW(param_groups(model, weight_decay), lr=lr, **fused)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_decay(warmup_steps, steps, schedule))
-    torch.manual_seed(seed + rank)  # dropout masks; each rank its own
-    running: dict[str, torch.Tensor] = {}  # sums since the last log, on the device
-    done, tokens, positions = 0, 0, 0
+    execution defaults to Execution() (fp32, no compile), report to Reporting(). evaluate(model) runs on rank 0
+    every `eval_every` steps and at the end. on_checkpoint(step, state) is called on rank 0 every
+    `checkpoint_every` steps and at the end with the loop's full state (see the module doc); pass such a state
+    as `resume` to continue from it."""
+    execution, report = execution or Execution(), report or Reporting()
+    trainer = _Trainer(model, batches, optimisation, execution, seed)
     if resume is not None:
-        model.load_state_dict(resume["model"])
-        optimizer.load_state_dict(resume["optimizer"])
-        scheduler.load_state_dict(resume["scheduler"])
-        scaler.load_state_dict(resume["scaler"])
-        done, tokens, positions = resume["step"], resume["tokens"], resume["positions"]
-        # the settings given now, not the saved ones (the same values on a plain resume; new ones when a run
-        # continues with new settings): peak lr and decay per group, and the new schedule at this step
-        scheduler.base_lrs = [lr] * len(optimizer.param_groups)
-        for group, fresh in zip(optimizer.param_groups, param_groups(model, weight_decay), strict=True):
-            group.update(initial_lr=lr, weight_decay=fresh["weight_decay"], lr=lr * scheduler.lr_lambdas[0](done))
-        scheduler._last_lr = [group["lr"] for group in optimizer.param_groups]
-        # each rank's sums since the last log (another world size: rank 0 carries them all)
-        mine = resume["running"]
-        if len(mine) == world:
-            mine = mine[rank]
-        else:
-            mine = {k: sum(r[k] for r in mine) * (rank == 0) for k in mine[0]}
-        running = {k: torch.as_tensor(v).to(device) for k, v in mine.items()}
-        if hasattr(batches, "load_state_dict") and resume.get("data") is not None:
-            batches.load_state_dict(resume["data"])
-        states = resume["rng"]
-        if len(states) == world:  # the same world size: each rank continues its own streams
-            set_rng_state(states[rank])
-
-    # the module that runs forward: DDP (gradients averaged over ranks) and/or compiled
-    trained: nn.Module = model
-    if world > 1:
-        ids = [device.index] if device.type == "cuda" else None
-        trained = nn.parallel.DistributedDataParallel(model, device_ids=ids)
-    if compile:
-        trained = torch.compile(trained)
-
-    metrics_path = Path(metrics_path) if metrics_path and rank == 0 else None
-    records: list[dict] = []
-    if metrics_path is not None:
-        metrics_path.parent.mkdir(parents=True, exist_ok=True)
-        if done and metrics_path.is_file():  # keep what was logged up to the checkpoint, drop the rest
-            records = [r for r in read_log(metrics_path) if r["step"] <= done]
-        metrics_path.write_text("".join(json.dumps(r) + "\n" for r in records))
-    writer = _tensorboard(Path(tensorboard_dir)) if tensorboard_dir and rank == 0 else None
-    peak = peak_flops(device, amp_dtype)
-
-    def state_of(step: int) -> dict:
-        return {
-            "step": step, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-            "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(), "rng": _gather(rng_state(), world),
-            "data": batches.state_dict() if hasattr(batches, "state_dict") else None,
-            "running": _gather({k: torch.as_tensor(v).cpu() for k, v in running.items()}, world),
-            "tokens": tokens, "positions": positions,
-        }
-
-    def autocast():
-        return torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None)
-
+        trainer.restore(resume)
+    trainer.wrap(execution.compile)
+    records = _Records(report, trainer.done, trainer.rank)
+    peak = peak_flops(trainer.device, trainer.amp_dtype)
+    steps, log_every, rank = optimisation.steps, report.log_every, trainer.rank
     model.train()
-    bar = tqdm(total=steps, initial=done, desc=desc, unit="step", dynamic_ncols=True, disable=rank != 0)
+    bar = tqdm(total=steps, initial=trainer.done, desc=report.desc, unit="step", dynamic_ncols=True, disable=rank != 0)
     try:  # the bar and the event file are closed on every path, so an error prints on a line of its own
         iterator = iter(batches)
-        start, start_tokens, start_positions = time.perf_counter(), tokens, positions
-        for step in range(done + 1, steps + 1):
-            item = next(iterator)
-            micro = item if isinstance(item, list) else [item]
-            # each loss term's count over the whole step (every micro-batch of every rank), kept on the
-            # device so no step waits for the GPU: a micro-batch's term weighs its sum / the global count
-            local = [{"_rows": _rows(b), **(counts(b) if counts else {"loss": _rows(b)})} for b in micro]
-            names = sorted(local[0])
-            local_t = torch.stack([torch.stack([torch.as_tensor(c[n], dtype=torch.float32, device=device)
-                                                for n in names]) for c in local])  # (micro, terms)
-            totals = dict(zip(names, _all_sum(local_t.sum(0), world), strict=True))
-            for i, batch in enumerate(micro):
-                last = i == len(micro) - 1
-                sync = contextlib.nullcontext() if last or world == 1 else trained.no_sync()
-                with sync:
-                    with autocast():
-                        loss, metrics = loss_fn(trained, batch)
-                    if isinstance(loss, dict):  # {term: sum over the micro-batch}
-                        loss = sum(loss[n].float() / totals[n] for n in names if n != "_rows")
-                    else:  # a mean over the micro-batch's rows
-                        loss = loss.float() * (local_t[i, names.index("loss")] / totals["loss"])
-                    # DDP averages gradients over ranks; the global sums want them added
-                    scaler.scale(loss * world).backward()
-                # other metrics: means over the rows of the global batch
-                share = local_t[i, names.index("_rows")] / totals["_rows"]
-                for key, value in metrics.items():
-                    value = torch.as_tensor(value, dtype=torch.float32, device=device).detach()
-                    running[key] = running.get(key, 0.0) + value * share
-                running["loss"] = running.get("loss", 0.0) + loss.detach()
-                if "attention_mask" in batch:
-                    running["_tokens"] = running.get("_tokens", 0.0) + batch["attention_mask"].sum()
-                    positions += batch["attention_mask"].numel() * world  # ranks take equal shares
-            if grad_clip:
-                scaler.unscale_(optimizer)
-                torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
-            scaler.step(optimizer)
-            scaler.update()
-            optimizer.zero_grad(set_to_none=True)
-            scheduler.step()
+        clock = _Clock(time.perf_counter(), trainer.tokens, trainer.positions)
+        for step in range(trainer.done + 1, steps + 1):
+            trainer.optimizer_step(loss_fn, next(iterator), counts)
             bar.update(1)
-
             if step % log_every == 0 or step == steps:
                 count = log_every if step % log_every == 0 else step % log_every
-                keys = sorted(running)
-                summed = _all_sum(torch.stack([torch.as_tensor(running[k], dtype=torch.float64, device=device)
-                                               for k in keys]), world).tolist()
-                values = dict(zip(keys, summed, strict=True))  # every rank holds its part of each global-batch sum
-                tokens += int(values.pop("_tokens", 0))
-                values = {k: v / count for k, v in values.items()}
-                elapsed = time.perf_counter() - start
-                record = {"step": step, "split": "train", "lr": scheduler.get_last_lr()[0], **values}
-                record |= {"tokens": tokens, "tokens_per_s": (tokens - start_tokens) / elapsed, "seconds": elapsed}
-                if flops_per_token and peak:
-                    record["mfu"] = (positions - start_positions) / elapsed * flops_per_token / peak
-                running = {}
-                records.append(record)
-                _log(metrics_path, record)
-                if writer is not None:
-                    for key, value in record.items():
-                        if key not in ("step", "split"):
-                            writer.add_scalar(f"train/{key}", value, step)
-                postfix = {"loss": f"{record['loss']:.3f}", "tok_s": f"{record['tokens_per_s']:.0f}"}
-                if "mfu" in record:
-                    postfix["mfu"] = f"{100 * record['mfu']:.1f}%"
-                bar.set_postfix(postfix)
-            if evaluate is not None and rank == 0 and ((eval_every and step % eval_every == 0) or step == steps):
-                with autocast():
-                    record = {"step": step, "split": "dev", **run_evaluation(model, evaluate)}
-                records.append(record)
-                _log(metrics_path, record)
-                if writer is not None:
-                    for key, value in record.items():
-                        if key not in ("step", "split") and isinstance(value, int | float):
-                            writer.add_scalar(f"dev/{key}", value, step)
-            if on_checkpoint is not None and ((checkpoint_every and step % checkpoint_every == 0) or step == steps):
-                state = state_of(step)  # every rank takes part (RNG states are gathered)
+                record = trainer.train_record(step, count, clock, report.flops_per_token, peak)
+                records.add(record)
+                bar.set_postfix(_postfix(record))
+            if evaluate is not None and rank == 0 and _due(step, eval_every, steps):
+                records.add(trainer.dev_record(step, evaluate))
+            if on_checkpoint is not None and _due(step, checkpoint_every, steps):
+                state = trainer.state(step)  # every rank takes part (RNG states are gathered)
                 if rank == 0:
                     on_checkpoint(step, state)
     finally:
         bar.close()
-        if writer is not None:
-            writer.close()
-    return records
+        records.close()
+    return records.records

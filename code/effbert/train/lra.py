@@ -51,7 +51,7 @@ from effbert.model.encoder import Encoder
 from effbert.model.task_models import LraClassifier, MaskedLm, input_keys
 from effbert.train.device import pick_device, seed_everything
 from effbert.train.identity import lra_run_settings
-from effbert.train.loop import SeededBatches, fit, run_evaluation
+from effbert.train.loop import Execution, Optimisation, Reporting, SeededBatches, fit, run_evaluation
 from effbert.train.lra_protocol import PROTOCOLS, LraProtocol, task_protocol
 
 assert set(LRA_TASKS) == set(PROTOCOLS), "config.LRA_TASKS and protocol.PROTOCOLS must name the same tasks"
@@ -185,9 +185,17 @@ def self_pretrain(encoder: Encoder, train: LraSplit, protocol: LraProtocol, *, m
     batches = SeededBatches(batch_of, len(sequences), min(protocol.batch_size, len(sequences)), seed + 1,
                             micro_batch=micro_batch)
     model = MaskedLm(encoder, protocol.layer_norm_eps).to(device)
-    return fit(model, loss_fn, batches, steps=steps, lr=protocol.lr, weight_decay=protocol.weight_decay,
-               warmup_steps=min(protocol.warmup_steps, steps // 10), log_every=max(1, min(50, steps)),
-               metrics_path=metrics_path, desc=f"lra {protocol.task} self-pretrain", seed=seed + 1)
+    optimisation = Optimisation(
+        steps=steps, lr=protocol.lr, weight_decay=protocol.weight_decay,
+        warmup_steps=min(protocol.warmup_steps, steps // 10),
+        # the classification training's schedule and clipping (see _train_classifier), for the same reasons
+        schedule="linear", grad_clip=1.0,
+    )
+    report = Reporting(log_every=max(1, min(50, steps)), metrics_path=metrics_path,
+                       desc=f"lra {protocol.task} self-pretrain")
+    # float32 as in _train_classifier: the lra settings have no precision setting
+    return fit(model, loss_fn, batches, optimisation, execution=Execution(precision="fp32"), report=report,
+               seed=seed + 1)
 
 
 # ---- one seed, and the gather over seeds ----
@@ -212,13 +220,9 @@ def train_lra(model_dir: Path, task: str, lra_dir: Path, *, seed: int | None = N
     splits, truncated = read_task(task, lra_dir, protocol)
     data_vocab, pad_id = int(module.VOCAB_SIZE), int(module.PAD_ID)
     mask_id = data_vocab  # self-pretraining's [MASK]: one row past the data's tokens
-    vocab_size = max(protocol.vocab_size, data_vocab + (protocol.self_pretrain_steps > 0))
     attention = cfg.lra_attention(task)  # model.attention with this task's options over it
-    mcfg = model_config(cfg.model.model_copy(update={"attention": attention}), protocol, vocab_size,
-                        str(model_dir / CONFIG_FILE))
-    seed_everything(seed)
-    model = LraClassifier(mcfg, vocab_size, protocol.num_classes, mlp_size=protocol.ffn_size,
-                          inputs=protocol.inputs).to(device)
+    model = _classifier(cfg.model.model_copy(update={"attention": attention}), protocol, data_vocab,
+                        str(model_dir / CONFIG_FILE), seed, device)
 
     self_pretrain_log: list[dict] = []
     if protocol.self_pretrain_steps:
@@ -228,40 +232,10 @@ def train_lra(model_dir: Path, task: str, lra_dir: Path, *, seed: int | None = N
             micro_batch=overrides.micro_batch,
         )
 
-    step = 0
-    best: dict = {"dev_accuracy": -1.0, "best_step": 0, "state": None}
-    history: list[dict] = []
-
-    def loss_fn(model: nn.Module, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
-        labels = batch["labels"].to(device)
-        logits = forward(model, batch, device)
-        return F.cross_entropy(logits, labels), {"accuracy": (logits.argmax(-1) == labels).float().mean() * 100.0}
-
-    def evaluate(model: nn.Module) -> dict[str, float]:
-        dev = accuracy(model, splits["dev"], protocol.batch_size, pad_id, device)
-        history.append({"step": step, "dev_accuracy": dev})
-        if dev > best["dev_accuracy"]:  # the earliest of equal scores is kept
-            state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-            best.update(dev_accuracy=dev, best_step=step, state=state)
-        return {"accuracy": dev}
-
-    train = splits["train"]
-    batches = SeededBatches(lambda idx: make_batch(train, idx, pad_id), len(train), protocol.batch_size, seed,
-                            micro_batch=overrides.micro_batch)
-
-    def counted(model: nn.Module, batch: dict[str, torch.Tensor]):
-        nonlocal step
-        step = batches.epoch * (batches.n // batches.batch_size) + batches.position  # optimizer steps so far
-        return loss_fn(model, batch)
-
-    train_started = time.perf_counter()
-    fit(
-        model, counted, batches, steps=protocol.steps, lr=protocol.lr, weight_decay=protocol.weight_decay,
-        warmup_steps=protocol.warmup_steps, eval_every=protocol.eval_every, evaluate=evaluate,
-        log_every=min(50, protocol.eval_every), metrics_path=seed_path(model_dir, task, seed, ".metrics.jsonl"),
-        desc=f"lra {task} seed {seed}", seed=seed,
+    best, history, train_seconds = _train_classifier(
+        model, task, splits, protocol, pad_id=pad_id, seed=seed, micro_batch=overrides.micro_batch,
+        metrics_path=seed_path(model_dir, task, seed, ".metrics.jsonl"), device=device,
     )
-    train_seconds = time.perf_counter() - train_started
     model.load_state_dict(best["state"])
     test = run_evaluation(
         model, lambda m: {"accuracy": accuracy(m, splits["test"], protocol.batch_size, pad_id, device)}
@@ -290,6 +264,64 @@ def train_lra(model_dir: Path, task: str, lra_dir: Path, *, seed: int | None = N
     }
     write_json(seed_path(model_dir, task, seed), result)
     return result
+
+
+def _classifier(base: ModelConfig, protocol: LraProtocol, data_vocab: int, source: str, seed: int,
+                device: torch.device) -> LraClassifier:
+    """The task's model, freshly initialised from `seed`: an embedding row for every data token (and one more for
+    self-pretraining's [MASK]), at least the published table's size."""
+    vocab_size = max(protocol.vocab_size, data_vocab + (protocol.self_pretrain_steps > 0))
+    mcfg = model_config(base, protocol, vocab_size, source)
+    seed_everything(seed)
+    return LraClassifier(mcfg, vocab_size, protocol.num_classes, mlp_size=protocol.ffn_size,
+                         inputs=protocol.inputs).to(device)
+
+
+def _train_classifier(model: nn.Module, task: str, splits: dict[str, LraSplit], protocol: LraProtocol, *,
+                      pad_id: int, seed: int, micro_batch: int | None, metrics_path: Path, device: torch.device
+                      ) -> tuple[dict, list[dict], float]:
+    """protocol.steps steps on the training split, dev accuracy every protocol.eval_every steps.
+
+    Returns the best dev score with its step and weights (the earliest of equal scores), every dev score,
+    and the seconds the loop took."""
+    step = 0
+    best: dict = {"dev_accuracy": -1.0, "best_step": 0, "state": None}
+    history: list[dict] = []
+
+    def loss_fn(model: nn.Module, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
+        labels = batch["labels"].to(device)
+        logits = forward(model, batch, device)
+        return F.cross_entropy(logits, labels), {"accuracy": (logits.argmax(-1) == labels).float().mean() * 100.0}
+
+    def evaluate(model: nn.Module) -> dict[str, float]:
+        dev = accuracy(model, splits["dev"], protocol.batch_size, pad_id, device)
+        history.append({"step": step, "dev_accuracy": dev})
+        if dev > best["dev_accuracy"]:  # the earliest of equal scores is kept
+            state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+            best.update(dev_accuracy=dev, best_step=step, state=state)
+        return {"accuracy": dev}
+
+    train = splits["train"]
+    batches = SeededBatches(lambda idx: make_batch(train, idx, pad_id), len(train), protocol.batch_size, seed,
+                            micro_batch=micro_batch)
+
+    def counted(model: nn.Module, batch: dict[str, torch.Tensor]):
+        nonlocal step
+        step = batches.epoch * (batches.n // batches.batch_size) + batches.position  # optimizer steps so far
+        return loss_fn(model, batch)
+
+    optimisation = Optimisation(
+        steps=protocol.steps, lr=protocol.lr, weight_decay=protocol.weight_decay, warmup_steps=protocol.warmup_steps,
+        schedule="linear",  # the published protocol: linear warmup then linear decay (effbert.train.lra_protocol)
+        grad_clip=1.0,  # not part of the published protocol table: the loop's default until now, kept
+    )
+    report = Reporting(log_every=min(50, protocol.eval_every), metrics_path=metrics_path,
+                       desc=f"lra {task} seed {seed}")
+    started = time.perf_counter()
+    # float32 on every device: the lra settings have no precision setting (the loop's default until now)
+    fit(model, counted, batches, optimisation, execution=Execution(precision="fp32"), report=report,
+        evaluate=evaluate, eval_every=protocol.eval_every, seed=seed)
+    return best, history, time.perf_counter() - started
 
 
 def _mean_std(values: list[float]) -> tuple[float, float]:

@@ -12,6 +12,7 @@ restarts as `pretraining.on_change` says (effbert.train.resume): never silently 
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import sys
 import time
@@ -33,7 +34,7 @@ from effbert.train.checkpoints import CHECKPOINT_DIR, checkpoint_name, read_chec
 from effbert.train.device import end_distributed, init_distributed, seed_everything, set_threads
 from effbert.train.identity import checkpoint_identity, digest, pretraining_settings
 from effbert.train.initialise import initialise_from
-from effbert.train.loop import SeededBatches, fit, run_evaluation
+from effbert.train.loop import Execution, Optimisation, Reporting, SeededBatches, fit, run_evaluation
 from effbert.train.resume import Start, choose_start
 
 METRICS_FILE = "pretrain.jsonl"
@@ -148,13 +149,7 @@ def _pretrain(model_dir: Path, shards_dir: Path, cfg: Config, manifest: dict, vo
     run = cfg.pretraining
     model = PretrainingModel(cfg.model, vocab_size, sop=run.sop).to(dev)
     train_data, dev_data = ShardDataset(shards_dir, "train"), ShardDataset(shards_dir, "dev")
-    if len(train_data) < run.batch_size:
-        raise InputError(
-            f"{shards_dir}: {len(train_data)} training instances, fewer than one batch of {run.batch_size}"
-        )
-    if run.batch_size % world:
-        raise InputError(f"{model_dir}/config.json: pretraining.batch_size {run.batch_size} does not split "
-                         f"evenly over {world} processes")
+    _check_batch_size(model_dir, shards_dir, run, len(train_data), world)
 
     manifest_sha256 = sha256_file(shards_dir / "manifest.json")
     source = _from_cp_source(model_dir, cfg.from_cp) if cfg.from_cp else None
@@ -175,34 +170,25 @@ def _pretrain(model_dir: Path, shards_dir: Path, cfg: Config, manifest: dict, vo
             "identity": identity, "history": begin.history,
         })
 
-    def counts(batch: dict) -> dict:
-        found = {"mlm": (batch["mlm_labels"] != IGNORE).sum()}
-        if run.sop:
-            found["sop"] = len(batch["sop_labels"])
-        return found
-
-    def loss_fn(m: torch.nn.Module, batch: dict) -> tuple[dict, dict]:
-        out = m(batch)  # losses are means: the loop wants sums, normalised by the step's global counts
-        terms = {"mlm": out["mlm_loss"] * out["mlm_count"]}
-        metrics = {"mlm_loss": out["mlm_loss"].detach()}
-        if "sop_loss" in out:
-            terms["sop"] = out["sop_loss"] * out["sop_count"]
-            metrics["sop_loss"] = out["sop_loss"].detach()
-        return terms, metrics
+    def evaluate(m: torch.nn.Module) -> dict[str, float]:
+        return dev_metrics(m, dev_data, run.micro_batch_size or run.batch_size, run.eval_batches, dev)
 
     batches = SeededBatches(lambda idx: _to(train_data.batch(idx), dev), len(train_data), run.batch_size,
                             run.seed, micro_batch=run.micro_batch_size, rank=rank, world=world)
     start = time.perf_counter()
     records = fit(
-        model, loss_fn, batches, counts=counts,
-        steps=run.steps, lr=run.lr, weight_decay=run.weight_decay, warmup_steps=run.warmup_steps,
-        schedule=run.schedule, grad_clip=run.grad_clip, precision=run.precision,
-        attention_fp32=run.attention_fp32, compile=run.compile,
-        log_every=run.log_every, eval_every=run.eval_every,
-        evaluate=lambda m: dev_metrics(m, dev_data, run.micro_batch_size or run.batch_size, run.eval_batches, dev),
-        metrics_path=model_dir / METRICS_FILE, tensorboard_dir=model_dir / TENSORBOARD_DIR if run.tensorboard else None,
-        on_checkpoint=save, checkpoint_every=run.checkpoint_every, resume=resume,
-        flops_per_token=flops_per_token(model, cfg.model), desc=f"pretrain {model_dir.name}", seed=run.seed,
+        model, _loss, batches, Optimisation(
+            steps=run.steps, lr=run.lr, weight_decay=run.weight_decay, warmup_steps=run.warmup_steps,
+            schedule=run.schedule, grad_clip=run.grad_clip,
+        ),
+        execution=Execution(precision=run.precision, attention_fp32=run.attention_fp32, compile=run.compile),
+        report=Reporting(
+            log_every=run.log_every, metrics_path=model_dir / METRICS_FILE,
+            tensorboard_dir=model_dir / TENSORBOARD_DIR if run.tensorboard else None,
+            flops_per_token=flops_per_token(model, cfg.model), desc=f"pretrain {model_dir.name}",
+        ),
+        counts=functools.partial(_counts, sop=run.sop), evaluate=evaluate, eval_every=run.eval_every,
+        on_checkpoint=save, checkpoint_every=run.checkpoint_every, resume=resume, seed=run.seed,
     )
     if rank != 0:
         return {}
@@ -210,10 +196,45 @@ def _pretrain(model_dir: Path, shards_dir: Path, cfg: Config, manifest: dict, vo
         save(run.steps, resume)
     final = next((r for r in reversed(records) if r["split"] == "dev"), None)
     if final is None:  # a finished run whose log is gone: evaluate its weights again
-        final = run_evaluation(model, lambda m: dev_metrics(m, dev_data, run.micro_batch_size or run.batch_size,
-                                                             run.eval_batches, dev))
+        final = run_evaluation(model, evaluate)
+    summary = _summary(model_dir, shards_dir, cfg, records, final, resume, time.perf_counter() - start,
+                       identity, begin.history, world, dev)
+    write_json(model_dir / SUMMARY_FILE, summary)
+    return summary
+
+
+def _check_batch_size(model_dir: Path, shards_dir: Path, run: PretrainConfig, examples: int, world: int) -> None:
+    if examples < run.batch_size:
+        raise InputError(f"{shards_dir}: {examples} training instances, fewer than one batch of {run.batch_size}")
+    if run.batch_size % world:
+        raise InputError(f"{model_dir}/config.json: pretraining.batch_size {run.batch_size} does not split "
+                         f"evenly over {world} processes")
+
+
+def _counts(batch: dict, *, sop: bool) -> dict:
+    """The step's loss terms are normalised by these counts: masked positions, and pairs when SOP is on."""
+    found = {"mlm": (batch["mlm_labels"] != IGNORE).sum()}
+    if sop:
+        found["sop"] = len(batch["sop_labels"])
+    return found
+
+
+def _loss(m: torch.nn.Module, batch: dict) -> tuple[dict, dict]:
+    out = m(batch)  # losses are means: the loop wants sums, normalised by the step's global counts
+    terms = {"mlm": out["mlm_loss"] * out["mlm_count"]}
+    metrics = {"mlm_loss": out["mlm_loss"].detach()}
+    if "sop_loss" in out:
+        terms["sop"] = out["sop_loss"] * out["sop_count"]
+        metrics["sop_loss"] = out["sop_loss"].detach()
+    return terms, metrics
+
+
+def _summary(model_dir: Path, shards_dir: Path, cfg: Config, records: list[dict], final: dict, resume: dict | None,
+             seconds: float, identity: dict, history: list[dict], world: int, dev: torch.device) -> dict:
+    """What the report reads: the last dev evaluation, the tokens trained on and where the run came from."""
+    run = cfg.pretraining
     trained = next((r for r in reversed(records) if r["split"] == "train"), None)
-    summary = {
+    return {
         "model": model_dir.name,
         "attention": cfg.model.attention.type,
         "steps": run.steps,
@@ -221,14 +242,12 @@ def _pretrain(model_dir: Path, shards_dir: Path, cfg: Config, manifest: dict, vo
         "mlm_accuracy": final["mlm_accuracy"],
         "sop_accuracy": final.get("sop_accuracy"),
         "train_tokens": trained["tokens"] if trained else resume["tokens"],
-        "seconds": time.perf_counter() - start,
+        "seconds": seconds,
         "resumed_from": resume["step"] if resume else None,
         "identity": digest(identity),
-        "history": begin.history,
+        "history": history,
         "processes": world,
         "device": str(dev),
         "checkpoint": str(model_dir / CHECKPOINT_DIR / checkpoint_name(run.steps)),
         "shards": str(shards_dir),
     }
-    write_json(model_dir / SUMMARY_FILE, summary)
-    return summary
