@@ -1,8 +1,9 @@
 """The schema of a model folder's config.json: the one place where its keys are spelled.
 
-A model folder (models/<name>/) holds config.json; every stage that trains or evaluates that model
-reads it through `load_config`, which fills defaults and rejects unknown keys, wrong types and
-impossible values with an error that names the file and the key.
+Every stage that trains or evaluates a model folder (models/<name>/) reads its config.json through
+`load_config`, which fills defaults and rejects unknown keys, wrong types and impossible values with an
+error naming the file and the key. Which settings make up each stage's run (so what an edit reruns) is
+effbert.train.identity.
 
     {
       "model": {"hidden_size": 768, "num_layers": 12, "num_heads": 12,
@@ -13,8 +14,6 @@ impossible values with an error that names the file and the key.
       "from_cp": null,
       "stages": ["pretrain", "glue", "lra"]
     }
-
-Which settings make up each stage's run (and so what an edit reruns) is effbert.train.identity.
 """
 
 from __future__ import annotations

@@ -1,23 +1,20 @@
-"""Attention mechanisms, one per file, behind one registry and one call signature.
-
-Every mechanism is an nn.Module built from the model config and called as
+"""Attention mechanisms, one per file, behind one registry and one call signature:
 
     out = attention(q, k, v, mask)    # q, k, v, out: (B, heads, N, head_dim)
 
 mask is a (B, N) bool tensor, True = real token, or None when every token is real: the encoder drops an
-all-real mask (`padding_mask`), so that a batch without padding skips the masking work and softmax reaches
-the flash kernels, which take no mask. A mechanism gives the same result for None as for an all-True mask.
+all-real mask (`padding_mask`) so that unpadded batches skip the masking work and softmax reaches the
+mask-free flash kernels. None and an all-True mask give the same result.
 
-Precision: under autocast a mechanism gets q, k, v in the autocast dtype (bf16 on a GPU) and computes in
-it, except the parts that need float32 (Nystrom's pseudoinverse, sums of exponentiated features, hash
-projections), which it upcasts itself; it returns v's dtype. `pretraining.attention_fp32` opts back in to
-running every mechanism wholly in float32 (effbert.train.loop.keep_attention_fp32).
+Precision: under autocast q, k, v arrive in the autocast dtype (bf16 on a GPU) and a mechanism computes in
+it, upcasting itself only what needs float32 (Nystrom's pseudoinverse, sums of exponentiated features, hash
+projections); it returns v's dtype. `pretraining.attention_fp32` runs every mechanism wholly in float32
+(effbert.train.loop.keep_attention_fp32).
 
-Projections and the head split live once, in the encoder block; a mechanism holds only its own math.
-A mechanism that replaces the whole sublayer (FNet) sets `mixes_hidden_states = True` and is called as
-`attention(x, mask)` with x: (B, N, hidden); one that sets `shares_query_key = True` (Reformer) gets the
-queries as keys, and the block builds no key projection for it. `padding_invariant = False` marks a
-mechanism whose outputs at real tokens depend on the padded length (FNet).
+The encoder block owns the projections and the head split; a mechanism holds only its own math. Flags:
+`mixes_hidden_states` (FNet replaces the whole sublayer: attention(x, mask), x (B, N, hidden));
+`shares_query_key` (Reformer gets the queries as keys; no key projection is built); `padding_invariant =
+False` (FNet: outputs at real tokens depend on the padded length).
 """
 
 from __future__ import annotations

@@ -2,14 +2,14 @@
 
     y = Re(FFT_seq(FFT_hidden(x)))          Sec. 3.2 of the paper: a 2-D DFT over (sequence, hidden)
 
-It replaces the whole attention sublayer (no query, key, value or output projections, no parameters),
-so it is called on the hidden states: forward(x, mask) with x (B, N, hidden).
+It replaces the whole attention sublayer (no projections, no parameters), so it is called on the hidden
+states: forward(x, mask) with x (B, N, hidden).
 
-Padding: positions with mask False are zeroed before the transform, so padded tokens add nothing to the
-sums. FNet is still NOT padding invariant: the DFT over the sequence has length N, the padded length,
-and its frequencies exp(-2 pi i j k / N) change with N, so the outputs at real tokens depend on how much
-padding the batch carries. The paper pads every input to one fixed length (512 for BERT-style
-pretraining); do the same (pad to cfg.max_seq_len) wherever FNet outputs must be comparable.
+Padding: positions with mask False are zeroed first, so padded tokens add nothing to the sums. FNet is
+still NOT padding invariant: the sequence DFT has the padded length N, and its frequencies
+exp(-2 pi i j k / N) change with N, so outputs at real tokens depend on the batch's padding. The paper pads
+every input to one fixed length (512 for BERT-style pretraining); pad to cfg.max_seq_len wherever FNet
+outputs must be comparable.
 """
 
 from __future__ import annotations

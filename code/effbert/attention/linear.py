@@ -1,36 +1,20 @@
 """Linear attention (Katharopoulos et al., "Transformers are RNNs", ICML 2020), and the chunked kernel
 attention it shares with the Performer.
 
-softmax's similarity exp(q.k) is replaced by a kernel phi(q).phi(k) with a positive feature map, and
-associativity turns O(n^2) into O(n):
+softmax's similarity exp(q.k) becomes a kernel phi(q).phi(k) with positive features, and associativity
+turns O(n^2) into O(n):
     out_i = phi(q_i)^T (sum_j phi(k_j) v_j^T) / phi(q_i)^T (sum_j phi(k_j))      eq. (6) of the paper
     phi(x) = elu(x) + 1                                                             eq. (7)
-There is no 1/sqrt(d) scaling (the paper and its fast-transformers code apply none). Padded keys get zero
-features, so they enter neither the numerator nor the normaliser (fast-transformers masks the key
-features the same way). Note: the Nystromformer seeds' LRA "linear" baseline drops the normaliser
-altogether; this is the paper's normalised form.
+No 1/sqrt(d) scaling, as in the paper. Padded keys get zero features, so they enter neither the numerator
+nor the normaliser; a mask of None skips every masking step and equals an all-True mask.
 
-Chunked form (`kernel_attention`). With F = phi(Q), P = phi(K) (N x M, padded rows of P zero):
-    C = P^T V (M x D),  z = P^T 1 (M),  num = F C,  den = F z,  out = num / den.
-The forward walks the keys in chunks to accumulate C and z, then the queries in chunks to produce out,
-so only chunk x M features exist at a time. Autograd would keep F and P (O(N M) each); the backward
-here recomputes them chunk by chunk from q and k and keeps only q, k, v, out, den, C, z (O(N D + M D)).
-Given G = dL/dout, with g_i = G_i . out_i:
-    dF_i = (G_i C^T - g_i z^T) / den_i            (through num and through den)
-    dC   = sum_i F_i^T G_i / den_i,   dz = -sum_i F_i g_i / den_i         (a pass over query chunks)
-    dP_j = dC v_j + dz,   dV_j = dC^T P_j  (P_j = 0 for padded keys)        (a pass over key chunks)
-and dq, dk follow through the feature map (`FeatureMap.query_vjp` / `key_vjp`).
+`kernel_attention` sums C = phi(K)^T V and z = phi(K)^T 1 over key chunks, then forms phi(Q) C / phi(Q) z
+over query chunks, so only chunk x M features exist at a time; its backward recomputes them rather than
+storing them, so memory is O(N D + M D), not O(N M) (equations at _KernelAttention). Precision: each chunk
+is upcast to float32 (float64 stays) with autocast off inside; output and gradients return in the inputs'
+dtypes.
 
-A feature map in the log domain returns exponents e instead of features: phi = exp(e - c) with c a
-detached stabiliser, per query (its max over the features) or per (batch, head) for the keys (the max
-over real keys and features, kept online: each key chunk that raises it rescales C and z by
-exp(c_old - c_new)). Both constants cancel between num and den, so they carry no gradient: dE = dP * P.
-
-Precision: under bf16 inputs (autocast) every chunk is upcast, so features, exponents and their max, the
-sums over the sequence (C, z), the matmuls that form them and the division run in float32 (float64 stays
-float64); autocast is switched off inside so that it cannot downcast them again. The upcast copies are
-chunk-sized, so this costs memory per chunk, not per sequence; the output and gradients come back in the
-inputs' dtypes. A mask of None skips every masking step and gives the same result as an all-True mask.
+Differences from the papers' code and common libraries: docs/implementations.md.
 """
 
 from __future__ import annotations
@@ -100,8 +84,28 @@ def _with_ones(x: torch.Tensor) -> torch.Tensor:
 
 
 class _KernelAttention(torch.autograd.Function):
-    """The chunked forward and recomputing backward of the module docstring. The context is kept as
-    [C, z] (M x (D + 1)), so that phi [C, z] = [num, den] and dF = [dnum, dden] [C, z]^T are one matmul each."""
+    """The chunked forward and the recomputing backward of kernel_attention.
+
+    With F = phi(Q), P = phi(K) (N x M, padded rows of P zero):
+        C = P^T V (M x D),  z = P^T 1 (M),  num = F C,  den = F z,  out = num / den.
+    The forward walks the keys in chunks to accumulate C and z, then the queries in chunks to produce out.
+    Autograd would keep F and P (O(N M) each); the backward recomputes them chunk by chunk from q and k and
+    keeps only q, k, v, out, den, C, z (O(N D + M D)). Given G = dL/dout, with g_i = G_i . out_i:
+        dF_i = (G_i C^T - g_i z^T) / den_i            (through num and through den)
+        dC   = sum_i F_i^T G_i / den_i,   dz = -sum_i F_i g_i / den_i         (a pass over query chunks)
+        dP_j = dC v_j + dz,   dV_j = dC^T P_j  (P_j = 0 for padded keys)        (a pass over key chunks)
+    and dq, dk follow through the feature map (`FeatureMap.query_vjp` / `key_vjp`).
+
+    A log-domain feature map returns exponents e instead of features: phi = exp(e - c) with c a detached
+    stabiliser, per query (its max over the features) or per (batch, head) for the keys (the max over real
+    keys and features, kept online: each key chunk that raises it rescales C and z by exp(c_old - c_new)).
+    Both constants cancel between num and den, so they carry no gradient: dE = dP * P.
+
+    Precision: features, exponents and their max, C, z, the matmuls forming them and the division run in
+    float32 at least, autocast off so that it cannot downcast them again; the upcast copies are
+    chunk-sized, so this costs memory per chunk, not per sequence. The context is kept as [C, z]
+    (M x (D + 1)), so that phi [C, z] = [num, den] and dF = [dnum, dden] [C, z]^T are one matmul each.
+    """
 
     @staticmethod
     def forward(ctx, q, k, v, mask, fmap, chunk):

@@ -2,24 +2,23 @@
 
 Keys and values are projected along the sequence to k rows by learned E, F (k x n):
     head = softmax(Q (E K)^T / sqrt(d)) (F V)          eq. (7) of the paper
-The projections have cfg.max_seq_len columns; a batch of length n < max_seq_len uses the first n (a
-longer one is an error). They start with N(0, 1/k) entries, the random projection in the proof of the
-paper's Theorem 2 (E = delta R, R_ij ~ N(0, 1/k)). (The Nystromformer seeds use N(0, 0.02^2), one matrix
-per head shared by layers, keys and values; lucidrains' linformer U(-1/sqrt(k), 1/sqrt(k)).)
+E, F have cfg.max_seq_len columns; a batch of length n < max_seq_len uses the first n (longer: an error).
+They start as N(0, 1/k), the random projection of the proof of Theorem 2 (E = delta R, R_ij ~ N(0, 1/k)).
 
 Sharing (Sec. 4, "Additional efficiency techniques"):
     'none'   one (E, F) pair per head
     'heads'  one (E, F) pair per layer, shared by its heads (headwise sharing)
     'kv'     one matrix per layer, E = F, shared by its heads (key-value sharing)
-    'layers' one matrix for the whole model (layerwise sharing): kept in the model's `shared` dict, so every
-             layer registers the same nn.Parameter (the optimizer and parameters() see it once; the state
-             dict lists it under every layer, and loading restores the one tensor)
+    'layers' one matrix for the whole model (layerwise sharing), in the model's `shared` dict: every layer
+             registers the same nn.Parameter (parameters() and the optimizer see it once; the state dict
+             lists it under every layer, and loading restores the one tensor)
 
-Padding: padded keys and values are zeroed before the projection, so E K and F V sum over real tokens
-only and appending padding leaves every output at a real token unchanged. The k projected rows are never
-masked: a row of E K that no real token reaches is a zero key (score 0) with a zero value. So with padding
-Linformer is not masked softmax even when E = F = identity; without padding and k = n it is exactly.
-k > n is allowed: E K still has k rows (rank at most n), as the paper's formula gives.
+Padding: padded keys and values are zeroed before the projection, so appending padding leaves outputs at
+real tokens unchanged. The k projected rows are never masked (a row no real token reaches is a zero key
+with a zero value), so with padding this is not masked softmax even for E = F = identity; without padding
+and k = n it is. k > n is allowed: E K has k rows (rank at most n), as the formula gives.
+
+Differences from the papers' code and common libraries: docs/implementations.md.
 """
 
 from __future__ import annotations

@@ -5,12 +5,11 @@
 Computed in blocks so that memory is O(n * w), never an n x n mask: the sequence is cut into chunks of
 c = min(w, n) tokens and each chunk of queries scores only its own chunk and the two beside it, which
 hold every key within w positions (a query at p in chunk i needs keys in [p - w, p + w], inside chunks
-i - 1 .. i + 1 when c = w; with c = n there is one chunk and every key is within w). The band and the
-padding are then masked inside those 3c keys.
+i - 1 .. i + 1 when c = w; with c = n there is one chunk). The band and the padding are then masked
+inside those 3c keys. Padded keys get no weight, so appending padding never changes the outputs at real
+tokens. This is the symmetric sliding window the config describes, not fixed non-overlapping blocks.
 
-Not the Long Range Arena's "local" baseline, which splits the sequence into fixed blocks attending only
-within themselves; this is the symmetric sliding window the config describes. Padded keys get no weight,
-so appending padding never changes the outputs at real tokens.
+Differences from the papers' code and common libraries: docs/implementations.md.
 """
 
 from __future__ import annotations

@@ -5,14 +5,15 @@ softmax(Q K^T / sqrt(d)) V  ~=  F A^+ B V   with landmarks Q~, K~ (segment means
     A = softmax(Q~ K~^T / sqrt(d))   (m x m), A^+ by the iterative Moore-Penrose inverse, eq. (16)
     B = softmax(Q~ K^T / sqrt(d))    (m x n)
 
-Padding is handled where the seeds did not: landmarks average real tokens only, padded keys get no
-weight, and a sequence shorter than m leaves some landmarks empty. Empty landmarks are masked out of F
-and replaced by identity rows in A, so A stays block-diagonal [[A_real, 0], [0, I]] through every
-pseudoinverse iteration and the empty landmarks contribute exactly nothing.
+Padding: landmarks average real tokens only, padded keys get no weight, and a sequence shorter than m
+leaves some landmarks empty. Empty landmarks are masked out of F and given identity rows in A, so A stays
+block-diagonal [[A_real, 0], [0, I]] through every pseudoinverse iteration and they contribute nothing.
 
 Computed as two fused attentions, never an n x m matrix: B V = SDPA(Q~, K, V) and F W = SDPA(Q, K~, W)
 with W = A^+ (B V), so memory is O(n (m + d)) and a GPU runs both as FlashAttention-style kernels in the
 autocast dtype. A and its pseudoinverse (m x m) are float32: the iteration is unstable in half precision.
+
+Differences from the papers' code and common libraries: docs/implementations.md.
 """
 
 from __future__ import annotations

@@ -5,32 +5,20 @@ softmax attention D^-1 A V with A_ij = exp(q_i.k_j / sqrt(d)) is estimated throu
     phi(x) = exp(W x - |x|^2 / 2) / sqrt(M)                 positive random features (Lemma 1):
                                                             E_w[exp(w.x - |x|^2/2) exp(w.y - |y|^2/2)] = exp(x.y)
     out = D^-1 (phi(Q') (phi(K')^T V)),  D = diag(phi(Q') (phi(K')^T 1))
-W (M x d) holds orthogonal random features (Sec. 2.4): blocks of d orthonormal rows from the QR of a
-Gaussian matrix, each row rescaled by the norm of an independent Gaussian vector (chi_d), so each row is
-marginally N(0, I_d) and the estimator stays unbiased; the rows of a block are exactly orthogonal. One W
-per layer, shared by the heads (as the paper's code does).
+W (M x d) holds orthogonal random features (Sec. 2.4): blocks of d orthonormal rows (QR of a Gaussian
+matrix), each row rescaled by an independent chi_d norm, so rows are marginally N(0, I_d), the estimate
+stays unbiased and the rows of a block are exactly orthogonal. One W per layer, shared by the heads.
+kernel='relu' (generalized attention): phi(x) = relu(W x) + 1e-3, same orthogonal W, no input scaling.
 
-Numerical stabiliser (the paper's code subtracts a max before exp): a query's features are divided by
-their own max, the keys' by one max over the sequence's real keys and all features. Both constants
-cancel between numerator and normaliser, so they are exact (and detached). Unlike the paper's code we
-take the max of the whole exponent (w.x - |x|^2/2), so the largest exponent is exactly 0, and we add no
-epsilon to the softmax features (it would bias the estimate). For the same reason a query's -|q'|^2/2 and
-the 1/sqrt(M) of both sides are left out: they scale a row of phi(Q') phi(K')^T, or all of it, by a constant.
+Computed by linear.kernel_attention: chunked, features recomputed in the backward, float32 sums. The
+exponents are stabilised by a query's own max and by one max over the real keys and all features; both
+cancel between numerator and normaliser (exact, detached), as do a query's -|q'|^2/2 and the 1/sqrt(M),
+which are left out. No epsilon is added to the softmax features (it would bias the estimate). Padded
+keys get zero features: they enter neither sum, nor the keys' max. Training mode redraws W from torch's
+global RNG every `redraw_interval` forward calls, eval mode never; W is a buffer saved in checkpoints, the
+call count is not, so a resumed run restarts its redraw schedule.
 
-The computation is linear.kernel_attention: chunked over the sequence, features recomputed in the
-backward instead of stored, the keys' max kept online; exponents, sums and division in float32 at least.
-
-Padding: padded keys get zero features, so they enter neither the numerator nor the normaliser; the keys'
-max is over real keys only. (performer-pytorch zeroes the padded keys' inputs, but a zero key still has
-positive features, so padding enters both sums; the paper's JAX code ignores the padding mask.)
-
-kernel='relu': generalized attention, phi(x) = relu(W x) + 1e-3 (the paper code's kernel_epsilon), with the
-same orthogonal random W (that code's 'ortho' feature type; its default is W = I) and, as that code's
-default, no input scaling.
-
-Redrawing: in training mode the features are redrawn from torch's global RNG every `redraw_interval`
-forward calls (as the paper's experiments redraw periodically); in eval mode never. W is a buffer,
-saved in checkpoints; the call count is not, so a resumed run restarts its redraw schedule.
+Differences from the papers' code and common libraries: docs/implementations.md.
 """
 
 from __future__ import annotations

@@ -1,24 +1,22 @@
 """Reformer LSH attention (Kitaev et al., "Reformer: The Efficient Transformer", ICLR 2020).
 
-Shared query-key (Sec. 2, "Shared-QK attention"): the keys are the queries, length-normalised. The `k`
-this module is given is ignored; the encoder builds no key projection for it (`shares_query_key`) and
-passes the queries.
+Shared query-key (Sec. 2): the keys are the length-normalised queries, k_j = q_j / rms(q_j) (|k_j| =
+sqrt(d)); the `k` given is ignored, and the encoder builds no key projection (`shares_query_key`).
 Per hash round r (Sec. 2 of the paper):
     h(x) = argmax([x R_r ; -x R_r])                   angular LSH, R_r random (d x n_buckets/2), per head
     sort the tokens by (bucket, position) and cut the sorted sequence into chunks of bucket_size;
     each chunk attends to itself and to the chunk before it, scores q_i . k_j / sqrt(d)
-    with k_j = q_j / rms(q_j) (so |k_j| = sqrt(d), as the reference implementations normalise).
-A token never attends to itself unless it has nothing else to attend to: its own score is replaced by
--1e5 (finite, as the reference does), padded keys by -1e9. The rounds are merged with weights
-softmax_r(logsumexp of round r's scores): one softmax over every (round, key) pair seen, so a key met in
-several rounds counts once per round (the paper's duplicate correction is left out, as in the reference
-implementations). With bucket_size >= n there is one chunk and this is exact shared-QK softmax attention.
+A token attends to itself only when nothing else is in reach: its own score is -1e5 (finite), padded
+keys' -1e9. Rounds merge with weights softmax_r(logsumexp of round r's scores), one softmax over every
+(round, key) pair seen, so a key met in several rounds counts once per round (no duplicate correction).
+With bucket_size >= n there is one chunk and this is exact shared-QK softmax attention.
 
-Padding: padded tokens go to an extra bucket past the last, so they sort after every real token, and the
-first chunk does not wrap round to look at the last one (the reference implementations wrap). The
-number of buckets comes from cfg.max_seq_len, not from the batch length (the reference fixes it on its
-first call). So appending padding leaves the chunks holding real tokens, and their outputs, unchanged
-for the same random rotations. Rotations are drawn from torch's global RNG on every call.
+Padding: padded tokens go to an extra bucket past the last, so they sort after every real token; the first
+chunk does not wrap round to the last; the number of buckets comes from cfg.max_seq_len, not the batch.
+So appending padding leaves the chunks of real tokens, and their outputs, unchanged for the same
+rotations. Rotations are drawn from torch's global RNG on every call.
+
+Differences from the papers' code and common libraries: docs/implementations.md.
 """
 
 from __future__ import annotations

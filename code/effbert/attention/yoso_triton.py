@@ -8,20 +8,19 @@ Same math as effbert.attention.yoso (read its docstring first); here each step i
     cumulate  out_i = (1/m) sum_f sum_{j: src_j,f = dst_i,f} values_j                  = (1/m) sum_f B_f values
     weighted  out_i = (1/m) sum_f sum_{j: src_j,f = dst_i,f} (w_dst_i . w_src_j) x_j   = ((W_d W_s^T) * B) X
 
-The plain cumulation is a scatter (every source row atomically adds its values into the table row of its
-bucket, one table per batch-head row and hash) then a gather (every destination row sums the rows of its
-buckets over the hashes); tables live in float32, built a chunk of hashes at a time below _TABLE_ELEMENTS, so
-memory stays O(n). The weighted one is the same sum regrouped by bucket: rows sorted by bucket, one program per
-(batch-head row, hash, bucket) forms T = sum_{j in bucket} w_src_j x_j^T (A x D, in registers, by tensor-core
-products) and adds w_dst_i T to each destination of the bucket. The work is O(m n A D) as in the authors'
-lsh_weighted_cumulation, whose 2^tau x A x D tables are never stored (memory O(m n)).
-
-Buckets: with 2^tau > N the 2^tau-row tables would be mostly empty (and huge for large tau), so codes are
-first renumbered per (batch-head, hash) by their rank among the source codes (a sort), which leaves at most
-N non-empty slots and the same collisions; a destination code no source has reads nothing (slot -1).
+cumulate: a scatter (each source row atomically adds into its bucket's row of a float32 table per batch-head
+row and hash) then a gather (each destination sums its buckets over the hashes); tables are built a chunk of
+hashes at a time below _TABLE_ELEMENTS, so memory is O(n). weighted: the same sum regrouped by bucket; rows
+sorted by bucket, one program per (batch-head row, hash, bucket) forms T = sum_{j in bucket} w_src_j x_j^T
+(A x D, in registers, by tensor-core products) and adds w_dst_i T to each destination of the bucket: work
+O(m n A D), memory O(m n). With 2^tau > N the tables would be mostly empty (and huge for large tau), so codes
+are first renumbered per (batch-head, hash) by rank among the source codes (a sort): at most N non-empty
+slots, the same collisions; a destination code no source has reads nothing (slot -1).
 
 Atomics make the float sums' order, hence the last bits, vary from run to run on the GPU.
 Kernels are compiled on first use (not at import): TRITON_INTERPRET=1 set before that runs them on the CPU.
+
+Differences from the papers' code: docs/implementations.md.
 """
 
 from __future__ import annotations

@@ -1,36 +1,28 @@
 """Raw corpora -> documents in BERT's pretraining text format: one sentence per line, a blank line between
 documents, in `<out>/part-NNNNN.txt` (10,000 documents a part) plus `<out>/stats.json`.
 
-Sources (`inputs` is one file, or a folder searched recursively for the listed suffixes):
-  wiki        MediaWiki XML dumps (*.xml, *.xml.bz2) through wikiextractor (see data/wikidump.py).
-  bookcorpus  plain text (books_large_p1.txt ...): runs of non-blank lines separated by blank lines are
-              documents, so a folder of one-book-per-file texts gives one document per book when the books
-              hold no blank lines, and a blank-line separated file gives one document per run.
-  stories     CC-Stories: *.txt files, one story per file (blank lines inside a story are ignored).
-  realnews    jsonl, one article per line in the field "text" (also *.jsonl.gz).
-Every non-blank line is split into sentences (data/sentences.py). Documents with fewer words
-(whitespace-separated) than min_words are skipped; the defaults are in DEFAULT_MIN_WORDS (128 for Wikipedia,
-as the Nystromformer preprocessing did).
+Sources (`inputs`: one file, or a folder searched recursively for the listed suffixes):
+  wiki        MediaWiki XML dumps (*.xml, *.xml.bz2) through wikiextractor (data/wikidump.py).
+  bookcorpus  plain text (books_large_p1.txt ...): a run of non-blank lines is a document (one book per
+              file gives one document per book if the books hold no blank lines).
+  stories     CC-Stories: *.txt, one story per file (blank lines inside a story are ignored).
+  realnews    jsonl (also *.jsonl.gz), one article per line in the field "text".
+Lines are split into sentences (data/sentences.py); documents under min_words whitespace-separated words
+are skipped (DEFAULT_MIN_WORDS: 128 for Wikipedia). bookcorpus and stories also end a document at the
+line that reaches max_sentences (books_large_p1.txt has no blank lines at all).
 
-Scale. The work is cut into units (data/workfolder.py): a plain-text or jsonl file larger than chunk_bytes
-into line-aligned byte ranges, smaller files grouped up to chunk_bytes, a dump or a .gz file whole. Units
-run on `processes` worker processes (wiki: min(processes, dumps) workers, each running wikiextractor with
-processes // workers of its own); each writes its documents to `<out>.work/` with a done-marker, so a killed
-run resumes where it stopped, and `<out>` is then assembled in input order, the same for any `processes`.
-A rerun whose `<out>/stats.json` has the same inputs_key (input paths, sizes, mtimes, settings) does
-nothing. Memory holds one document (one page, one line) per worker, never a file.
-  - bookcorpus and stories: a document also ends once it holds max_sentences sentences (at the end of the
-    line that reaches it), and the next one starts: books_large_p1.txt has no blank lines at all. A byte
-    range starts a new document too; its cut moves to just after a blank line when one follows within
-    BLANK_LINE_WINDOW bytes, so it splits a document only where the text has no blank line near by.
+Scale: the work is cut into units (data/workfolder.py): text/jsonl files over chunk_bytes into line-aligned
+byte ranges (a cut moves to just after a blank line within BLANK_LINE_WINDOW bytes, and starts a new
+document), smaller files grouped, a dump or .gz whole. Units run on `processes` workers (wiki: min(processes,
+dumps), each wikiextractor with processes // workers), each into `<out>.work/` with a done-marker, so a killed
+run resumes; `<out>` is assembled in input order, the same for any `processes`. A rerun with the same
+inputs_key (input paths, sizes, mtimes, settings) in stats.json does nothing. Memory: one document per worker.
 
-Bad input is kept out, counted and reported, and the rest kept: stats.json "bad_input" lists up to
-BAD_INPUT_LIMIT of them as {"file", "position", "error"} and "bad_input_counts" counts them all by kind; each
-also gives a warning line on stderr. Kinds: truncated (a cut or corrupt .bz2/.gz: what was read before the
-cut is kept), malformed_xml (a wiki page: skipped), invalid_utf8 (a text line: skipped, the rest of the
-document kept; a jsonl line: the record skipped), invalid_json and not_an_article (a jsonl line: skipped),
-empty_file (a file of a folder). A missing input, an empty input file given alone, or a folder without
-input files is an InputError.
+Bad input is skipped, counted and reported (stats.json "bad_input": up to BAD_INPUT_LIMIT {"file",
+"position", "error"}; "bad_input_counts" by kind; a warning on stderr each): truncated (.bz2/.gz cut or
+corrupt; what came before is kept), malformed_xml (a wiki page), invalid_utf8 (a text line, the rest of
+its document kept; or a jsonl record), invalid_json and not_an_article (a jsonl line), empty_file (in a
+folder). A missing input, an empty input file given alone, or a folder without input files: InputError.
 """
 
 from __future__ import annotations

@@ -1,19 +1,17 @@
 """A MediaWiki XML dump (*.xml, *.xml.bz2) -> documents, through wikiextractor 3.1.0.
 
-wikiextractor runs with --json --no-templates and plain text rather than HTML-escaped; it drops templates,
-tables, lists, refs and categories. Section headings ('== History ==' lines) are removed from the wikitext
-before it (it would keep them as a one-line paragraph "History."); the page title is not text.
+wikiextractor runs with --json --no-templates, plain text rather than HTML-escaped; it drops templates,
+tables, lists, refs and categories. Section headings ('== History ==') are removed before it (it would keep
+them as a one-line paragraph "History."); the page title is not text.
 
-The dump reaches wikiextractor through a named pipe, fed by a thread that decompresses it and checks each
-<page> alone with expat. Bad input is reported (through `report`) and the rest kept:
-  - a malformed page (bad XML, invalid UTF-8, a page not closed before the next one) is left out and reported
-    with the line where it starts (and the line of the error);
-  - a truncated or corrupt .bz2 keeps the pages read before the cut (the page cut in two is left out) and is
-    reported with the compressed byte offset reached and the decompressed line.
-wikiextractor alone would print a traceback from its reading process and then hang, its writer process
-waiting for pages that never come. The thread also adds the <siteinfo> block wikiextractor needs (it reads
-the Template namespace from it and, without one, skips every page); the real dumps have it, extracts such
-as single-article exports often do not.
+The dump reaches wikiextractor through a named pipe fed by a thread that decompresses it and checks each
+<page> alone with expat, because wikiextractor alone meets bad input with a traceback in its reader and a
+hang in its writer. Bad input is reported (through `report`) and the rest kept: a malformed page (bad XML,
+invalid UTF-8, not closed before the next one) is left out, reported with its starting line and the error's;
+a truncated or corrupt .bz2 keeps the pages before the cut (not the one cut in two), reported with the
+compressed byte offset and the decompressed line. The thread also adds a <siteinfo> block when the dump
+has none (single-article exports often lack it): wikiextractor reads the Template namespace from it and,
+without one, skips every page.
 """
 
 from __future__ import annotations

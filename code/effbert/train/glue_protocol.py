@@ -1,14 +1,14 @@
 """The GLUE fine-tuning protocol: a grid of runs per task, then an honest selection among them.
 
-A model's config.json names the grid ("glue": {"batch_size": [16, 32], "lr": [2e-5, ...], "seeds":
-[0, 1, 2]}); every (batch_size, lr) point is fine-tuned once per seed, each run in its own file:
+config.json names the grid ("glue": {"batch_size": [16, 32], "lr": [2e-5, ...], "seeds": [0, 1, 2]});
+every (batch_size, lr) point is fine-tuned once per seed, each run in its own file:
 
     models/<name>/glue/<TASK>/bs32-lr3e-05-seed0.json     one run (+ .jsonl training log, submission/)
 
-`select_runs` then aggregates each grid point's dev scores over its seeds (mean, median or max, the
-config's `selection`), picks the point with the best aggregate of the task's GLUE score (its official
-metrics averaged, as the leaderboard ranks), and reports that aggregate with the spread over seeds.
-The point's best-dev seed supplies the test predictions copied to models/<name>/glue/submission/.
+`select_runs` aggregates each point's dev scores over its seeds (mean, median or max: `selection`), picks
+the point whose aggregate GLUE score (the task's official metrics averaged, as the leaderboard ranks) is
+best, and reports that aggregate with the spread over seeds; the point's best-dev seed supplies the test
+predictions copied to models/<name>/glue/submission/.
 
     models/<name>/glue/<TASK>.json                         the selected result, read by the report
 

@@ -1,18 +1,17 @@
 """Run identities: exactly the settings each stage's run reads, computed here and nowhere else.
 
-A run's identity decides whether existing work still stands. The DAG reruns a job when the digest of
-its settings changes (a Snakemake `params` entry of each rule), so an edit reruns exactly the runs it
-changes and a bare `touch` of config.json reruns nothing. The stages record the full identity in what
-they write (checkpoints, result files) and compare it before reusing anything.
+An identity decides whether existing work still stands. The DAG reruns a job when its settings' digest
+(a Snakemake `params` entry) changes, so an edit reruns exactly the runs it changes and a bare `touch` of
+config.json reruns nothing; the stages record the full identity in what they write (checkpoints, result
+files) and compare it before reusing anything.
 
-- pretraining: the model section, the pretraining section less RUNTIME_KEYS, from_cp; and the data it
-  read (the shard set's manifest and tokenizer, the from_cp checkpoint's own identity). Only the first
-  part is known before the run (the DAG's digest); the data part is recorded in every checkpoint.
-- a GLUE run: what it starts from (the pretraining settings, or the imported BERT) + its task, grid
-  point, seed and the glue settings it uses; recorded with the identity of the checkpoint it read.
-- an LRA run: the task's attention (model.attention with lra.<task>.attention over it), its resolved
-  protocol and the seed. LRA trains from scratch, so nothing else of the folder enters it: folders with
-  the same attention share their LRA runs.
+- pretraining: the model section, the pretraining section less RUNTIME_KEYS, from_cp (the DAG's digest);
+  plus the data it read (shard manifest, tokenizer, the from_cp checkpoint's identity), known only once
+  it runs and recorded in every checkpoint.
+- a GLUE run: its starting point (the pretraining settings, or the imported BERT), task, grid point, seed
+  and the glue settings it uses; recorded with the identity of the checkpoint it read.
+- an LRA run: the task's attention (lra.<task>.attention over model.attention), its resolved protocol and
+  the seed. LRA trains from scratch, so folders with the same attention share their LRA runs.
 """
 
 from __future__ import annotations

@@ -1,18 +1,19 @@
 """Start a model from another model's weights: a shorter-context checkpoint, another attention type, or BERT.
 
-The seeds pretrain their 4096-token models from the 512-token ones (position embeddings tiled), and start
-efficient models from pretrained BERT. `initialise_from` copies every tensor the source has under the same
-name and shape, and says exactly what it did not copy:
+`initialise_from` copies every tensor the source has under the same name and shape, and says exactly what
+it did not copy:
 
 - position embeddings: a longer target repeats the source's rows (512 -> 4096: rows 0..511 eight times);
-  a shorter target keeps the first rows (truncation loses nothing the shorter model could use);
-  a target length that is not a multiple of the source's is an error.
+  a shorter one keeps the first rows (truncation loses nothing the shorter model could use); a target
+  length that is not a multiple of the source's is an error.
 - fresh: target tensors the source lacks (a Linformer projection, a Nystrom/YOSO conv, an SOP head) keep
   their initialisation; they are listed.
 - unused: source tensors the target lacks (Reformer has no key projection, FNet no projections at all,
   a head this model does not have); they are listed.
 - any other shape difference is an error listing every such tensor: a silent partial load would train a
   different model than the config says.
+
+How this matches the seeds' long-context and BERT-initialised runs: docs/implementations.md.
 """
 
 from __future__ import annotations

@@ -1,18 +1,17 @@
 """Where a pretraining run starts: its newest checkpoint, judged against the settings in config.json now.
 
-A pretraining run can hold GPU-weeks, so it never starts over on its own. Every checkpoint records the
-run identity it was made under (effbert.train.identity: the settings, the shard set and tokenizer, the
-from_cp source). On a rerun the newest checkpoint decides:
+A pretraining run can hold GPU-weeks, so it never starts over on its own. Every checkpoint records its run
+identity (effbert.train.identity: settings, shard set and tokenizer, from_cp source); on a rerun the
+newest checkpoint decides:
 
 - same identity: resume exactly where it stopped (bitwise on the CPU);
 - another identity, `pretraining.on_change` = "stop" (the default): stop, naming every changed key
-  (old -> new) and the two ways forward, and touch nothing;
-- "continue": go on from that checkpoint with the new settings, where the weights still fit (the
-  model section apart from dropout, the tokenizer and the SOP head unchanged): the optimizer keeps its
-  moments, the schedule is the new one at the checkpoint's step, a new batch size keeps the share of
-  the epoch already seen, new shards start a fresh epoch; the change is recorded in the checkpoints'
-  `history`;
-- "restart": start at step 0; the old checkpoints, log and TensorBoard events are moved to
+  (old -> new) and the two ways forward, touching nothing;
+- "continue": go on from it with the new settings where the weights still fit (model section apart from
+  dropout, tokenizer and SOP head unchanged): the optimizer keeps its moments, the new schedule starts at
+  the checkpoint's step, a new batch size keeps the share of the epoch seen, new shards start a fresh
+  epoch; the change is recorded in the checkpoints' `history`;
+- "restart": start at step 0, moving the old checkpoints, log and TensorBoard events to
   checkpoints/stale-<time>/ (never deleted).
 """
 

@@ -1,16 +1,15 @@
-"""Long Range Arena Image: CIFAR-10 as sequences of 1024 greyscale pixels.
+"""Long Range Arena Image: CIFAR-10 as sequences of 1024 greyscale pixels, as LRA's input pipeline builds them.
 
-Facts from LRA's image input pipeline (tfds cifar10):
-- train is the first 90% of CIFAR-10's training set (45000 images; data_batch_1..5 in order), validation
-  the last 10% (5000), test the test set (10000); here "train", "dev", "test";
-- greyscale is tf.image.rgb_to_grayscale: in float32, x = c / 255 per channel,
-  g = 0.2989 r + 0.5870 g + 0.1140 b, back to uint8 as trunc(g * 255.5) (`greyscale` below);
-- the image is read row by row (32 x 32 -> 1024 tokens); a token is the pixel value 0..255, so pixel 0
-  (black) is a real token and nothing is padded.
-Both official layouts are read: the python batches (cifar-10-batches-py/data_batch_{1..5}, test_batch;
-pickled dicts, opened with a restricted unpickler that admits only numpy's array rebuilders and plain
-containers) and the binary batches (cifar-10-batches-bin/*.bin; per record 1 label byte then 1024 red,
-1024 green, 1024 blue bytes). The python batches are used when both are present.
+- train: the first 90% of CIFAR-10's training set (45000 images; data_batch_1..5 in order); dev: the last
+  10% (5000); test: the test set (10000);
+- greyscale as tf.image.rgb_to_grayscale (`greyscale`): in float32 x = c / 255 per channel,
+  g = 0.2989 r + 0.5870 g + 0.1140 b, back to uint8 as trunc(g * 255.5);
+- read row by row (32 x 32 -> 1024 tokens), a token being the pixel value 0..255: pixel 0 (black) is a
+  real token and nothing is padded.
+Both official layouts are read, the python batches when both are present: cifar-10-batches-py
+(data_batch_{1..5}, test_batch; pickled dicts, opened by a restricted unpickler that admits only numpy's
+array rebuilders and plain containers) and cifar-10-batches-bin/*.bin (per record 1 label byte, then 1024
+red, 1024 green, 1024 blue bytes).
 """
 
 from __future__ import annotations

@@ -1,17 +1,17 @@
 """Long Range Arena Pathfinder and Path-X: are the two circles joined by one path? From the release's PNGs.
 
-The release layout (lra_release/pathfinder{32,64,128,256}/<difficulty>/):
+Release layout, lra_release/pathfinder{32,64,128,256}/<difficulty>/:
 - metadata/<b>.npy: text lines despite the name, one per image, space-separated:
   `imgs/<b> sample_<i>.png <i> <label> <continuity> <contour_length> <distractor_length> <paddle_length>
   <paddle_thickness> <paddle_margin> <number of contrasts>` (fields 0, 1 locate the image, field 3 is the label);
 - imgs/<b>/sample_<i>.png: a greyscale PNG of resolution x resolution pixels.
 Difficulties: curv_baseline (easy, contour length 6), curv_contour_length_9 (intermediate),
-curv_contour_length_14 (hard). Path-X is resolution 128 at curv_contour_length_14.
+curv_contour_length_14 (hard); Path-X is resolution 128 at curv_contour_length_14.
 
-Facts from LRA's pipeline: the examples of one difficulty are split 80% / 10% / 10% (train / dev / test) in
-the dataset's order, and examples whose image file is empty are dropped after the split. Our order is the
-release's: metadata files by number, lines in file order. Pixel values 0..255 are the tokens, row by row;
-pixel 0 (the black background) is a real token and nothing is padded.
+As in LRA's pipeline, a difficulty's examples are split 80 / 10 / 10% (train / dev / test) in the dataset's
+order (here the release's: metadata files by number, lines in file order), and examples with an empty image
+file are dropped after the split. Tokens are the pixel values 0..255, row by row; pixel 0 (the black
+background) is a real token and nothing is padded.
 """
 
 from __future__ import annotations
