@@ -8,6 +8,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from effbert.errors import InputError
+from effbert.pipeline_config import DocumentsSettings, ListopsSettings, PathfinderSettings, ShardSettings
 
 
 def _documents(a: argparse.Namespace) -> None:
@@ -148,6 +149,17 @@ def _stage(sub: argparse._SubParsersAction, name: str, run: Callable[[argparse.N
     return s
 
 
+def _add_settings(s: argparse.ArgumentParser, settings: type, *names: str, help_prefix: str = "") -> None:
+    """--<name> for each field of an effbert.pipeline_config model, its type, default and help read from
+    the field: the one declaration of each data-stage setting."""
+    for name in names:
+        field = settings.model_fields[name]
+        annotation = field.annotation
+        kind = next(t for t in (int, float, str) if t == annotation or t in getattr(annotation, "__args__", ()))
+        help = f"{help_prefix}{field.description}" if field.description else help_prefix.rstrip(": ") or None
+        s.add_argument(f"--{name}", type=kind, default=field.default, help=help)
+
+
 def _add_runtime(s: argparse.ArgumentParser) -> None:
     """--device and --threads, for every stage that runs a model."""
     s.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: $EFFBERT_DEVICE, else a GPU if present)")
@@ -161,11 +173,8 @@ def _add_documents_stage(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--source", required=True, choices=["wiki", "bookcorpus", "stories", "realnews"])
     s.add_argument("--input", required=True, type=Path, help="a dump file or a folder of them")
     s.add_argument("--out", required=True, type=Path)
-    s.add_argument("--min_words", type=int, help="drop shorter documents (default: wiki 128, realnews 1000)")
     s.add_argument("--processes", type=int, default=1, help="worker processes (over files and chunks of files)")
-    s.add_argument("--chunk_mb", type=int, default=64, help="approximate size of a resumable work unit")
-    s.add_argument("--max_sentences", type=int, default=500,
-                   help="bookcorpus/stories: end a document after this many sentences (bounded memory)")
+    _add_settings(s, DocumentsSettings, "min_words", "chunk_mb", "max_sentences")
 
 
 def _add_tokenizer_stage(sub: argparse._SubParsersAction) -> None:
@@ -189,14 +198,10 @@ def _add_shards_stage(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--tokenizer", required=True, type=Path)
     s.add_argument("--out", required=True, type=Path)
     s.add_argument("--max_seq_len", required=True, type=int)
-    s.add_argument("--dev_fraction", type=float, default=0.01)
-    s.add_argument("--masked_lm_prob", type=float, default=0.15)
-    s.add_argument("--short_seq_prob", type=float, default=0.1)
-    s.add_argument("--dupe_factor", type=int, default=1)
-    s.add_argument("--seed", type=int, default=0)
+    _add_settings(s, ShardSettings, "dev_fraction", "masked_lm_prob", "short_seq_prob", "dupe_factor", "seed")
     s.add_argument("--sample_probs", type=float, nargs="+",
                    help="share of each --text folder's documents kept (default: all); e.g. 1 1 0.333 0.333")
-    s.add_argument("--workers", type=int, default=1, help="processes; the output is the same for any number")
+    _add_settings(s, ShardSettings, "workers")
 
 
 def _add_pretrain_stage(sub: argparse._SubParsersAction) -> None:
@@ -235,18 +240,13 @@ def _add_lra_data_stage(sub: argparse._SubParsersAction) -> None:
                "layout")
     s.add_argument("--task", choices=["listops", "pathfinder"], default="listops")
     s.add_argument("--out", required=True, type=Path)
-    s.add_argument("--seed", type=int, default=0)
-    s.add_argument("--train", type=int, default=96000, help="listops")
-    s.add_argument("--val", type=int, default=2000, help="listops")
-    s.add_argument("--test", type=int, default=2000, help="listops")
-    s.add_argument("--min_length", type=int, default=500, help="listops")
-    s.add_argument("--max_length", type=int, default=2000, help="listops")
-    s.add_argument("--n_images", type=int, default=200000, help="pathfinder: images in all (split 80/10/10 on reading)")
+    _add_settings(s, ListopsSettings, "seed")
+    _add_settings(s, ListopsSettings, "train", "val", "test", "min_length", "max_length", help_prefix="listops: ")
+    _add_settings(s, PathfinderSettings, "n_images", help_prefix="pathfinder: ")
     s.add_argument("--resolution", type=int, default=32, choices=[32, 64, 128, 256], help="pathfinder")
     s.add_argument("--difficulty", default="curv_contour_length_14", help="pathfinder: curv_baseline, "
                    "curv_contour_length_9, curv_contour_length_14 (or easy, intermediate, hard)")
-    s.add_argument("--images_per_batch", type=int, default=1000, help="pathfinder: images per metadata file")
-    s.add_argument("--workers", type=int, default=1, help="pathfinder: processes (same bytes for any number)")
+    _add_settings(s, PathfinderSettings, "images_per_batch", "workers", help_prefix="pathfinder: ")
 
 
 def _add_lra_stage(sub: argparse._SubParsersAction) -> None:

@@ -29,10 +29,11 @@ class _Strict(BaseModel):
 class DocumentsSettings(_Strict):
     """`effbert documents`: raw dump -> documents."""
 
-    min_words: int | None = Field(None, ge=0, description="drop shorter documents (null: wiki 128, realnews 1000, "
+    min_words: int | None = Field(None, ge=0, description="drop shorter documents (default: wiki 128, realnews 1000, "
                                                           "else 0)")
     chunk_mb: int = Field(64, ge=1, description="approximate size of a resumable work unit")
-    max_sentences: int = Field(500, ge=1, description="bookcorpus/stories: sentences per document at most")
+    max_sentences: int = Field(500, ge=1, description="bookcorpus/stories: end a document after this many "
+                                                       "sentences (bounded memory)")
 
 
 class SourceConfig(DocumentsSettings):
@@ -109,8 +110,8 @@ class PathfinderSettings(_Strict):
     protocol row, pathfinder 32, pathx 128)."""
 
     n_images: int = Field(200000, ge=10, description="all images; read as 80/10/10 train/dev/test")
-    images_per_batch: int = Field(1000, ge=1)
-    workers: int = Field(1, ge=1)
+    images_per_batch: int = Field(1000, ge=1, description="images per metadata file")
+    workers: int = Field(1, ge=1, description="processes (the same bytes for any number)")
     seed: int = 0
 
 

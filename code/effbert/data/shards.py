@@ -40,6 +40,7 @@ from effbert.data.tokenizer import copy_tokenizer, load_tokenizer, part_files, s
 from effbert.errors import InputError
 from effbert.files import atomic_dir, sha256_file
 from effbert.locks import locks_output
+from effbert.pipeline_config import ShardSettings
 
 ENCODE_SENTENCES = 20000  # sentences per encode_batch call (parallel in Rust; books are long, so count lines)
 
@@ -216,6 +217,9 @@ FORMAT = 2  # bump when the shards' bytes change for the same inputs, so old wor
 _after_unit = None  # test hook: called with the unit number after each unit is done (to simulate a kill)
 
 
+_DEFAULTS = ShardSettings()  # the settings' one declaration (effbert.pipeline_config)
+
+
 @locks_output("shards build")  # one writer of out_dir at a time
 def build_shards(
     text_dirs: list[Path],
@@ -223,15 +227,15 @@ def build_shards(
     out_dir: Path,
     *,
     max_seq_len: int,
-    dev_fraction: float = 0.01,
-    seed: int = 0,
-    masked_lm_prob: float = 0.15,
+    dev_fraction: float = _DEFAULTS.dev_fraction,
+    seed: int = _DEFAULTS.seed,
+    masked_lm_prob: float = _DEFAULTS.masked_lm_prob,
     max_predictions: int | None = None,
-    short_seq_prob: float = 0.1,
-    dupe_factor: int = 1,
+    short_seq_prob: float = _DEFAULTS.short_seq_prob,
+    dupe_factor: int = _DEFAULTS.dupe_factor,
     instances_per_shard: int = 100000,
     sample_probs: list[float] | None = None,
-    workers: int = 1,
+    workers: int = _DEFAULTS.workers,
 ) -> dict:
     """Write <out_dir>/{train,dev}/shard-NNNNN.<field>.npy and manifest.json; returns the manifest.
 

@@ -47,6 +47,7 @@ from effbert.data.workfolder import Range, Unit
 from effbert.errors import InputError
 from effbert.files import atomic_dir, write_json
 from effbert.locks import locks_output
+from effbert.pipeline_config import DocumentsSettings
 
 __all__ = ["build_documents", "input_files", "split_sentences"]
 
@@ -58,8 +59,9 @@ INPUT_SUFFIXES = {
     "realnews": (".jsonl", ".jsonl.gz"),
 }
 DOCUMENTS_PER_PART = 10_000
-DEFAULT_CHUNK_BYTES = 64 << 20
-DEFAULT_MAX_SENTENCES = 500
+_DEFAULTS = DocumentsSettings()  # the settings' one declaration (effbert.pipeline_config)
+DEFAULT_CHUNK_BYTES = _DEFAULTS.chunk_mb << 20
+DEFAULT_MAX_SENTENCES = _DEFAULTS.max_sentences
 BLANK_LINE_WINDOW = 1 << 20
 BAD_INPUT_LIMIT = 100  # listed in stats.json (all are counted)
 SETTINGS_VERSION = 1  # bump when a change to the readers changes what a unit writes

@@ -33,6 +33,7 @@ from tqdm import tqdm
 from effbert.data.lra.split import LraSplit, check_split, release_folder
 from effbert.errors import InputError
 from effbert.files import atomic_path, text_lines, write_json
+from effbert.pipeline_config import ListopsSettings
 
 OPERATORS = ("[MIN", "[MAX", "[MED", "[SM")
 END = "]"
@@ -163,17 +164,20 @@ def _open_split_files(stack: contextlib.ExitStack, out_dir: Path) -> dict:
     return files
 
 
+_DEFAULTS = ListopsSettings()  # the settings' one declaration (effbert.pipeline_config)
+
+
 def generate_listops(
     out_dir: Path,
     *,
     train: int,
     val: int,
     test: int,
-    min_length: int = 500,
-    max_length: int = 2000,
+    min_length: int = _DEFAULTS.min_length,
+    max_length: int = _DEFAULTS.max_length,
     max_depth: int = 10,
     max_args: int = 10,
-    seed: int = 0,
+    seed: int = _DEFAULTS.seed,
 ) -> dict:
     """Write out_dir/basic_{train,val,test}.tsv (the release's format) and out_dir/stats.json.
 

@@ -39,6 +39,7 @@ from tqdm import tqdm
 
 from effbert.data.lra.pathfinder import CONTOUR_LENGTH, RESOLUTIONS, difficulty_name
 from effbert.files import atomic_dir, write_json, write_text
+from effbert.pipeline_config import PathfinderSettings
 
 THRESHOLD = 64  # a marked contour is 8-connected at this grey level (a 1-pixel line at 128 is not always)
 ANTIALIAS = 4  # supersampling factor
@@ -238,15 +239,18 @@ def _write_batches(jobs: list[tuple[Path, int, int, int, PathfinderParams]], wor
             pool.shutdown()
 
 
+_DEFAULTS = PathfinderSettings()  # the settings' one declaration (effbert.pipeline_config)
+
+
 def generate_pathfinder(
     out_dir: Path,
     *,
     n_images: int,
     resolution: int = 32,
     difficulty: str = "curv_contour_length_14",
-    seed: int = 0,
-    images_per_batch: int = 1000,
-    workers: int = 1,
+    seed: int = _DEFAULTS.seed,
+    images_per_batch: int = _DEFAULTS.images_per_batch,
+    workers: int = _DEFAULTS.workers,
 ) -> dict:
     """Write n_images to out_dir (one difficulty folder: metadata/, imgs/, stats.json); return the stats.
 
