@@ -13,41 +13,19 @@ Kernels are compiled on first use (not at import): TRITON_INTERPRET=1 set before
 
 from __future__ import annotations
 
-import os
-
 import torch
 from torch.autograd.function import once_differentiable
 
-try:
-    import triton
-    import triton.language as tl
-except ImportError:  # CPU-only installs: available() is False and nothing below is called
-    triton = tl = None
+from effbert.attention.triton_kernels import available, jit, tl, triton  # noqa: F401 (available, triton: this module's API)
 
 _SIZES = (16, 32, 64)  # tl.dot needs tiles of at least 16; 64 x 64 float32 tiles still fit in registers
 
-
-def available(device: torch.device | str) -> bool:
-    """True where these kernels can run: CUDA with Triton importable, or anywhere under TRITON_INTERPRET=1."""
-    if triton is None:
-        return False
-    return torch.device(device).type == "cuda" or os.environ.get("TRITON_INTERPRET") == "1"
 
 
 def supported(m: int) -> bool:
     """Whether the kernels handle m x m matrices (m = number of landmarks)."""
     return m in _SIZES
 
-
-_compiled: dict = {}
-
-
-def _jit(fn):
-    """triton.jit on first use, so that TRITON_INTERPRET is read when a kernel runs, not at import."""
-    key = (fn, os.environ.get("TRITON_INTERPRET") == "1")
-    if key not in _compiled:
-        _compiled[key] = triton.jit(fn)
-    return _compiled[key]
 
 
 def _num_warps(m: int) -> int:
@@ -110,7 +88,7 @@ class FusedPinv(torch.autograd.Function):
         batch, m = a.shape[0], a.shape[-1]
         out = torch.empty_like(z0)
         saved = torch.empty(batch, max(iterations, 1), m, m, device=a.device, dtype=a.dtype)
-        _jit(_forward_kernel)[(batch,)](a, z0, out, saved, iterations, M=m, num_warps=_num_warps(m))
+        jit(_forward_kernel)[(batch,)](a, z0, out, saved, iterations, M=m, num_warps=_num_warps(m))
         ctx.save_for_backward(a, saved)
         ctx.iterations = iterations
         return out
@@ -121,6 +99,6 @@ class FusedPinv(torch.autograd.Function):
         a, saved = ctx.saved_tensors
         batch, m = a.shape[0], a.shape[-1]
         grad_a, grad_z = torch.empty_like(a), torch.empty_like(a)
-        _jit(_backward_kernel)[(batch,)](a, saved, grad.contiguous(), grad_a, grad_z, ctx.iterations, M=m,
+        jit(_backward_kernel)[(batch,)](a, saved, grad.contiguous(), grad_a, grad_z, ctx.iterations, M=m,
                                          num_warps=_num_warps(m))
         return grad_a, grad_z, None

@@ -25,39 +25,14 @@ Differences from the papers' code: docs/implementations.md.
 
 from __future__ import annotations
 
-import os
-
 import torch
 
+from effbert.attention.triton_kernels import available, jit, tl, triton  # noqa: F401 (available, triton: this module's API)
 from effbert.attention.yoso import fast_hash_shape, sylvester
-
-try:
-    import triton
-    import triton.language as tl
-except ImportError:  # CPU-only installs: available() is False and nothing below is called
-    triton = tl = None
 
 # the largest bucket table (float32 elements) one chunk of hashes builds: 256 MiB
 _TABLE_ELEMENTS = 1 << 26
 _BLOCK_N = 32
-
-
-def available(device: torch.device | str) -> bool:
-    """True where these kernels can run: CUDA with Triton importable, or anywhere under TRITON_INTERPRET=1."""
-    if triton is None:
-        return False
-    return torch.device(device).type == "cuda" or os.environ.get("TRITON_INTERPRET") == "1"
-
-
-_compiled: dict = {}
-
-
-def _jit(fn):
-    """triton.jit on first use, so that TRITON_INTERPRET is read when a kernel runs, not at import."""
-    key = (fn, os.environ.get("TRITON_INTERPRET") == "1")
-    if key not in _compiled:
-        _compiled[key] = triton.jit(fn)
-    return _compiled[key]
 
 
 def _pow2(x: int, least: int = 16) -> int:
@@ -132,7 +107,7 @@ def triton_fast_hash(q: torch.Tensor, k: torch.Tensor, num_hashes: int, bits: in
     size, per_part, parts = fast_hash_shape(d, num_hashes, bits)
     signs = signs.reshape(bh, 3, parts, size).float().contiguous()
     had = sylvester(size, signs)
-    kernel = _jit(_fast_hash_kernel)
+    kernel = jit(_fast_hash_kernel)
     out = []
     for x in (q, k):
         n = x.shape[1]
@@ -155,7 +130,7 @@ def triton_gaussian_hash(q: torch.Tensor, k: torch.Tensor, num_hashes: int, bits
     bh, _, d = q.shape
     per_program = max(1, 64 // bits)  # hashes a program packs: up to 64 plane columns
     planes = planes.float().contiguous()
-    kernel = _jit(_gaussian_hash_kernel)
+    kernel = jit(_gaussian_hash_kernel)
     out = []
     for x in (q, k):
         n = x.shape[1]
@@ -274,7 +249,7 @@ def triton_cumulate(src_codes: torch.Tensor, dst_codes: torch.Tensor, values: to
     out = torch.zeros(bh, n_dst, c, device=values.device, dtype=torch.float32)
     block_c = min(_pow2(c), 128)
     step = max(1, min(m, _TABLE_ELEMENTS // max(1, bh * slots * c)))
-    scatter, gather = _jit(_scatter_kernel), _jit(_gather_kernel)
+    scatter, gather = jit(_scatter_kernel), jit(_gather_kernel)
     for f0 in range(0, m, step):
         h = min(step, m - f0)
         table = torch.zeros(bh * h * slots * c, device=values.device, dtype=torch.float32)
@@ -299,7 +274,7 @@ def triton_weighted_cumulate(src_codes: torch.Tensor, dst_codes: torch.Tensor, s
     src_order, src_start = _runs(src, slots)
     dst_order, dst_start = _runs(dst, slots)
     out = torch.zeros(bh, n_dst, d, device=src_values.device, dtype=torch.float32)
-    kernel = _jit(_segment_kernel)
+    kernel = jit(_segment_kernel)
     rows = bh * m
     for first in range(0, rows, 65535):  # the grid's second axis holds at most 65535 programs
         kernel[(slots, min(65535, rows - first))](
