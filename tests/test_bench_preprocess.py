@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 
 from effbert.bench.preprocess import bench_preprocess, make_corpus
-from effbert.data.shards import iter_documents
+from effbert.data.documents_format import iter_documents
 
 COLUMNS = ["size_mb", "workers", "documents", "instances", "tokens", "wall_s", "tokens_per_s", "peak_rss_mb",
            "worker_peak_rss_mb"]  # fmt: skip

@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from effbert.data.documents_format import part_files, read_documents
 from effbert.data.instances import Instance, InstanceMaker
 from effbert.data.shard_files import (
     MANIFEST,
@@ -36,7 +37,7 @@ from effbert.data.shard_files import (
     save_array,
     shard_file,
 )
-from effbert.data.tokenizer import copy_tokenizer, load_tokenizer, part_files, special_tokens
+from effbert.data.tokenizer import copy_tokenizer, load_tokenizer, special_tokens
 from effbert.errors import InputError
 from effbert.files import atomic_dir, sha256_file
 from effbert.locks import locks_output
@@ -46,22 +47,6 @@ ENCODE_SENTENCES = 20000  # sentences per encode_batch call (parallel in Rust; b
 
 
 # ---------------------------------------------------------------- documents
-
-
-def iter_documents(text_dir: Path) -> Iterator[list[str]]:
-    """Documents of one folder as lists of sentences (one per line; blank lines separate documents)."""
-    for path in part_files(text_dir):
-        sentences: list[str] = []
-        with open(path, encoding="utf-8") as f:
-            for line in f:
-                line = line.strip()
-                if line:
-                    sentences.append(line)
-                elif sentences:
-                    yield sentences
-                    sentences = []
-        if sentences:
-            yield sentences
 
 
 def document_position(sentences: list[str]) -> float:
@@ -96,36 +81,13 @@ class Unit:
     count: int
 
 
-def _read_documents(path: str, offset: int = 0, count: int | None = None) -> Iterator[tuple[int, list[str]]]:
-    """(byte offset, sentences) of the documents of a part file from `offset`, `count` of them at most.
-    Bytes, not text mode, so offsets can be sought; lines split on "\\n" and stripped as in iter_documents."""
-    with open(path, "rb") as f:
-        f.seek(offset)
-        position, start, sentences, seen = offset, offset, [], 0
-        for raw in f:
-            line = raw.decode("utf-8").strip()
-            if line:
-                if not sentences:
-                    start = position
-                sentences.append(line)
-            elif sentences:
-                yield start, sentences
-                seen += 1
-                if count is not None and seen == count:
-                    return
-                sentences = []
-            position += len(raw)
-        if sentences:
-            yield start, sentences
-
-
 def _index_file(args: tuple[str, int]) -> tuple[np.ndarray, list[tuple[int, int]]]:
     """Positions of a part file's documents and its cuts into units: (byte offset, documents) each,
     cut after about `unit_sentences` sentences. Units depend only on the file, never on the worker count."""
     path, unit_sentences = args
     positions, cuts = [], []
     size = 0
-    for offset, sentences in _read_documents(path):
+    for offset, sentences in read_documents(path):
         if not cuts or size >= unit_sentences:
             cuts.append([offset, 0])
             size = 0
@@ -177,7 +139,7 @@ def _run_unit(job: UnitJob) -> tuple[int, int]:
     collected: dict[str, list[Instance]] = {split: [] for split in SPLITS}
     documents = (
         (number, sentences)
-        for number, (_, sentences) in enumerate(_read_documents(unit.path, unit.offset, unit.count))
+        for number, (_, sentences) in enumerate(read_documents(unit.path, unit.offset, unit.count))
         if job.split[number] >= 0
     )
     kept = 0

@@ -7,13 +7,13 @@ from __future__ import annotations
 import json
 import shutil
 import unicodedata
-from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Literal
 
 from tokenizers import AddedToken, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
 
+from effbert.data.documents_format import iter_sentences, part_files
 from effbert.errors import InputError
 from effbert.files import atomic_dir, read_json, sha256_file
 
@@ -37,24 +37,6 @@ class SpecialTokens:
 
     def ids(self) -> set[int]:
         return {self.pad, self.cls, self.sep, self.mask, self.unk}
-
-
-def part_files(text_dir: Path) -> list[Path]:
-    """The documents' part-*.txt files of one folder, in name order; InputError when there are none."""
-    files = sorted(Path(text_dir).glob("part-*.txt"))
-    if not files:
-        raise InputError(f"{text_dir}: no part-*.txt files (expected the output of `effbert documents`)")
-    return files
-
-
-def _sentences(text_dirs: list[Path]) -> Iterator[str]:
-    for text_dir in text_dirs:
-        for path in part_files(text_dir):
-            with open(path, encoding="utf-8") as f:
-                for line in f:
-                    line = line.strip()
-                    if line:
-                        yield line
 
 
 def _new_bpe() -> tuple[Tokenizer, trainers.Trainer]:
@@ -157,11 +139,11 @@ def train_tokenizer(
     if vocab_size <= smallest:
         raise InputError(f"tokenizer: vocab_size {vocab_size} is too small for {kind} (need > {smallest})")
     for d in text_dirs:
-        if next(_sentences([d]), None) is None:
+        if next(iter_sentences([d]), None) is None:
             raise InputError(f"{d}: no sentences in its part-*.txt files")
     tok, trainer = _new_bpe() if kind == "bpe" else _new_wordpiece(lowercase, text_dirs)
     trainer.vocab_size = vocab_size
-    tok.train_from_iterator(_sentences(text_dirs), trainer=trainer)
+    tok.train_from_iterator(iter_sentences(text_dirs), trainer=trainer)
     if kind == "wordpiece":
         tok = _rebuild_wordpiece(tok, lowercase)
     _add_post_processor(tok)

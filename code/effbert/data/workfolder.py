@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
+from effbert.data.documents_format import part_name
 from effbert.files import atomic_path, write_json
 
 _BLOCK = 1 << 20
@@ -144,7 +145,7 @@ class PartWriter:
     def _open_next(self) -> None:
         if self._file is not None:
             self._file.close()
-        self._file = open(self.folder / f"part-{self.count:05d}.txt", "wb")
+        self._file = open(self.folder / part_name(self.count), "wb")
         self.count += 1
         self._in_part = 0
 
