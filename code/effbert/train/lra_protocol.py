@@ -93,9 +93,10 @@ PROTOCOLS["pathx"] = dataclasses.replace(
     options=(("resolution", 128), ("difficulty", "curv_contour_length_14")),
 )
 
-# the protocol fields a config.json may override (LraTaskConfig spells the same names)
-OVERRIDABLE = ("steps", "batch_size", "lr", "warmup_steps", "eval_every", "max_len",
-               "num_layers", "hidden_size", "num_heads", "ffn_size", "dropout", "self_pretrain_steps", "mask_prob")
+# the protocol fields a config.json may override: those LraTaskConfig and LraProtocol both name (the others,
+# seeds, micro_batch and attention, are read where they apply)
+_PROTOCOL_FIELDS = {f.name for f in dataclasses.fields(LraProtocol)}
+OVERRIDABLE = tuple(name for name in LraTaskConfig.model_fields if name in _PROTOCOL_FIELDS)
 
 
 def resolve_protocol(task: str, overrides: LraTaskConfig | None = None) -> LraProtocol:
