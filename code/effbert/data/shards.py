@@ -38,6 +38,7 @@ from effbert.data.shard_files import (
     shard_file,
 )
 from effbert.data.tokenizer import copy_tokenizer, load_tokenizer, special_tokens
+from effbert.data.work_units import unit_results
 from effbert.errors import InputError
 from effbert.files import atomic_dir, sha256_file
 from effbert.locks import locks_output
@@ -400,20 +401,15 @@ def _run_units(jobs: list[UnitJob], total: int, tokenizer_file: str, maker: Inst
                dupe_factor: int, workers: int) -> None:  # fmt: skip
     """Run the units not yet done, in a pool or in this process; each finished unit is a folder in work/."""
     initargs = (tokenizer_file, maker, seed, dupe_factor)
-    with tqdm(total=total, initial=total - len(jobs), desc="shards", unit="unit", disable=None) as bar:
-        if workers > 1 and len(jobs) > 1:
-            with _pool(workers, _init_worker, initargs) as pool:
-                for number, _ in pool.imap_unordered(_run_unit, jobs):
-                    bar.update(1)
-                    if _after_unit is not None:
-                        _after_unit(number)
-        else:
-            _init_worker(*initargs)
-            for job in jobs:
-                number, _ = _run_unit(job)
-                bar.update(1)
-                if _after_unit is not None:
-                    _after_unit(number)
+    # fork: workers share the parent's imports (torch) instead of re-importing them; the parent has not
+    # encoded anything, so tokenizers' Rust thread pool is still usable in the children
+    with (tqdm(total=total, initial=total - len(jobs), desc="shards", unit="unit", disable=None) as bar,
+          unit_results(_run_unit, jobs, workers=workers, start_method="fork", initializer=_init_worker,
+                       initargs=initargs) as results):
+        for number, _ in results:
+            bar.update(1)
+            if _after_unit is not None:
+                _after_unit(number)
 
 
 def _check_settings(text_dirs, max_seq_len, dev_fraction, masked_lm_prob, max_predictions, short_seq_prob,

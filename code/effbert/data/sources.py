@@ -31,7 +31,6 @@ import contextlib
 import gzip
 import hashlib
 import json
-import multiprocessing
 import shutil
 import sys
 from collections import Counter
@@ -43,6 +42,7 @@ from tqdm import tqdm
 from effbert.data import workfolder
 from effbert.data.sentences import Document, paragraphs_to_sentences, split_sentences
 from effbert.data.wikidump import read_wiki
+from effbert.data.work_units import unit_results
 from effbert.data.workfolder import Range, Unit
 from effbert.errors import InputError
 from effbert.files import atomic_dir, write_json
@@ -198,13 +198,8 @@ def _run_units(source: str, units: list[Unit], work: Path, settings: dict, proce
     jobs = [(source, unit, work, settings, wiki_processes, workers == 1) for unit in pending]
     with tqdm(total=sum(u.size for u in units), initial=sum(u.size for u in units if u.key in markers),
               desc=f"documents ({source})", unit="B", unit_scale=True, disable=None) as bar:  # fmt: skip
-        if workers == 1:
-            results: Iterator[tuple[str, dict]] = map(_run_unit, jobs)
-        else:
-            pool = multiprocessing.get_context("spawn").Pool(workers)
-            results = pool.imap_unordered(_run_unit, jobs)
-        try:
-            by_key = {unit.key: unit for unit in pending}
+        by_key = {unit.key: unit for unit in pending}
+        with unit_results(_run_unit, jobs, workers=workers, start_method="spawn") as results:
             for key, marker in results:
                 markers[key] = marker
                 for bad in marker["bad_input"]:  # a line number counts from the start of its range
@@ -212,14 +207,6 @@ def _run_units(source: str, units: list[Unit], work: Path, settings: dict, proce
                     print(f"warning: documents ({source}): {bad['file']}: {_position(line, bad['byte'])}: "
                           f"{bad['error']}", file=sys.stderr)  # fmt: skip
                 bar.update(by_key[key].size)
-        except BaseException:
-            if workers > 1:
-                pool.terminate()  # stop the units still running; their markers are not written
-            raise
-        finally:
-            if workers > 1:
-                pool.close()
-                pool.join()
     return [markers[unit.key] for unit in units]
 
 
