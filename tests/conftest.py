@@ -83,11 +83,12 @@ def shards(tmp_path_factory) -> Path:
     """Shards of the patterned corpus (helpers.patterned_corpus) with a tiny WordPiece tokenizer, once per module."""
     from effbert.data.shards import build_shards
     from effbert.data.tokenizer import train_tokenizer
+    from effbert.pipeline_config import ShardRecipe
     from helpers import patterned_corpus
 
     root = tmp_path_factory.mktemp("corpus")
     patterned_corpus(root / "text")
     tokenizer = train_tokenizer("wordpiece", 120, [root / "text"], root / "tok", lowercase=True)
     out = root / "64-t"
-    build_shards([root / "text"], tokenizer, out, max_seq_len=64, dev_fraction=0.1, dupe_factor=2)
+    build_shards([root / "text"], tokenizer, out, max_seq_len=64, recipe=ShardRecipe(dev_fraction=0.1, dupe_factor=2))
     return out

@@ -14,6 +14,7 @@ import pytest
 from conftest import ROOT
 from effbert.data.shards import build_shards
 from effbert.data.tokenizer import train_tokenizer
+from effbert.pipeline_config import ShardRecipe
 from helpers import model_folder, patterned_corpus
 
 EFFBERT = str(Path(sys.executable).parent / "effbert")
@@ -63,7 +64,7 @@ def test_shards_on_a_full_disk(tmp_path, corpus):
 def test_pretraining_on_a_full_disk(tmp_path, corpus):
     text, tokenizer = corpus
     shards = tmp_path / "64-t"
-    build_shards([text], tokenizer, shards, max_seq_len=64, dev_fraction=0.1)
+    build_shards([text], tokenizer, shards, max_seq_len=64, recipe=ShardRecipe(dev_fraction=0.1))
     folder = model_folder(tmp_path, steps=4, log_every=1, eval_every=4, checkpoint_every=2)
     done, seconds = limited(40, "pretrain", "--model", str(folder), "--shards", str(shards), "--device", "cpu")
     line = one_error_line(done, "pretrain")

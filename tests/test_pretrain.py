@@ -12,6 +12,7 @@ import torch
 from effbert.data.shards import build_shards
 from effbert.errors import InputError
 from effbert.locks import LOCK_FILE
+from effbert.pipeline_config import ShardRecipe
 from effbert.train.checkpoints import find_checkpoint, list_checkpoints, read_checkpoint
 from effbert.train.loop import warmup_decay
 from effbert.train.pretrain import pretrain
@@ -248,7 +249,7 @@ def test_from_cp_tiles_positions_and_lists_fresh_parameters(tmp_path, shards, ca
     pretrain(source, shards, device="cpu")
     longer_shards = tmp_path / "128-t"
     build_shards([shards.parent / "text"], shards.parent / "tok" / "tokenizer.json", longer_shards,
-                 max_seq_len=128, dev_fraction=0.1)
+                 max_seq_len=128, recipe=ShardRecipe(dev_fraction=0.1))
     (tmp_path / "long").mkdir()
     target = model_folder(tmp_path / "long", steps=4, eval_every=4, checkpoint_every=4)
     cfg = json.loads((target / "config.json").read_text())

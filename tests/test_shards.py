@@ -17,6 +17,7 @@ from effbert.data.shard_files import FIELDS, ShardDataset, field_dtypes, read_ma
 from effbert.data.shards import build_shards, uniform_draws
 from effbert.data.tokenizer import import_tokenizer, load_tokenizer, special_tokens, train_tokenizer
 from effbert.errors import InputError
+from effbert.pipeline_config import ShardRecipe
 from helpers import minilm_model_dir, write_corpus
 
 MAX_SEQ_LEN = 64
@@ -24,8 +25,8 @@ MAX_SEQ_LEN = 64
 
 def build(text: Path, tokenizer: Path, out: Path, seed: int = 0, workers: int = 1) -> dict:
     return build_shards(
-        [text], tokenizer, out, max_seq_len=MAX_SEQ_LEN, dev_fraction=0.15, seed=seed, dupe_factor=3,
-        instances_per_shard=150, workers=workers,
+        [text], tokenizer, out, max_seq_len=MAX_SEQ_LEN, workers=workers, instances_per_shard=150,
+        recipe=ShardRecipe(dev_fraction=0.15, seed=seed, dupe_factor=3),
     )  # fmt: skip
 
 
@@ -203,7 +204,7 @@ def test_literal_specials_in_text_never_break_the_layout(tmp_path, built):
     text.mkdir()
     lines = [f"Word {sep} more words {mask} here \u2603\u2603 end." for _ in range(6)]
     (text / "part-00000.txt").write_text("\n".join(lines) + "\n\n" + "\n".join(lines[:3]) + "\n")
-    build_shards([text], built["tokenizer"], tmp_path / "out", max_seq_len=16, dupe_factor=5)
+    build_shards([text], built["tokenizer"], tmp_path / "out", max_seq_len=16, recipe=ShardRecipe(dupe_factor=5))
     for split in ("train", "dev"):
         rows = load_split(tmp_path / "out", split)
         for tokens, labels, n in zip(rows["input_ids"], rows["mlm_labels"], rows["lengths"], strict=True):
@@ -297,7 +298,7 @@ def test_sample_probs_keep_a_seeded_share_of_each_source(built, tmp_path):
     root = built["root"]
     texts = [root / "text", tmp_path / "copy"]
     write_corpus(texts[1], n_docs=200, seed=5)
-    args = dict(max_seq_len=MAX_SEQ_LEN, dev_fraction=0.0, instances_per_shard=10000)
+    args = dict(max_seq_len=MAX_SEQ_LEN, recipe=ShardRecipe(dev_fraction=0.0), instances_per_shard=10000)
     build_shards(texts, built["tokenizer"], tmp_path / "full", **args)
     half = build_shards(texts, built["tokenizer"], tmp_path / "half", sample_probs=[1.0, 0.5], **args)
     first, second = half["sources"]
@@ -310,7 +311,8 @@ def test_sample_probs_keep_a_seeded_share_of_each_source(built, tmp_path):
     assert rows["half"] < rows["full"]
     again = build_shards(texts, built["tokenizer"], tmp_path / "again", sample_probs=[1.0, 0.5], **args)
     assert again["sources"] == half["sources"]
-    other = build_shards(texts, built["tokenizer"], tmp_path / "other", sample_probs=[1.0, 0.5], seed=3, **args)
+    other = build_shards(texts, built["tokenizer"], tmp_path / "other", sample_probs=[1.0, 0.5],
+                         **{**args, "recipe": ShardRecipe(dev_fraction=0.0, seed=3)})
     assert other["sources"][1]["kept"] != second["kept"] or other["splits"] != half["splits"]
     with pytest.raises(InputError, match="sample_probs"):
         build_shards(texts, built["tokenizer"], tmp_path / "bad", sample_probs=[1.0], **args)

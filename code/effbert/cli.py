@@ -8,7 +8,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from effbert.errors import InputError
-from effbert.pipeline_config import DocumentsSettings, ListopsSettings, PathfinderSettings, ShardSettings
+from effbert.pipeline_config import DocumentsSettings, ListopsSettings, PathfinderSettings, ShardRecipe, ShardSettings
 
 
 def _documents(a: argparse.Namespace) -> None:
@@ -32,11 +32,10 @@ def _tokenizer(a: argparse.Namespace) -> None:
 def _shards(a: argparse.Namespace) -> None:
     from effbert.data.shards import build_shards
 
-    build_shards(
-        a.text, a.tokenizer, a.out, max_seq_len=a.max_seq_len, dev_fraction=a.dev_fraction, seed=a.seed,
-        masked_lm_prob=a.masked_lm_prob, short_seq_prob=a.short_seq_prob, dupe_factor=a.dupe_factor,
-        sample_probs=a.sample_probs, workers=a.workers,
-    )
+    # unvalidated here: build_shards checks every value and names a bad one in one line
+    recipe = ShardRecipe.model_construct(**{name: getattr(a, name) for name in ShardRecipe.model_fields})
+    build_shards(a.text, a.tokenizer, a.out, max_seq_len=a.max_seq_len, recipe=recipe, sample_probs=a.sample_probs,
+                 workers=a.workers)
 
 
 def _pretrain(a: argparse.Namespace) -> None:
@@ -198,7 +197,7 @@ def _add_shards_stage(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--tokenizer", required=True, type=Path)
     s.add_argument("--out", required=True, type=Path)
     s.add_argument("--max_seq_len", required=True, type=int)
-    _add_settings(s, ShardSettings, "dev_fraction", "masked_lm_prob", "short_seq_prob", "dupe_factor", "seed")
+    _add_settings(s, ShardRecipe, *ShardRecipe.model_fields)
     s.add_argument("--sample_probs", type=float, nargs="+",
                    help="share of each --text folder's documents kept (default: all); e.g. 1 1 0.333 0.333")
     _add_settings(s, ShardSettings, "workers")

@@ -51,14 +51,20 @@ class TrainedTokenizer(_Strict):
     lowercase: bool = False
 
 
-class ShardSettings(_Strict):
-    """`effbert shards`: documents -> fixed-length pretraining instances (BERT's recipe, with SOP)."""
+class ShardRecipe(_Strict):
+    """How `effbert shards` turns documents into fixed-length pretraining instances (BERT's recipe, with SOP):
+    with the inputs, what a shard set's bytes depend on. Passed to build_shards as one object."""
 
-    dev_fraction: float = Field(0.01, gt=0, lt=1, description="share of documents held out for evaluation")
+    dev_fraction: float = Field(0.01, ge=0, lt=1, description="share of documents held out for evaluation")
     masked_lm_prob: float = Field(0.15, gt=0, lt=1, description="share of tokens masked for MLM")
     short_seq_prob: float = Field(0.1, ge=0, le=1, description="share of instances cut shorter (as BERT did)")
     dupe_factor: int = Field(1, ge=1, description="passes over the training documents, each with new masks")
     seed: int = 0
+
+
+class ShardSettings(ShardRecipe):
+    """`effbert shards` as the DAG runs it: the recipe, the processes, and how much of each source is kept."""
+
     workers: int = Field(1, ge=1, description="processes for tokenising and building instances; the output is "
                                              "the same for any value")
     sample_probs: dict[Source, float] = Field(
@@ -70,7 +76,7 @@ class ShardOverride(_Strict):
     """Settings for one shard length over the defaults (the seeds' 4096-token set added Stories and RealNews)."""
 
     sources: list[Source] | None = Field(None, min_length=1)
-    dev_fraction: float | None = Field(None, gt=0, lt=1)
+    dev_fraction: float | None = Field(None, ge=0, lt=1)
     masked_lm_prob: float | None = Field(None, gt=0, lt=1)
     short_seq_prob: float | None = Field(None, ge=0, le=1)
     dupe_factor: int | None = Field(None, ge=1)

@@ -42,7 +42,7 @@ from effbert.data.work_units import unit_results
 from effbert.errors import InputError
 from effbert.files import atomic_dir, sha256_file
 from effbert.locks import locks_output
-from effbert.pipeline_config import ShardSettings
+from effbert.pipeline_config import ShardRecipe, ShardSettings
 
 ENCODE_SENTENCES = 20000  # sentences per encode_batch call (parallel in Rust; books are long, so count lines)
 
@@ -190,19 +190,16 @@ def build_shards(
     out_dir: Path,
     *,
     max_seq_len: int,
-    dev_fraction: float = _DEFAULTS.dev_fraction,
-    seed: int = _DEFAULTS.seed,
-    masked_lm_prob: float = _DEFAULTS.masked_lm_prob,
-    max_predictions: int | None = None,
-    short_seq_prob: float = _DEFAULTS.short_seq_prob,
-    dupe_factor: int = _DEFAULTS.dupe_factor,
-    instances_per_shard: int = 100000,
+    recipe: ShardRecipe | None = None,
     sample_probs: list[float] | None = None,
     workers: int = _DEFAULTS.workers,
+    max_predictions: int | None = None,
+    instances_per_shard: int = 100000,
 ) -> dict:
     """Write <out_dir>/{train,dev}/shard-NNNNN.<field>.npy and manifest.json; returns the manifest.
 
-    Train documents are passed over `dupe_factor` times (new chunk cuts, swaps and masks each time); dev
+    `recipe` (default: ShardRecipe()'s declared defaults) says how documents become instances. Train
+    documents are passed over `dupe_factor` times (new chunk cuts, swaps and masks each time); dev
     documents once, since evaluation needs no duplicates. Each (document, pass) draws from its own
     Generator seeded by (seed, document number, pass), and shards are assembled in document order, so the
     bytes depend only on the inputs and `seed`, never on `workers`.
@@ -214,6 +211,9 @@ def build_shards(
     """
     text_dirs = [Path(d) for d in text_dirs]
     out_dir = Path(out_dir)
+    recipe = recipe or ShardRecipe()
+    dev_fraction, seed, dupe_factor = recipe.dev_fraction, recipe.seed, recipe.dupe_factor
+    masked_lm_prob, short_seq_prob = recipe.masked_lm_prob, recipe.short_seq_prob
     if max_predictions is None:
         max_predictions = round(masked_lm_prob * max_seq_len)
     if sample_probs is None:
