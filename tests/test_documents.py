@@ -425,3 +425,47 @@ def test_real_realnews(shared_fixtures, tmp_path):
     assert stats["documents"] == len(read_documents(tmp_path / "out")) == 5
     assert build_documents("realnews", shared_fixtures / "realnews" / "realnews_tiny.jsonl",
                            tmp_path / "out")["skipped"] == {"too_short": 5}  # all under 1000 words
+
+
+# ---- Wikimedia's dump file names ----
+
+DUMP = "enwiki-20990101-pages-articles-multistream"
+
+
+def _wikimedia_parts(folder: Path) -> list[Path]:
+    """Three numbered parts (page ranges 1-8, 9-16, 73-80: part 10 must come after part 2, not after part 1),
+    each a whole MediaWiki export, plus the multistream index and a checksum file, as Wikimedia names them."""
+    folder.mkdir(parents=True)
+    parts = []
+    for number, (first, last) in ((10, (73, 80)), (1, (1, 8)), (2, (9, 16))):
+        part = folder / f"{DUMP}{number}.xml-p{first}p{last}.bz2"
+        write_demo_wiki(part, pages=8, seed=number)
+        parts.append(part)
+    (folder / f"{DUMP}-index1.txt-p1p8.bz2").write_bytes(bz2.compress(b"600:1:Anarchism\n"))
+    (folder / "enwiki-20990101-md5sums.txt").write_text("0123 x\n")
+    return sorted(parts, key=lambda p: int(re.search(r"-p(\d+)p", p.name).group(1)))
+
+
+def test_wikimedia_numbered_parts_are_read_in_page_order_and_the_index_is_passed_over(tmp_path, capsys):
+    in_page_order = _wikimedia_parts(tmp_path / "dump")
+    assert sources.input_files("wiki", tmp_path / "dump") == in_page_order
+    noted = capsys.readouterr().err
+    assert "passed over 2 file(s)" in noted and f"{DUMP}-index1.txt-p1p8.bz2" in noted
+    # the folder gives the parts' documents one part after another, in page order
+    build_documents("wiki", tmp_path / "dump", tmp_path / "all", min_words=0)
+    one_by_one = []
+    for part in in_page_order:
+        build_documents("wiki", part, tmp_path / part.name, min_words=0)
+        one_by_one += read_documents(tmp_path / part.name)
+    assert read_documents(tmp_path / "all") == one_by_one and len(one_by_one) > 20
+
+
+def test_the_same_articles_twice_in_one_folder_are_refused(tmp_path):
+    _wikimedia_parts(tmp_path / "dump")
+    write_demo_wiki(tmp_path / "dump" / "enwiki-20990101-pages-articles1.xml-p1p8.bz2", pages=8)
+    with pytest.raises(InputError, match="multistream or not"):
+        sources.input_files("wiki", tmp_path / "dump")
+    (tmp_path / "dump" / "enwiki-20990101-pages-articles1.xml-p1p8.bz2").unlink()
+    write_demo_wiki(tmp_path / "dump" / f"{DUMP}.xml.bz2", pages=8)
+    with pytest.raises(InputError, match="both the whole file and numbered parts"):
+        sources.input_files("wiki", tmp_path / "dump")

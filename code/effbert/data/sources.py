@@ -2,7 +2,8 @@
 documents, in `<out>/part-NNNNN.txt` (10,000 documents a part) plus `<out>/stats.json`.
 
 Sources (`inputs`: one file, or a folder searched recursively for the listed suffixes):
-  wiki        MediaWiki XML dumps (*.xml, *.xml.bz2) through wikiextractor (data/wikidump.py).
+  wiki        MediaWiki XML dumps (*.xml, *.xml.bz2; Wikimedia's numbered parts *.xml-p<first>p<last>.bz2
+              in page order, data/wiki_files.py) through wikiextractor (data/wikidump.py).
   bookcorpus  plain text (books_large_p1.txt ...): a run of non-blank lines is a document (one book per
               file gives one document per book if the books hold no blank lines).
   stories     CC-Stories: *.txt, one story per file (blank lines inside a story are ignored).
@@ -41,6 +42,7 @@ from tqdm import tqdm
 
 from effbert.data import workfolder
 from effbert.data.sentences import Document, paragraphs_to_sentences, split_sentences
+from effbert.data.wiki_files import wiki_inputs
 from effbert.data.wikidump import read_wiki
 from effbert.data.work_units import unit_results
 from effbert.data.workfolder import Range, Unit
@@ -130,6 +132,8 @@ def input_files(source: str, inputs: Path) -> list[Path]:
         raise InputError(f"{inputs}: input path does not exist")
     if inputs.is_dir():
         suffixes = INPUT_SUFFIXES[source]
+        if source == "wiki":
+            return _wiki_files(inputs)
         files = sorted(p for p in inputs.rglob("*") if p.is_file() and p.name.endswith(suffixes))
         if not files:
             raise InputError(f"{inputs}: folder holds no {source} input files (expected {', '.join(suffixes)})")
@@ -137,6 +141,19 @@ def input_files(source: str, inputs: Path) -> list[Path]:
     if inputs.stat().st_size == 0:
         raise InputError(f"{inputs}: input file is empty")
     return [inputs]
+
+
+def _wiki_files(folder: Path) -> list[Path]:
+    """The article files of a dump folder under Wikimedia's names, in page order (data/wiki_files.py)."""
+    files, passed_over = wiki_inputs(sorted(p for p in folder.rglob("*") if p.is_file()))
+    if passed_over:
+        names = ", ".join(p.name for p in passed_over[:5]) + (", ..." if len(passed_over) > 5 else "")
+        print(f"documents (wiki): {folder}: passed over {len(passed_over)} file(s) that hold no article text "
+              f"(multistream index, checksums, other dumps): {names}", file=sys.stderr)
+    if not files:
+        raise InputError(f"{folder}: folder holds no wiki input files (expected *.xml, *.xml.bz2, or Wikimedia's "
+                         "numbered parts such as enwiki-<date>-pages-articles1.xml-p1p41242.bz2)")
+    return files
 
 
 def plan_units(source: str, files: list[Path], chunk_bytes: int, settings: dict) -> list[Unit]:
