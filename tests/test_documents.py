@@ -469,3 +469,40 @@ def test_the_same_articles_twice_in_one_folder_are_refused(tmp_path):
     write_demo_wiki(tmp_path / "dump" / f"{DUMP}.xml.bz2", pages=8)
     with pytest.raises(InputError, match="both the whole file and numbered parts"):
         sources.input_files("wiki", tmp_path / "dump")
+
+
+def _multistream(path: Path, pages: bytes, per_stream: int, drop: int | None = None) -> list[int]:
+    """A multistream dump as Wikimedia writes one: the header in a stream of its own, `per_stream` pages a
+    stream, then the footer; stream `drop` (counting the page streams from 0) left out. The page streams'
+    compressed offsets."""
+    text = bz2.decompress(pages)
+    first, last = text.index(b"<page>"), text.rindex(b"</page>") + len(b"</page>\n")
+    starts = [m.start() for m in re.finditer(rb"<page>", text)] + [last]
+    cuts = starts[:-1:per_stream] + [last]
+    groups = [text[a:b] for a, b in zip(cuts, cuts[1:], strict=False)]
+    streams = [text[:first]] + [g for i, g in enumerate(groups) if i != drop] + [text[last:]]
+    offsets, data = [], b""
+    for stream in streams:
+        offsets.append(len(data))
+        data += bz2.compress(stream, 9)
+    path.write_bytes(data)
+    return offsets[1:-1]
+
+
+def test_a_corrupt_stream_of_a_multistream_dump_loses_only_its_own_pages(tmp_path):
+    write_demo_wiki(tmp_path / "demo.xml.bz2", pages=60)
+    pages = (tmp_path / "demo.xml.bz2").read_bytes()
+    (tmp_path / "intact").mkdir()
+    _multistream(tmp_path / "intact" / "enwiki-20990101-pages-articles-multistream.xml.bz2", pages, 10, drop=2)
+    build_documents("wiki", tmp_path / "intact", tmp_path / "expected", min_words=0)
+    (tmp_path / "damaged").mkdir()
+    dump = tmp_path / "damaged" / "enwiki-20990101-pages-articles-multistream.xml.bz2"
+    offsets = _multistream(dump, pages, 10)
+    data = bytearray(dump.read_bytes())
+    middle = (offsets[2] + offsets[3]) // 2  # 20 bytes in the middle of the third page stream
+    data[middle : middle + 20] = bytes(20)
+    dump.write_bytes(bytes(data))
+    stats = build_documents("wiki", tmp_path / "damaged", tmp_path / "got", min_words=0)
+    assert read_documents(tmp_path / "got") == read_documents(tmp_path / "expected")  # every page of the others
+    assert stats["compressed_streams"] == {"read": 7, "damaged": 1, "pages_lost_estimate": 10}
+    assert stats["bad_input_counts"]["corrupt_stream"] == 1

@@ -21,7 +21,8 @@ inputs_key (input paths, sizes, mtimes, settings) in stats.json does nothing. Me
 
 Bad input is skipped, counted and reported (stats.json "bad_input": up to BAD_INPUT_LIMIT {"file",
 "position", "error"}; "bad_input_counts" by kind; a warning on stderr each): truncated (.bz2/.gz cut or
-corrupt; what came before is kept), malformed_xml (a wiki page), invalid_utf8 (a text line, the rest of
+corrupt; what came before is kept), corrupt_stream (a multistream .bz2: that stream skipped, the next ones
+read; "compressed_streams" counts streams and estimates the pages lost), malformed_xml (a wiki page), invalid_utf8 (a text line, the rest of
 its document kept; or a jsonl record), invalid_json and not_an_article (a jsonl line), empty_file (in a
 folder). A missing input, an empty input file given alone, or a folder without input files: InputError.
 """
@@ -232,7 +233,7 @@ def _run_unit(job: tuple) -> tuple[str, dict]:
     source, unit, work, settings, wiki_processes, show_documents = job
     min_words = settings["min_words"]
     counts: dict = {"documents": 0, "words": 0, "sentences": 0, "skipped": Counter(), "bad_input": [],
-                    "bad_input_counts": Counter(), "lines": [0] * len(unit.ranges)}  # fmt: skip
+                    "bad_input_counts": Counter(), "lines": [0] * len(unit.ranges), "streams": Counter()}  # fmt: skip
 
     def kept_documents() -> Iterator[Document]:
         for index, r in enumerate(unit.ranges):
@@ -271,6 +272,7 @@ def _totals(units: list[Unit], markers: list[dict], bad_files: list[Path]) -> di
     """Sum the units' counts; turn each bad input's line within its range into the line of its file."""
     documents = words = sentences = 0
     skipped: Counter[str] = Counter()
+    streams: Counter[str] = Counter()  # a .bz2's compressed streams (wiki)
     bad_counts: Counter[str] = Counter({"empty_file": len(bad_files)} if bad_files else {})
     bad_input = [{"file": str(f), "position": "byte 0", "error": "empty file"} for f in bad_files]
     lines_before: Counter[str] = Counter()  # lines of a file in the ranges before this one
@@ -278,6 +280,7 @@ def _totals(units: list[Unit], markers: list[dict], bad_files: list[Path]) -> di
         documents, words, sentences = (documents + marker["documents"], words + marker["words"],
                                        sentences + marker["sentences"])  # fmt: skip
         skipped.update(marker["skipped"])
+        streams.update(marker.get("streams", {}))  # absent from the markers of units done before it was counted
         bad_counts.update(marker["bad_input_counts"])
         bases = []
         for r, lines in zip(unit.ranges, marker["lines"], strict=True):
@@ -293,7 +296,16 @@ def _totals(units: list[Unit], markers: list[dict], bad_files: list[Path]) -> di
         "skipped": dict(sorted(skipped.items())),
         "bad_input_counts": dict(sorted(bad_counts.items())),
         "bad_input": bad_input[:BAD_INPUT_LIMIT],
+        **({"compressed_streams": _stream_counts(streams)} if streams else {}),
     }
+
+
+def _stream_counts(streams: Counter) -> dict:
+    """stats.json's account of a multistream dump: streams read, streams skipped as corrupt, and the pages
+    those held, estimated from the intact streams' mean (Wikimedia puts 100 pages in each)."""
+    per_stream = streams["pages"] / max(1, streams["page_streams"])
+    return {"read": streams["streams"], "damaged": streams["damaged_streams"],
+            "pages_lost_estimate": round(streams["damaged_streams"] * per_stream)}
 
 
 class _ReadContext:
@@ -303,6 +315,7 @@ class _ReadContext:
         self.path, self.start, self.end = Path(r.path), r.start, r.end
         self.max_sentences, self.wiki_processes = max_sentences, wiki_processes
         self._index, self._counts = index, counts
+        self.streams: Counter = counts["streams"]
 
     def report(self, kind: str, error: str, line: int | None = None, byte: int | None = None) -> None:
         """Count one bad input (`line` counts from the start of the range, `byte` from the file's start)."""
@@ -397,7 +410,7 @@ def _read_realnews(context: _ReadContext) -> Iterator[Document]:
 
 
 def _read_wiki(context: _ReadContext) -> Iterator[Document]:
-    yield from read_wiki(context.path, context.report, context.wiki_processes)
+    yield from read_wiki(context.path, context.report, context.wiki_processes, context.streams)
 
 
 READERS: dict[str, Callable[[_ReadContext], Iterator[Document]]] = {

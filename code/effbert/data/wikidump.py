@@ -8,8 +8,9 @@ The dump reaches wikiextractor through a named pipe fed by a thread that decompr
 <page> alone with expat, because wikiextractor alone meets bad input with a traceback in its reader and a
 hang in its writer. Bad input is reported (through `report`) and the rest kept: a malformed page (bad XML,
 invalid UTF-8, not closed before the next one) is left out, reported with its starting line and the error's;
-a truncated or corrupt .bz2 keeps the pages before the cut (not the one cut in two), reported with the
-compressed byte offset and the decompressed line. The thread also adds a <siteinfo> block when the dump
+a truncated .bz2 keeps the pages before the cut (not the one cut in two), reported with the compressed
+byte offset and the decompressed line; a corrupt stream of a multistream .bz2 is skipped and reading goes
+on at the next stream. The thread also adds a <siteinfo> block when the dump
 has none (single-article exports often lack it): wikiextractor reads the Template namespace from it and,
 without one, skips every page.
 """
@@ -26,6 +27,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO
@@ -48,8 +50,9 @@ _LEFTOVER_TAG = re.compile(r"</?[A-Za-z][\w:-]*(\s[^<>]*)?/?>")
 _OPEN, _CLOSE = b"<page>", b"</page>"
 
 
-def read_wiki(path: Path, report: Report, processes: int = 1) -> Iterator[Document]:
-    """The dump's articles as documents; `processes` is wikiextractor's number of workers."""
+def read_wiki(path: Path, report: Report, processes: int = 1, tally: Counter | None = None) -> Iterator[Document]:
+    """The dump's articles as documents; `processes` is wikiextractor's number of workers. `tally` counts a
+    .bz2's streams: read, damaged (skipped), and the pages they held, seen and lost (an estimate)."""
     with tempfile.TemporaryDirectory(prefix="effbert-wiki-") as tmp:
         pipe = Path(tmp) / "dump.xml"  # the .xml name tells wikiextractor to read it as plain text
         os.mkfifo(pipe)
@@ -64,7 +67,7 @@ def read_wiki(path: Path, report: Report, processes: int = 1) -> Iterator[Docume
                 command, stdout=subprocess.PIPE, stderr=log, encoding="utf-8", start_new_session=True
             )
         reports: list[tuple[tuple, dict]] = []  # kept by the feeder thread, passed on from this one
-        feeder = _DumpFeeder(path, pipe, lambda *a, **k: reports.append((a, k)))
+        feeder = _DumpFeeder(path, pipe, lambda *a, **k: reports.append((a, k)), Counter() if tally is None else tally)
         feeder.start()
         threading.Thread(target=_stop_group_on_failure, args=(extractor,), daemon=True).start()
         try:
@@ -118,15 +121,15 @@ def _unblock_writer(pipe: Path) -> None:
 class _DumpFeeder(threading.Thread):
     """Writes the checked, decompressed dump into the pipe; keeps an unexpected error for the reader to raise."""
 
-    def __init__(self, dump: Path, pipe: Path, report: Report):
+    def __init__(self, dump: Path, pipe: Path, report: Report, tally: Counter):
         super().__init__(daemon=True)
-        self.dump, self.pipe, self.report = dump, pipe, report
+        self.dump, self.pipe, self.report, self.tally = dump, pipe, report, tally
         self.error: BaseException | None = None
 
     def run(self) -> None:
         try:
             with open(self.pipe, "wb") as out:
-                for chunk in _ensure_siteinfo(checked_pages(self.dump, self.report)):
+                for chunk in _ensure_siteinfo(checked_pages(self.dump, self.report, self.tally)):
                     out.write(chunk)
         except BrokenPipeError:
             pass  # wikiextractor stopped reading: its exit status or the caller says why
@@ -134,11 +137,21 @@ class _DumpFeeder(threading.Thread):
             self.error = e
 
 
-def checked_pages(dump: Path, report: Report) -> Iterator[bytes]:
+def checked_pages(dump: Path, report: Report, tally: Counter | None = None) -> Iterator[bytes]:
     """The decompressed dump: what lies between pages as it is, each well-formed page without its section
-    headings, malformed pages and a truncated tail left out and reported. Memory: one page and one chunk."""
+    headings, malformed pages and a truncated tail left out and reported. Memory: one page and one chunk.
+
+    A corrupt stream of a multistream .bz2 loses only itself: reading goes on at the next stream (its pages
+    are whole pages, as Wikimedia cuts them), and the page cut in two is left out as malformed."""
+    tally = Counter() if tally is None else tally
     with open(dump, "rb") as raw:
-        chunks = _bz2_chunks(raw) if dump.name.endswith(".bz2") else iter(lambda: raw.read(_CHUNK), b"")
+
+        def skipped(error: Exception, start: int, resume: int) -> None:
+            report("corrupt_stream", f"corrupt compressed stream ({error}) from compressed byte {start}: skipped, "
+                   f"reading goes on at the next stream (byte {resume})", byte=start)  # fmt: skip
+
+        chunks = (_bz2_chunks(raw, tally, skipped) if dump.name.endswith(".bz2")
+                  else iter(lambda: raw.read(_CHUNK), b""))  # fmt: skip
         buffer, line = b"", 1  # line: the line number of buffer[0]
         try:
             for chunk in chunks:
@@ -157,23 +170,61 @@ def checked_pages(dump: Path, report: Report) -> Iterator[bytes]:
         yield from _split_pages(buffer, line, report, final=True)
 
 
-def _bz2_chunks(raw: IO[bytes]) -> Iterator[bytes]:
+def _bz2_chunks(raw: IO[bytes], tally: Counter, skipped: Callable[[Exception, int, int], None]) -> Iterator[bytes]:
     """Decompressed chunks of a (multistream) .bz2, each as soon as its block is whole: bz2.BZ2File would drop
-    the blocks decompressed within the read that meets the cut. EOFError at a cut, OSError on corrupt data."""
-    decompressor, data, fed = bz2.BZ2Decompressor(), b"", False
+    the blocks decompressed within the read that meets the cut. EOFError at a cut. Corrupt data (a block's
+    CRC fails) skips to the next stream, found by its header, and calls `skipped`; OSError when none follows.
+    tally: streams (read whole), page_streams (those holding pages), pages (seen), damaged_streams."""
+    decompressor, data, fed, start, pages = bz2.BZ2Decompressor(), b"", False, raw.tell(), 0
     while True:
         if decompressor.eof:  # the next stream, if any, starts in unused_data
-            data, decompressor, fed = decompressor.unused_data, bz2.BZ2Decompressor(), False
+            tally["streams"] += 1
+            tally["page_streams"] += pages > 0
+            start = raw.tell() - len(decompressor.unused_data)
+            data, decompressor, fed, pages = decompressor.unused_data, bz2.BZ2Decompressor(), False, 0
         if not data and decompressor.needs_input:
             data = raw.read(_CHUNK)
             if not data:
                 if fed:
                     raise EOFError("compressed file ended before the end-of-stream marker was reached")
                 return
-        out = decompressor.decompress(data, max_length=_CHUNK)
+        try:
+            out = decompressor.decompress(data, max_length=_CHUNK)
+        except OSError as error:
+            resume = _next_stream(raw, start + 1)
+            if resume is None:
+                raise
+            skipped(error, start, resume)
+            tally["damaged_streams"] += 1
+            raw.seek(resume)
+            data, decompressor, fed, start, pages = b"", bz2.BZ2Decompressor(), False, resume, 0
+            continue
         fed, data = fed or bool(data), b""
         if out:
+            found = out.count(_OPEN)
+            pages += found
+            tally["pages"] += found
             yield out
+
+
+# a bz2 stream's header: "BZh", the block size, then the first block's magic (byte-aligned at a stream's start)
+_STREAM_HEADER = re.compile(rb"BZh[1-9]\x31\x41\x59\x26\x53\x59")
+
+
+def _next_stream(raw: IO[bytes], offset: int) -> int | None:
+    """The offset of the next bz2 stream header at or after `offset`, or None."""
+    raw.seek(offset)
+    tail = b""
+    while True:
+        block = raw.read(_CHUNK)
+        if not block:
+            return None
+        window = tail + block
+        found = _STREAM_HEADER.search(window)
+        if found:
+            return offset - len(tail) + found.start()
+        offset += len(block)
+        tail = window[-9:]
 
 
 def _split_pages(buffer: bytes, line: int, report: Report, final: bool):
