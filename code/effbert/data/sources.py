@@ -19,12 +19,13 @@ dumps), each wikiextractor with processes // workers), each into `<out>.work/` w
 run resumes; `<out>` is assembled in input order, the same for any `processes`. A rerun with the same
 inputs_key (input paths, sizes, mtimes, settings) in stats.json does nothing. Memory: one document per worker.
 
-Bad input is skipped, counted and reported (stats.json "bad_input": up to BAD_INPUT_LIMIT {"file",
-"position", "error"}; "bad_input_counts" by kind; a warning on stderr each): truncated (.bz2/.gz cut or
-corrupt; what came before is kept), corrupt_stream (a multistream .bz2: that stream skipped, the next ones
-read; "compressed_streams" counts streams and estimates the pages lost), malformed_xml (a wiki page), invalid_utf8 (a text line, the rest of
-its document kept; or a jsonl record), invalid_json and not_an_article (a jsonl line), empty_file (in a
-folder). A missing input, an empty input file given alone, or a folder without input files: InputError.
+Bad input is skipped, counted and reported (stats.json "bad_input": up to BAD_INPUT_LIMIT {"file", "position",
+"error"}; "bad_input_counts" by kind; a warning on stderr each): truncated (.bz2/.gz cut or corrupt; what came
+before is kept), corrupt_stream (a multistream .bz2: that stream skipped, the next ones read;
+"compressed_streams" counts streams and estimates the pages lost), malformed_xml (a wiki page), invalid_utf8
+(a text line, the rest of its document kept; or a jsonl record), invalid_json and not_an_article (a jsonl
+line), empty_file (in a folder). A missing input, an empty input file given alone, or a folder without input
+files: InputError.
 """
 
 from __future__ import annotations
