@@ -506,3 +506,21 @@ def test_a_corrupt_stream_of_a_multistream_dump_loses_only_its_own_pages(tmp_pat
     assert read_documents(tmp_path / "got") == read_documents(tmp_path / "expected")  # every page of the others
     assert stats["compressed_streams"] == {"read": 7, "damaged": 1, "pages_lost_estimate": 10}
     assert stats["bad_input_counts"]["corrupt_stream"] == 1
+
+
+def test_a_big_multistream_dump_is_cut_into_units_and_read_the_same_by_any_number_of_workers(tmp_path):
+    """The documents stage cuts one big multistream .bz2 at its streams, so that one dump uses every worker;
+    the documents are those of reading it whole, byte for byte, with one worker or two."""
+    write_demo_wiki(tmp_path / "demo.xml.bz2", pages=120)
+    dump = tmp_path / "dump" / "enwiki-20990101-pages-articles-multistream.xml.bz2"
+    dump.parent.mkdir()
+    _multistream(dump, (tmp_path / "demo.xml.bz2").read_bytes(), 10)
+    chunk = dump.stat().st_size // 5
+    units = sources.plan_units("wiki", [dump], chunk, {})
+    assert len(units) >= 4 and all(len(u.ranges) == 1 for u in units)
+    build_documents("wiki", dump, tmp_path / "whole", min_words=0)  # one unit: the default chunk is 64 MB
+    for processes in (1, 2):
+        build_documents("wiki", dump, tmp_path / f"cut-{processes}", min_words=0, chunk_bytes=chunk,
+                        processes=processes)
+        assert [p.read_bytes() for p in sorted((tmp_path / f"cut-{processes}").glob("part-*.txt"))] == [
+            p.read_bytes() for p in sorted((tmp_path / "whole").glob("part-*.txt"))]

@@ -14,8 +14,9 @@ line that reaches max_sentences (books_large_p1.txt has no blank lines at all).
 
 Scale: the work is cut into units (data/workfolder.py): text/jsonl files over chunk_bytes into line-aligned
 byte ranges (a cut moves to just after a blank line within BLANK_LINE_WINDOW bytes, and starts a new
-document), smaller files grouped, a dump or .gz whole. Units run on `processes` workers (wiki: min(processes,
-dumps), each wikiextractor with processes // workers), each into `<out>.work/` with a done-marker, so a killed
+document), smaller files grouped, a Wikimedia multistream .bz2 over chunk_bytes at its streams (each holds whole
+pages; data/wikidump.py bz2_stream_cuts), any other dump or .gz whole. Units run on `processes` workers (wiki:
+min(processes, units), each wikiextractor with processes // workers), each into `<out>.work/` with a done-marker, so a killed
 run resumes; `<out>` is assembled in input order, the same for any `processes`. A rerun with the same
 inputs_key (input paths, sizes, mtimes, settings) in stats.json does nothing. Memory: one document per worker.
 
@@ -45,7 +46,7 @@ from tqdm import tqdm
 from effbert.data import workfolder
 from effbert.data.sentences import Document, paragraphs_to_sentences, split_sentences
 from effbert.data.wiki_files import wiki_inputs
-from effbert.data.wikidump import read_wiki
+from effbert.data.wikidump import bz2_stream_cuts, read_wiki
 from effbert.data.work_units import unit_results
 from effbert.data.workfolder import Range, Unit
 from effbert.errors import InputError
@@ -173,6 +174,13 @@ def plan_units(source: str, files: list[Path], chunk_bytes: int, settings: dict)
         whole = source == "wiki" or path.name.endswith((".gz", ".bz2"))
         if whole or size > chunk_bytes:
             flush()
+            # Wikimedia's multistream files hold whole pages in each stream (100 a stream), so cuts at stream
+            # starts never split a page; other multi-stream .bz2 (pbzip2's) may, so they stay whole
+            if source == "wiki" and "multistream" in path.name and path.name.endswith(".bz2") and size > chunk_bytes:
+                cuts = bz2_stream_cuts(path, chunk_bytes)
+                spans = zip(cuts[:-1], cuts[1:], strict=True)
+                units += [workfolder.make_unit([Range(str(path), a, b)], settings) for a, b in spans]
+                continue
             if whole:
                 units.append(workfolder.make_unit([Range(str(path), 0, size)], settings))
                 continue
@@ -411,7 +419,9 @@ def _read_realnews(context: _ReadContext) -> Iterator[Document]:
 
 
 def _read_wiki(context: _ReadContext) -> Iterator[Document]:
-    yield from read_wiki(context.path, context.report, context.wiki_processes, context.streams)
+    whole = context.start == 0 and context.end == context.path.stat().st_size
+    yield from read_wiki(context.path, context.report, context.wiki_processes, context.streams,
+                         None if whole else (context.start, context.end))
 
 
 READERS: dict[str, Callable[[_ReadContext], Iterator[Document]]] = {

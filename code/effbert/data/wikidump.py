@@ -50,9 +50,11 @@ _LEFTOVER_TAG = re.compile(r"</?[A-Za-z][\w:-]*(\s[^<>]*)?/?>")
 _OPEN, _CLOSE = b"<page>", b"</page>"
 
 
-def read_wiki(path: Path, report: Report, processes: int = 1, tally: Counter | None = None) -> Iterator[Document]:
+def read_wiki(path: Path, report: Report, processes: int = 1, tally: Counter | None = None,
+              span: tuple[int, int] | None = None) -> Iterator[Document]:
     """The dump's articles as documents; `processes` is wikiextractor's number of workers. `tally` counts a
-    .bz2's streams: read, damaged (skipped), and the pages they held, seen and lost (an estimate)."""
+    .bz2's streams: read, damaged (skipped), and the pages they held. `span`: only the streams of a
+    multistream .bz2 that start in these compressed bytes (from bz2_stream_cuts), after the dump's header."""
     with tempfile.TemporaryDirectory(prefix="effbert-wiki-") as tmp:
         pipe = Path(tmp) / "dump.xml"  # the .xml name tells wikiextractor to read it as plain text
         os.mkfifo(pipe)
@@ -67,7 +69,8 @@ def read_wiki(path: Path, report: Report, processes: int = 1, tally: Counter | N
                 command, stdout=subprocess.PIPE, stderr=log, encoding="utf-8", start_new_session=True
             )
         reports: list[tuple[tuple, dict]] = []  # kept by the feeder thread, passed on from this one
-        feeder = _DumpFeeder(path, pipe, lambda *a, **k: reports.append((a, k)), Counter() if tally is None else tally)
+        feeder = _DumpFeeder(path, pipe, lambda *a, **k: reports.append((a, k)), Counter() if tally is None else tally,
+                             span)
         feeder.start()
         threading.Thread(target=_stop_group_on_failure, args=(extractor,), daemon=True).start()
         try:
@@ -121,15 +124,15 @@ def _unblock_writer(pipe: Path) -> None:
 class _DumpFeeder(threading.Thread):
     """Writes the checked, decompressed dump into the pipe; keeps an unexpected error for the reader to raise."""
 
-    def __init__(self, dump: Path, pipe: Path, report: Report, tally: Counter):
+    def __init__(self, dump: Path, pipe: Path, report: Report, tally: Counter, span: tuple[int, int] | None):
         super().__init__(daemon=True)
-        self.dump, self.pipe, self.report, self.tally = dump, pipe, report, tally
+        self.dump, self.pipe, self.report, self.tally, self.span = dump, pipe, report, tally, span
         self.error: BaseException | None = None
 
     def run(self) -> None:
         try:
             with open(self.pipe, "wb") as out:
-                for chunk in _ensure_siteinfo(checked_pages(self.dump, self.report, self.tally)):
+                for chunk in _ensure_siteinfo(checked_pages(self.dump, self.report, self.tally, self.span)):
                     out.write(chunk)
         except BrokenPipeError:
             pass  # wikiextractor stopped reading: its exit status or the caller says why
@@ -137,20 +140,25 @@ class _DumpFeeder(threading.Thread):
             self.error = e
 
 
-def checked_pages(dump: Path, report: Report, tally: Counter | None = None) -> Iterator[bytes]:
+def checked_pages(dump: Path, report: Report, tally: Counter | None = None,
+                  span: tuple[int, int] | None = None) -> Iterator[bytes]:
     """The decompressed dump: what lies between pages as it is, each well-formed page without its section
     headings, malformed pages and a truncated tail left out and reported. Memory: one page and one chunk.
 
     A corrupt stream of a multistream .bz2 loses only itself: reading goes on at the next stream (its pages
     are whole pages, as Wikimedia cuts them), and the page cut in two is left out as malformed."""
     tally = Counter() if tally is None else tally
+    start, end = span or (0, None)
     with open(dump, "rb") as raw:
+        if start > 0:  # a later span of a multistream dump: the dump's header (root, siteinfo) first
+            yield _header(raw)
+            raw.seek(start)
 
         def skipped(error: Exception, start: int, resume: int) -> None:
             report("corrupt_stream", f"corrupt compressed stream ({error}) from compressed byte {start}: skipped, "
                    f"reading goes on at the next stream (byte {resume})", byte=start)  # fmt: skip
 
-        chunks = (_bz2_chunks(raw, tally, skipped) if dump.name.endswith(".bz2")
+        chunks = (_bz2_chunks(raw, tally, skipped, end) if dump.name.endswith(".bz2")
                   else iter(lambda: raw.read(_CHUNK), b""))  # fmt: skip
         buffer, line = b"", 1  # line: the line number of buffer[0]
         try:
@@ -170,17 +178,21 @@ def checked_pages(dump: Path, report: Report, tally: Counter | None = None) -> I
         yield from _split_pages(buffer, line, report, final=True)
 
 
-def _bz2_chunks(raw: IO[bytes], tally: Counter, skipped: Callable[[Exception, int, int], None]) -> Iterator[bytes]:
+def _bz2_chunks(raw: IO[bytes], tally: Counter, skipped: Callable[[Exception, int, int], None],
+                end: int | None = None) -> Iterator[bytes]:
     """Decompressed chunks of a (multistream) .bz2, each as soon as its block is whole: bz2.BZ2File would drop
     the blocks decompressed within the read that meets the cut. EOFError at a cut. Corrupt data (a block's
     CRC fails) skips to the next stream, found by its header, and calls `skipped`; OSError when none follows.
-    tally: streams (read whole), page_streams (those holding pages), pages (seen), damaged_streams."""
+    tally: streams (read whole), page_streams (those holding pages), pages (seen), damaged_streams. `end`: stop
+    before the first stream that starts at or after this compressed byte."""
     decompressor, data, fed, start, pages = bz2.BZ2Decompressor(), b"", False, raw.tell(), 0
     while True:
         if decompressor.eof:  # the next stream, if any, starts in unused_data
             tally["streams"] += 1
             tally["page_streams"] += pages > 0
             start = raw.tell() - len(decompressor.unused_data)
+            if end is not None and start >= end:
+                return
             data, decompressor, fed, pages = decompressor.unused_data, bz2.BZ2Decompressor(), False, 0
         if not data and decompressor.needs_input:
             data = raw.read(_CHUNK)
@@ -196,6 +208,8 @@ def _bz2_chunks(raw: IO[bytes], tally: Counter, skipped: Callable[[Exception, in
                 raise
             skipped(error, start, resume)
             tally["damaged_streams"] += 1
+            if end is not None and resume >= end:
+                return
             raw.seek(resume)
             data, decompressor, fed, start, pages = b"", bz2.BZ2Decompressor(), False, resume, 0
             continue
@@ -205,6 +219,35 @@ def _bz2_chunks(raw: IO[bytes], tally: Counter, skipped: Callable[[Exception, in
             pages += found
             tally["pages"] += found
             yield out
+
+
+def _header(raw: IO[bytes]) -> bytes:
+    """What a multistream dump's first stream holds before its first page: the root element and <siteinfo>."""
+    raw.seek(0)
+    decompressor, head = bz2.BZ2Decompressor(), b""
+    while not decompressor.eof and _OPEN not in head and len(head) < _SITEINFO_SCAN_LIMIT:
+        data = raw.read(_CHUNK)
+        if not data:
+            break
+        head += decompressor.decompress(data)
+    return head.split(_OPEN, 1)[0]
+
+
+def bz2_stream_cuts(path: Path, chunk_bytes: int) -> list[int]:
+    """Offsets [0, ..., size] that cut a .bz2 into spans of about chunk_bytes, each cut at a stream's start: a
+    multistream dump (100 pages a stream) into work units that decompress on their own; a single-stream file
+    stays whole. One pass over the compressed bytes."""
+    size, cuts, offset, tail = path.stat().st_size, [0], 0, b""
+    with open(path, "rb") as raw:
+        while block := raw.read(_CHUNK):
+            window = tail + block
+            for found in _STREAM_HEADER.finditer(window):
+                at = offset - len(tail) + found.start()
+                if at >= cuts[-1] + chunk_bytes:
+                    cuts.append(at)
+            offset += len(block)
+            tail = window[-9:]
+    return cuts + [size]
 
 
 # a bz2 stream's header: "BZh", the block size, then the first block's magic (byte-aligned at a stream's start)
