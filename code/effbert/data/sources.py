@@ -14,11 +14,12 @@ line that reaches max_sentences (books_large_p1.txt has no blank lines at all).
 
 Scale: the work is cut into units (data/workfolder.py): text/jsonl files over chunk_bytes into line-aligned
 byte ranges (a cut moves to just after a blank line within BLANK_LINE_WINDOW bytes, and starts a new
-document), smaller files grouped, a Wikimedia multistream .bz2 over chunk_bytes at its streams (each holds whole
-pages; data/wikidump.py bz2_stream_cuts), any other dump or .gz whole. Units run on `processes` workers (wiki:
-min(processes, units), each wikiextractor with processes // workers), each into `<out>.work/` with a done-marker, so a killed
-run resumes; `<out>` is assembled in input order, the same for any `processes`. A rerun with the same
-inputs_key (input paths, sizes, mtimes, settings) in stats.json does nothing. Memory: one document per worker.
+document), smaller files grouped, a Wikimedia multistream .bz2 over chunk_bytes at its streams (each holds
+whole pages; data/wikidump.py bz2_stream_cuts), any other dump or .gz whole. Units run on `processes` workers
+(wiki: min(processes, units), each wikiextractor with processes // workers), each into `<out>.work/` with a
+done-marker, so a killed run resumes; `<out>` is assembled in input order, the same for any `processes`. A
+rerun with the same inputs_key (input paths, sizes, mtimes, settings) in stats.json does nothing. Memory: one
+document per worker.
 
 Bad input is skipped, counted and reported (stats.json "bad_input": up to BAD_INPUT_LIMIT {"file", "position",
 "error"}; "bad_input_counts" by kind; a warning on stderr each): truncated (.bz2/.gz cut or corrupt; what came
