@@ -109,9 +109,9 @@ def test_the_lra_folders_have_the_published_attention_and_protocol():
     assert len(set(map(repr, settings))) == len(settings)
 
 
-def _roberta_vocab() -> int:
+def _shipped_bpe_vocab() -> int:
     config = yaml.safe_load((ROOT / "config/config.yaml").read_text())
-    return config["tokenizers"]["roberta"]["vocab_size"]
+    return config["tokenizers"]["bpe-wiki-books"]["vocab_size"]
 
 
 def _one_step(model: torch.nn.Module, loss: torch.Tensor) -> None:
@@ -127,7 +127,7 @@ def test_a_bert_folder_builds_at_its_real_shape_and_steps(name):
     """The whole model at the folder's width, depth and max_seq_len (position table), one AdamW step on 2 x 128."""
     torch.manual_seed(0)
     cfg = FOLDERS[name].model
-    vocab = cfg.vocab_size or _roberta_vocab()
+    vocab = cfg.vocab_size or _shipped_bpe_vocab()
     model = PretrainingModel(cfg, vocab)
     assert model.encoder.embeddings.position.weight.shape == (cfg.max_seq_len, cfg.hidden_size)
     ids = torch.randint(5, vocab, (2, 128))

@@ -194,8 +194,9 @@ def test_an_unknown_tokenizer_names_the_model_folder(tmp_path):
     config.write_text(config.read_text().replace('"demo-bpe"', '"no-such-tokenizer"'))
     done = snakemake(project, "--configfile", "config/demo.yaml", "-n", "--cores", "1", check=False)
     assert done.returncode != 0
+    output = done.stdout + done.stderr
     assert ("demo/models/nystrom/config.json: pretraining.tokenizer: tokenizer 'no-such-tokenizer' is not in the "
-            "Snakemake config's tokenizers ['demo-bpe'") in done.stdout + done.stderr
+            "Snakemake config's tokenizers [") in output and "'demo-bpe'" in output
 
 
 def test_the_committed_schema_is_generated_from_the_pipeline_config():

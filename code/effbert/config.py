@@ -8,7 +8,7 @@ effbert.train.identity.
     {
       "model": {"hidden_size": 768, "num_layers": 12, "num_heads": 12,
                 "attention": {"type": "nystrom", "num_landmarks": 64}},
-      "pretraining": {"tokenizer": "roberta", "batch_size": 256, "steps": 500000},
+      "pretraining": {"tokenizer": "bpe-wiki-books", "batch_size": 256, "steps": 500000},
       "glue": {"batch_size": [16, 32], "lr": [2e-5, 3e-5, 4e-5, 5e-5], "seeds": [0, 1, 2]},
       "lra": {"listops": {"steps": 5000, "attention": {"num_landmarks": 32}}},
       "from_cp": null,
@@ -166,7 +166,7 @@ class ModelConfig(_Section):
 
 
 class PretrainConfig(_Section):
-    tokenizer: str = Field("roberta", description="a tokenizer named in the Snakemake config's `tokenizers`")
+    tokenizer: str = Field("bpe-wiki-books", description="a tokenizer named in the Snakemake config's `tokenizers`")
     batch_size: int = Field(256, ge=1)
     lr: float = Field(1e-4, gt=0.0)
     weight_decay: float = Field(0.01, ge=0.0)

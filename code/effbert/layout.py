@@ -107,7 +107,7 @@ def tokenizer_file(data_dir: str | Path, name: str) -> Path:
 
 
 def shards_dir(data_dir: str | Path, max_seq_len: int | str, tokenizer: str) -> Path:
-    """A shard set, named by its length and tokenizer as the seeds' 512-roberta."""
+    """A shard set, named by its length and tokenizer, as the seeds named theirs (512-roberta)."""
     return Path(data_dir) / f"{max_seq_len}-{tokenizer}"
 
 
