@@ -186,6 +186,9 @@ class PretrainConfig(_Section):
     compile: bool = Field(False, description="torch.compile the model")
     tensorboard: bool = Field(True, description="also write TensorBoard events (when tensorboard is installed)")
     sop: bool = Field(True, description="sentence-order prediction head beside MLM")
+    masking: Literal["static", "dynamic"] = Field(
+        "static", description="static: the masks drawn when the shards were built (dupe_factor copies), as the "
+        "Nystromformer runs did; dynamic: masks drawn anew every epoch by the same rule (RoBERTa, the YOSO runs)")
     log_every: int = Field(100, ge=1)
     eval_every: int = Field(5000, ge=1)
     eval_batches: int = Field(50, ge=1, description="dev batches per evaluation")

@@ -87,7 +87,7 @@ class InstanceMaker:
         a, b = self._truncate(a, b, rng)
         s = self.specials
         tokens = np.array([s.cls, *a, s.sep, *b, s.sep], dtype=np.int32)
-        masked, labels = self._mask(tokens, rng)
+        masked, labels = self.mask(tokens, rng)
         return Instance(masked, labels, len(a) + 2, swapped)
 
     def _truncate(self, a: list[int], b: list[int], rng: np.random.Generator) -> tuple[list[int], list[int]]:
@@ -105,7 +105,10 @@ class InstanceMaker:
                 longer[1] -= 1
         return a[bounds[0][0] : bounds[0][1]], b[bounds[1][0] : bounds[1][1]]
 
-    def _mask(self, tokens: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    def mask(self, tokens: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+        """BERT's masking of one row, CLS A SEP B SEP unpadded: masked_lm_prob of its ordinary tokens (at most
+        max_predictions) are predicted; 80% of them become [MASK], 10% a random ordinary token, 10% stay.
+        The one rule for the shards' static masks and the loader's dynamic ones (dynamic_masking.py)."""
         # Segments hold no CLS/SEP/PAD/MASK (see _encode), so the ordinary tokens are all but [UNK] and
         # the three placed at the start and at the ends of A and B.
         ordinary = (tokens != self.specials.unk) & (tokens != self.specials.sep)

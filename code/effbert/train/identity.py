@@ -35,11 +35,17 @@ def digest(identity: object) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
+# pretraining keys added after runs existed, with their defaults: a key at its default is left out of the
+# identity, so that adding it changes no existing run's identity (and restarts nothing)
+LATER_KEYS = {"masking": "static"}
+
+
 def pretraining_settings(cfg: Config) -> dict:
     pretraining = cfg.pretraining.model_dump(mode="json")
     return {
         "model": cfg.model.model_dump(mode="json"),
-        "pretraining": {k: v for k, v in pretraining.items() if k not in RUNTIME_KEYS},
+        "pretraining": {k: v for k, v in pretraining.items()
+                        if k not in RUNTIME_KEYS and not (k in LATER_KEYS and v == LATER_KEYS[k])},
         "from_cp": cfg.from_cp,
     }
 

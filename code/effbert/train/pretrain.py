@@ -25,6 +25,7 @@ from tqdm.auto import tqdm
 
 from effbert.config import Config, ModelConfig, PretrainConfig, config_json, load_config
 from effbert.constants import IGNORE
+from effbert.data.dynamic_masking import DynamicMasking
 from effbert.data.shard_files import ShardDataset, read_manifest, verify_shards
 from effbert.errors import InputError
 from effbert.files import remove_leftovers, sha256_file, write_json
@@ -173,8 +174,14 @@ def _pretrain(model_dir: Path, shards_dir: Path, cfg: Config, manifest: dict, vo
     def evaluate(m: torch.nn.Module) -> dict[str, float]:
         return dev_metrics(m, dev_data, run.micro_batch_size or run.batch_size, run.eval_batches, dev)
 
-    batches = SeededBatches(lambda idx: _to(train_data.batch(idx), dev), len(train_data), run.batch_size,
-                            run.seed, micro_batch=run.micro_batch_size, rank=rank, world=world)
+    remask = DynamicMasking(manifest, run.seed) if run.masking == "dynamic" else None
+
+    def make_batch(indices: np.ndarray) -> dict[str, torch.Tensor]:
+        batch = train_data.batch(indices)
+        return _to(batch if remask is None else remask(batch, indices, batches.epoch), dev)
+
+    batches = SeededBatches(make_batch, len(train_data), run.batch_size, run.seed, micro_batch=run.micro_batch_size,
+                            rank=rank, world=world)
     start = time.perf_counter()
     records = fit(
         model, _loss, batches, Optimisation(
