@@ -524,3 +524,12 @@ def test_a_big_multistream_dump_is_cut_into_units_and_read_the_same_by_any_numbe
                         processes=processes)
         assert [p.read_bytes() for p in sorted((tmp_path / f"cut-{processes}").glob("part-*.txt"))] == [
             p.read_bytes() for p in sorted((tmp_path / "whole").glob("part-*.txt"))]
+
+
+def test_the_splitter_splits_the_hand_checked_paragraphs_as_by_hand():
+    """bench/sentence_gold.txt: Wikipedia-style paragraphs split by hand (abbreviations, initials, decimals,
+    quotes, brackets, units); the splitter must reproduce every boundary."""
+    from effbert.bench.sentences import gold
+
+    for sentences in gold():
+        assert split_sentences(" ".join(sentences)) == sentences
