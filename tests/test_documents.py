@@ -533,3 +533,16 @@ def test_the_splitter_splits_the_hand_checked_paragraphs_as_by_hand():
 
     for sentences in gold():
         assert split_sentences(" ".join(sentences)) == sentences
+
+
+def test_a_damaged_part_is_counted_and_the_other_parts_kept(tmp_path):
+    in_page_order = _wikimedia_parts(tmp_path / "dump")
+    damaged = in_page_order[1]
+    intact = [p for p in in_page_order if p != damaged]
+    damaged.write_bytes(damaged.read_bytes()[: damaged.stat().st_size // 2])  # cut in the middle
+    stats = build_documents("wiki", tmp_path / "dump", tmp_path / "all", min_words=0)
+    assert stats["bad_input_counts"] == {"truncated": 1}
+    got = read_documents(tmp_path / "all")
+    for part in intact:  # every document of the intact parts is there
+        build_documents("wiki", part, tmp_path / part.name, min_words=0)
+        assert all(document in got for document in read_documents(tmp_path / part.name))
