@@ -546,3 +546,25 @@ def test_a_damaged_part_is_counted_and_the_other_parts_kept(tmp_path):
     for part in intact:  # every document of the intact parts is there
         build_documents("wiki", part, tmp_path / part.name, min_words=0)
         assert all(document in got for document in read_documents(tmp_path / part.name))
+
+
+def test_the_benchmarks_dump_is_a_wikimedia_multistream_file(tmp_path):
+    """bench/wiki_dump.py's generated dump: the header alone in the first stream, then 100 whole pages a
+    stream (as Wikimedia's multistream files), unique titles and ids; and the documents stage reads it."""
+    from effbert.bench.wiki_dump import write_dump
+
+    dump = tmp_path / "enwiki-20990101-pages-articles-multistream.xml.bz2"
+    xml_bytes = write_dump(dump, 1)
+    data, streams = dump.read_bytes(), []
+    while data:
+        decompressor = bz2.BZ2Decompressor()
+        streams.append(decompressor.decompress(data))
+        data = decompressor.unused_data
+    assert sum(map(len, streams)) == xml_bytes >= 1 << 20
+    pages = [s.count(b"<page>") for s in streams]
+    assert pages[0] == 0 and all(p == 100 for p in pages[1:-1]) and 0 < pages[-1] <= 100
+    assert all(s.count(b"<page>") == s.count(b"</page>") for s in streams)
+    text = b"".join(streams)
+    titles = re.findall(rb"<title>(.*?)</title>", text)
+    assert len(set(titles)) == len(titles) == sum(pages)
+    assert build_documents("wiki", dump, tmp_path / "out")["documents"] > 0.9 * len(titles)
