@@ -420,9 +420,8 @@ def _read_realnews(context: _ReadContext) -> Iterator[Document]:
 
 
 def _read_wiki(context: _ReadContext) -> Iterator[Document]:
-    whole = context.start == 0 and context.end == context.path.stat().st_size
     yield from read_wiki(context.path, context.report, context.wiki_processes, context.streams,
-                         None if whole else (context.start, context.end))
+                         (context.start, context.end))
 
 
 READERS: dict[str, Callable[[_ReadContext], Iterator[Document]]] = {

@@ -203,7 +203,7 @@ def _bz2_chunks(raw: IO[bytes], tally: Counter, skipped: Callable[[Exception, in
         try:
             out = decompressor.decompress(data, max_length=_CHUNK)
         except OSError as error:
-            resume = _next_stream(raw, start + 1)
+            resume = next(_stream_starts(raw, start + 1), None)
             if resume is None:
                 raise
             skipped(error, start, resume)
@@ -237,35 +237,26 @@ def bz2_stream_cuts(path: Path, chunk_bytes: int) -> list[int]:
     """Offsets [0, ..., size] that cut a .bz2 into spans of about chunk_bytes, each cut at a stream's start: a
     multistream dump (100 pages a stream) into work units that decompress on their own; a single-stream file
     stays whole. One pass over the compressed bytes."""
-    size, cuts, offset, tail = path.stat().st_size, [0], 0, b""
+    cuts = [0]
     with open(path, "rb") as raw:
-        while block := raw.read(_CHUNK):
-            window = tail + block
-            for found in _STREAM_HEADER.finditer(window):
-                at = offset - len(tail) + found.start()
-                if at >= cuts[-1] + chunk_bytes:
-                    cuts.append(at)
-            offset += len(block)
-            tail = window[-9:]
-    return cuts + [size]
+        for at in _stream_starts(raw, 0):
+            if at >= cuts[-1] + chunk_bytes:
+                cuts.append(at)
+    return cuts + [path.stat().st_size]
 
 
 # a bz2 stream's header: "BZh", the block size, then the first block's magic (byte-aligned at a stream's start)
 _STREAM_HEADER = re.compile(rb"BZh[1-9]\x31\x41\x59\x26\x53\x59")
 
 
-def _next_stream(raw: IO[bytes], offset: int) -> int | None:
-    """The offset of the next bz2 stream header at or after `offset`, or None."""
+def _stream_starts(raw: IO[bytes], offset: int) -> Iterator[int]:
+    """The offsets of the bz2 stream headers at or after `offset`, in order, reading from there on."""
     raw.seek(offset)
-    tail = b""
-    while True:
-        block = raw.read(_CHUNK)
-        if not block:
-            return None
+    tail = b""  # a header cut by a block boundary is found whole in the next window (tail: 9 of its 10 bytes)
+    while block := raw.read(_CHUNK):
         window = tail + block
-        found = _STREAM_HEADER.search(window)
-        if found:
-            return offset - len(tail) + found.start()
+        for found in _STREAM_HEADER.finditer(window):
+            yield offset - len(tail) + found.start()
         offset += len(block)
         tail = window[-9:]
 
