@@ -31,10 +31,11 @@ from effbert.data.glue_submission import write_submission
 from effbert.data.tokenizer import special_tokens
 from effbert.errors import InputError
 from effbert.files import read_json, write_json
+from effbert.layout import glue_run_submission_dir
 from effbert.model.task_models import SequenceClassifier
 from effbert.train.checkpoints import find_checkpoint, load_encoder_weights, read_checkpoint
 from effbert.train.device import pick_device, seed_everything
-from effbert.train.glue_protocol import SUBMISSION_DIR, GlueRun, gather, grid, run_path, task_epochs
+from effbert.train.glue_protocol import GlueRun, gather, grid, run_path, task_epochs
 from effbert.train.identity import glue_run_identity
 from effbert.train.loop import Execution, Optimisation, Reporting, SeededBatches, fit
 
@@ -141,7 +142,8 @@ def finetune(model_dir: Path, task: str, glue_dir: Path, run: GlueRun | None = N
     dev_data = {split: Encoded(data, tok, model_cfg.type_vocab_size) for split, data in devs.items()}
     out = run_path(model_dir, task, run)
     records, steps, warmup_steps = _train(model, task, run, glue_cfg, epochs, train_data, dev_data, device_, out)
-    submission = _predict_tests(model, tests, tok, model_cfg.type_vocab_size, device_, out)
+    submission = _predict_tests(model, tests, tok, model_cfg.type_vocab_size, device_,
+                                glue_run_submission_dir(model_dir, task, run.name))
     final = {k: v for k, v in records[-1].items() if k not in ("step", "split")}  # the end-of-training eval
     main = spec.metric + _metric_suffix(spec.dev_splits[0], spec.dev_splits)
     result = {
@@ -245,15 +247,14 @@ def _train(model: nn.Module, task: str, run: GlueRun, glue_cfg: GlueConfig, epoc
 
 
 def _predict_tests(model: nn.Module, tests: list[GlueSplit], tok: Tokenizer, type_vocab_size: int,
-                   device: torch.device, out: Path) -> list[str]:
-    """Predict each test set present and write it in the leaderboard's format; the files' names."""
+                   device: torch.device, folder: Path) -> list[str]:
+    """Predict each test set present and write it in the leaderboard's format into `folder`; the files' names."""
     submission = []
     model.eval()
     with torch.no_grad():
         for split in tests:
             predictions = predict(model, Encoded(split, tok, type_vocab_size), device)
-            path = write_submission(out.with_suffix("") / SUBMISSION_DIR, split.task, split.split, split.ids,
-                                    predictions)
+            path = write_submission(folder, split.task, split.split, split.ids, predictions)
             submission.append(path.name)
     return submission
 

@@ -26,8 +26,7 @@ from effbert.config import GlueConfig, load_config
 from effbert.data.glue import get_task, task_score
 from effbert.errors import InputError
 from effbert.files import atomic_path, read_json, write_json
-from effbert.layout import (  # noqa: F401 (SUBMISSION_DIR: effbert.train.glue still imports it from here)
-    SUBMISSION_DIR,
+from effbert.layout import (
     GlueRun,
     glue_result,
     glue_run_path,

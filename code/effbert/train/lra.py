@@ -47,6 +47,7 @@ from effbert.constants import (
 from effbert.data.lra.split import LraSplit
 from effbert.errors import InputError
 from effbert.files import read_json, write_json
+from effbert.layout import lra_result, lra_seed_path
 from effbert.model.encoder import Encoder
 from effbert.model.task_models import LraClassifier, MaskedLm, input_keys
 from effbert.train.device import pick_device, seed_everything
@@ -201,10 +202,6 @@ def self_pretrain(encoder: Encoder, train: LraSplit, protocol: LraProtocol, *, m
 # ---- one seed, and the gather over seeds ----
 
 
-def seed_path(model_dir: Path, task: str, seed: int, suffix: str = ".json") -> Path:
-    return Path(model_dir) / "lra" / task / f"seed-{seed}{suffix}"
-
-
 def train_lra(model_dir: Path, task: str, lra_dir: Path, *, seed: int | None = None,
               device: torch.device | str | None = None) -> dict:
     """Train one seed (default: the task's first) on <lra_dir>'s data; write models/<name>/lra/<task>/seed-<s>.json."""
@@ -228,13 +225,13 @@ def train_lra(model_dir: Path, task: str, lra_dir: Path, *, seed: int | None = N
     if protocol.self_pretrain_steps:
         self_pretrain_log = self_pretrain(
             model.encoder, splits["train"], protocol, mask_id=mask_id, data_vocab=data_vocab, pad_id=pad_id,
-            seed=seed, metrics_path=seed_path(model_dir, task, seed, ".self-pretrain.jsonl"),
+            seed=seed, metrics_path=lra_seed_path(model_dir, task, seed, ".self-pretrain.jsonl"),
             micro_batch=overrides.micro_batch,
         )
 
     best, history, train_seconds = _train_classifier(
         model, task, splits, protocol, pad_id=pad_id, seed=seed, micro_batch=overrides.micro_batch,
-        metrics_path=seed_path(model_dir, task, seed, ".metrics.jsonl"), device=device,
+        metrics_path=lra_seed_path(model_dir, task, seed, ".metrics.jsonl"), device=device,
     )
     model.load_state_dict(best["state"])
     test = run_evaluation(
@@ -262,7 +259,7 @@ def train_lra(model_dir: Path, task: str, lra_dir: Path, *, seed: int | None = N
         "self_pretrain": ({"steps": protocol.self_pretrain_steps, "final_loss": self_pretrain_log[-1]["loss"]}
                           if self_pretrain_log else None),
     }
-    write_json(seed_path(model_dir, task, seed), result)
+    write_json(lra_seed_path(model_dir, task, seed), result)
     return result
 
 
@@ -337,7 +334,7 @@ def gather_lra(model_dir: Path, task: str, seeds: list[int] | None = None, runs:
     task_loader(task)  # names the task in the error when unknown
     cfg = load_config(model_dir)
     seeds = cfg.lra.task_seeds(task) if seeds is None else list(seeds)
-    paths = [Path(p) for p in runs] if runs is not None else [seed_path(model_dir, task, seed) for seed in seeds]
+    paths = [Path(p) for p in runs] if runs is not None else [lra_seed_path(model_dir, task, seed) for seed in seeds]
     if len(paths) != len(seeds):
         raise InputError(f"{model_dir}: {len(paths)} result files given for the {len(seeds)} seeds of {task}")
     results = []
@@ -367,7 +364,7 @@ def gather_lra(model_dir: Path, task: str, seeds: list[int] | None = None, runs:
         "runs": [{k: v for k, v in r.items() if k not in ("protocol", "attention", "identity")} | {"file": str(path)}
                  for r, path in zip(results, paths, strict=True)],
     }
-    write_json(model_dir / "lra" / f"{task}.json", result)
+    write_json(lra_result(model_dir, task), result)
     return result
 
 
@@ -376,7 +373,7 @@ def run_lra(model_dir: Path, task: str, lra_dir: Path, *, device: torch.device |
     """Every seed of the task not yet on disk under its current settings, in turn, then the gather."""
     cfg = load_config(model_dir)
     for seed in cfg.lra.task_seeds(task):
-        path = seed_path(model_dir, task, seed)
+        path = lra_seed_path(model_dir, task, seed)
         if path.is_file() and read_json(path).get("identity") == lra_run_settings(cfg, task, seed):
             continue
         result = train_lra(model_dir, task, lra_dir, seed=seed, device=device)

@@ -29,6 +29,7 @@ from effbert.data.dynamic_masking import DynamicMasking
 from effbert.data.shard_files import ShardDataset, read_manifest, verify_shards
 from effbert.errors import InputError
 from effbert.files import remove_leftovers, sha256_file, write_json
+from effbert.layout import PRETRAIN_LOG, PRETRAIN_SUMMARY
 from effbert.locks import writer_lock
 from effbert.model.pretraining import PretrainingModel
 from effbert.train.checkpoints import CHECKPOINT_DIR, checkpoint_name, read_checkpoint, save_checkpoint
@@ -38,8 +39,6 @@ from effbert.train.initialise import initialise_from
 from effbert.train.loop import Execution, Optimisation, Reporting, SeededBatches, fit, run_evaluation
 from effbert.train.resume import Start, choose_start
 
-METRICS_FILE = "pretrain.jsonl"
-SUMMARY_FILE = "pretrain.json"
 TENSORBOARD_DIR = "tensorboard"
 
 
@@ -104,7 +103,7 @@ def _start(model_dir: Path, identity: dict, run: PretrainConfig, rank: int) -> S
     distributed = dist.is_available() and dist.is_initialized()
     if distributed:
         dist.barrier()
-    begin = choose_start(model_dir, identity, run.on_change, run.steps, rank, logs=(METRICS_FILE, TENSORBOARD_DIR))
+    begin = choose_start(model_dir, identity, run.on_change, run.steps, rank, logs=(PRETRAIN_LOG, TENSORBOARD_DIR))
     if distributed:
         dist.barrier()
     if rank == 0 and begin.state is not None and not begin.changed:
@@ -190,7 +189,7 @@ def _pretrain(model_dir: Path, shards_dir: Path, cfg: Config, manifest: dict, vo
         ),
         execution=Execution(precision=run.precision, attention_fp32=run.attention_fp32, compile=run.compile),
         report=Reporting(
-            log_every=run.log_every, metrics_path=model_dir / METRICS_FILE,
+            log_every=run.log_every, metrics_path=model_dir / PRETRAIN_LOG,
             tensorboard_dir=model_dir / TENSORBOARD_DIR if run.tensorboard else None,
             flops_per_token=flops_per_token(model, cfg.model), desc=f"pretrain {model_dir.name}",
         ),
@@ -206,7 +205,7 @@ def _pretrain(model_dir: Path, shards_dir: Path, cfg: Config, manifest: dict, vo
         final = run_evaluation(model, evaluate)
     summary = _summary(model_dir, shards_dir, cfg, records, final, resume, time.perf_counter() - start,
                        identity, begin.history, world, dev)
-    write_json(model_dir / SUMMARY_FILE, summary)
+    write_json(model_dir / PRETRAIN_SUMMARY, summary)
     return summary
 
 
