@@ -109,7 +109,9 @@ def test_demo_dag_end_to_end(tmp_path):
     # the tiny models learn something: far above the chance of guessing one of ~2000 tokens
     assert (pretrain["MLM acc"] > 10).all()
     assert (glue[glue.task == "SST-2"].score > 70).all()
-    assert lra.published.tolist() == [37.15 if m == "nystrom" else 37.10 for m in lra.model]
+    # demo scale: no published number beside the tiny runs, and the reason says so
+    assert lra.published.isna().all() and lra["demo scale"].all()
+    assert all(reason.startswith("demo scale") for reason in lra["not comparable"])
     assert "| model" in (results / "glue.md").read_text()
     # each score aggregates the two seeds of the better of the two learning rates
     selected = json.loads((project / "demo/models/softmax/glue/SST-2.json").read_text())

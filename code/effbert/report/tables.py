@@ -1,9 +1,10 @@
 """Collect every model folder's result files into results/{pretrain,glue,lra}.{csv,md}.
 
 The CSVs are tidy (one row per model and task) for plotting; the Markdown tables are wide, one row
-per model, with the published number beside ours wherever the paper has one. A score aggregated over
-seeds shows its spread: "88.10 ± 0.40" is the mean (or the config's aggregate) ± the standard
-deviation over the seeds (ddof 1).
+per model, with a published number beside ours only where our run matches the paper's setup
+(effbert.report.comparable); elsewhere the cell says n/a and a numbered note under the table says
+why. A score aggregated over seeds shows its spread: "88.10 ± 0.40" is the mean (or the config's
+aggregate) ± the standard deviation over the seeds (ddof 1).
 """
 
 from __future__ import annotations
@@ -12,17 +13,13 @@ from pathlib import Path
 
 import pandas as pd
 
+from effbert.config import load_config
 from effbert.constants import GLUE_SCORE_TASKS
 from effbert.data.glue import glue_score
 from effbert.files import read_json, write_text
 from effbert.layout import GLUE_DIR, LRA_DIR, PRETRAIN_SUMMARY, REPORT_TABLES, report_table
 from effbert.report import published
-
-
-def _attention(model_dir: Path) -> str:
-    from effbert.config import load_config
-
-    return load_config(model_dir).model.attention.type
+from effbert.report.comparable import DEMO_SHARE, budget_share, compare, glue_setup, is_demo, lra_setup
 
 
 def pretrain_table(model_dirs: list[Path]) -> pd.DataFrame:
@@ -34,35 +31,43 @@ def pretrain_table(model_dirs: list[Path]) -> pd.DataFrame:
                 "model": d.name, "attention": r["attention"], "steps": r["steps"],
                 "MLM acc": r["mlm_accuracy"], "SOP acc": r["sop_accuracy"], "MLM loss": r["mlm_loss"],
                 "train tokens": r["train_tokens"], "seconds": r["seconds"],
+                "demo scale": is_demo(budget_share("glue", "", glue_setup(load_config(d), r))),
             })
     return pd.DataFrame(rows, columns=["model", "attention", "steps", "MLM acc", "SOP acc", "MLM loss",
-                                       "train tokens", "seconds"])
+                                       "train tokens", "seconds", "demo scale"])
 
 
-TASK_COLUMNS = ["model", "attention", "task", "metric", "score", "std", "seeds", "published"]
+TASK_COLUMNS = ["model", "attention", "task", "metric", "score", "std", "seeds", "published", "published source",
+                "not comparable", "demo scale"]
 
 
-def _task_rows(model_dirs: list[Path], folder: str, score_key: str, reference: dict,
+def _task_rows(model_dirs: list[Path], folder: str, score_key: str, benchmark: str,
                extra: dict[str, tuple[str, str]] | None = None) -> pd.DataFrame:
-    """Tidy rows (model, attention, task, metric, score, std, seeds, published) from <model>/<folder>/<task>.json.
+    """Tidy rows (TASK_COLUMNS) from <model>/<folder>/<task>.json, each with the published value its setup matches.
 
     `extra` maps a second table column to (task file, metric key), e.g. MNLI-mm from MNLI.json's metrics.
     std is the spread over seeds where the result aggregates several (`<score_key>_std`, `metrics_std`).
+    published is the number of the paper row whose setup ours matches (effbert.report.comparable), else empty
+    and `not comparable` says why.
     """
     rows = []
     for d in model_dirs:
-        attention = _attention(d)
+        cfg = load_config(d)
+        summary = read_json(d / PRETRAIN_SUMMARY) if (d / PRETRAIN_SUMMARY).is_file() else None
         for path in sorted((d / folder).glob("*.json")):
             r = read_json(path)
             seeds = len(r.get("seeds") or r.get("selected", {}).get("seeds") or [None])
+            setup = glue_setup(cfg, summary) if benchmark == "glue" else lra_setup(cfg, path.stem, r)
             found = [(path.stem, r.get("metric", score_key), r[score_key], r.get(f"{score_key}_std"))]
             for column, (task, key) in (extra or {}).items():
                 if task == path.stem and key in r.get("metrics", {}):
                     found.append((column, key, r["metrics"][key], r.get("metrics_std", {}).get(key)))
             for task, metric, score, std in found:
-                rows.append({"model": d.name, "attention": attention, "task": task, "metric": metric,
+                match = compare(benchmark, task, setup)
+                rows.append({"model": d.name, "attention": cfg.model.attention.type, "task": task, "metric": metric,
                              "score": float(score), "std": None if std is None else float(std), "seeds": seeds,
-                             "published": reference.get(attention, {}).get(task)})
+                             "published": match.published, "published source": match.source,
+                             "not comparable": match.reason, "demo scale": match.demo})
     return pd.DataFrame(rows, columns=TASK_COLUMNS)
 
 
@@ -72,33 +77,57 @@ def _cell(score: float, std: float | None, seeds: int) -> str:
     return f"{score:.2f}" if std is None or pd.isna(std) or seeds < 2 else f"{score:.2f} ± {std:.2f}"
 
 
-def wide(tidy: pd.DataFrame, reference: dict[str, dict[str, float]]) -> pd.DataFrame:
-    """One row per model (cells as text); each task's score, then the published number for its attention type.
+def reason_notes(tidy: pd.DataFrame) -> dict[str, int]:
+    """Each distinct reason a published value is absent -> its note number, in order of first appearance."""
+    reasons = [r for r in tidy.get("not comparable", pd.Series(dtype=object)) if isinstance(r, str)]
+    return {reason: i for i, reason in enumerate(dict.fromkeys(reasons), start=1)}
+
+
+def _published_cell(row: pd.Series | None, notes: dict[str, int]) -> str:
+    if row is None:
+        return "-"
+    if row["published"] is not None and not pd.isna(row["published"]):
+        return f"{row['published']:.2f}"
+    return f"n/a [{notes[row['not comparable']]}]" if isinstance(row["not comparable"], str) else "-"
+
+
+def wide(tidy: pd.DataFrame) -> pd.DataFrame:
+    """One row per model (cells as text); each task's score, then the published number whose setup it matches
+    ("n/a [k]": none; note k of `reason_notes` says why).
 
     `average` is the mean of the model's own scores over the tasks shown; `average (published)` the mean of
-    the published numbers over the same tasks, where the paper has all of them."""
+    the published numbers over the same tasks, where every one of them has one. `demo scale`: yes when any of
+    the model's results is demo-scale (effbert.report.comparable)."""
     if tidy.empty:
         return pd.DataFrame(columns=["model", "attention"])
     keys = ["model", "attention"]
+    notes = reason_notes(tidy)
     scores = tidy.pivot_table(index=keys, columns="task", values="score", sort=False)
     cells = tidy.assign(cell=[_cell(r.score, r.std, r.seeds) for r in tidy.itertuples()])
     text = cells.pivot(index=keys, columns="task", values="cell").reindex(index=scores.index, columns=scores.columns)
+    rows = {(r["model"], r["task"]): r for _, r in tidy.iterrows()}
     out = pd.DataFrame(index=scores.index)
-    attentions = scores.index.get_level_values("attention")
+    models = scores.index.get_level_values("model")
+    out["demo scale"] = ["yes" if tidy[tidy.model == m]["demo scale"].any() else "no" for m in models]
     for task in scores.columns:
         out[task] = text[task].fillna("-")
-        published = [reference.get(attention, {}).get(task) for attention in attentions]
-        if any(p is not None for p in published):
-            out[f"{task} (published)"] = [f"{p:.2f}" if p is not None else "-" for p in published]
+        out[f"{task} (published)"] = [_published_cell(rows.get((m, task)), notes) for m in models]
     out["average"] = [f"{v:.2f}" for v in scores.mean(axis=1)]
-    shown = [list(row.dropna().index) for _, row in scores.iterrows()]
     averages = []
-    for attention, tasks in zip(attentions, shown, strict=True):
-        values = [reference.get(attention, {}).get(task) for task in tasks]
-        averages.append(f"{sum(values) / len(values):.2f}" if values and None not in values else "-")
-    if any(a != "-" for a in averages):
-        out["average (published)"] = averages
+    for m, (_, row) in zip(models, scores.iterrows(), strict=True):
+        values = [rows[(m, task)]["published"] for task in row.dropna().index]
+        known = all(v is not None and not pd.isna(v) for v in values)
+        averages.append(f"{sum(values) / len(values):.2f}" if values and known else "-")
+    out["average (published)"] = averages
     return out.reset_index()
+
+
+def notes_markdown(tidy: pd.DataFrame) -> str:
+    """The numbered reasons the wide table's "n/a [k]" cells refer to."""
+    notes = reason_notes(tidy)
+    if not notes:
+        return ""
+    return "\nNo published value beside ours:\n\n" + "".join(f"[{i}] {reason}\n" for reason, i in notes.items())
 
 
 GLUE_ORDER = [*GLUE_SCORE_TASKS[:6], "MNLI-mm", *GLUE_SCORE_TASKS[6:]]  # the leaderboard's column order
@@ -110,7 +139,7 @@ def _glue_order(tidy: pd.DataFrame) -> pd.DataFrame:
 
 
 def glue_table(model_dirs: list[Path]) -> pd.DataFrame:
-    return _glue_order(_task_rows(model_dirs, GLUE_DIR, "score", published.GLUE,
+    return _glue_order(_task_rows(model_dirs, GLUE_DIR, "score", "glue",
                                   extra={"MNLI-mm": ("MNLI", "accuracy_mismatched")}))
 
 
@@ -146,7 +175,7 @@ def _glue_scores(selection: pd.DataFrame) -> dict[str, str]:
 
 
 def lra_table(model_dirs: list[Path]) -> pd.DataFrame:
-    return _task_rows(model_dirs, LRA_DIR, "accuracy", published.LRA)
+    return _task_rows(model_dirs, LRA_DIR, "accuracy", "lra")
 
 
 def _markdown(table: pd.DataFrame, verbatim: tuple[str, ...] = ()) -> str:
@@ -156,15 +185,20 @@ def _markdown(table: pd.DataFrame, verbatim: tuple[str, ...] = ()) -> str:
     return shown.to_markdown(index=False, floatfmt=".2f", missingval="-", disable_numparse=keep or False) + "\n"
 
 
+_PUBLISHED = ("Published: the number of the paper row whose setup this run matches (the mechanism and its key"
+              " options, the model shape and the protocol: effbert.report.comparable); n/a [k]: none, note k says why."
+              f" Demo scale: trained on under {DEMO_SHARE:.0%} of the published setup's budget, a smoke test, not a"
+              " measurement.")
 NOTES = {
-    "pretrain": "Dev-set masked-LM and sentence-order accuracy (%) of the last checkpoint.",
+    "pretrain": ("Dev-set masked-LM and sentence-order accuracy (%) of the last checkpoint. Demo scale: pretrained on"
+                 f" under {DEMO_SHARE:.0%} of the Nystromformer paper's budget (0.5M steps x 256 x 512 tokens)."),
     "glue": ("Dev-set official metric (x100) per task: the aggregate over seeds (± their standard deviation) at"
              " the grid point whose seeds scored best on dev (selection and score both on dev, as the papers'"
              " dev tables). GLUE: the official score, the mean of the nine tasks' parts (a task with two metrics"
              " counts with their mean), shown once all nine have run; average: the mean over the tasks shown."
-             f" Published: {published.GLUE_SOURCE}."),
+             f" {_PUBLISHED} Source: {published.GLUE_SOURCE}."),
     "lra": ("Test accuracy (%) of the best-dev checkpoint; mean ± standard deviation over seeds."
-            f" Published: {published.LRA_SOURCE}."),
+            f" {_PUBLISHED} Sources: {published.LRA_SOURCE}; {published.LRA_ORIGINAL_SOURCE}."),
 }
 
 
@@ -173,19 +207,19 @@ def write_report(model_dirs: list[Path], out_dir: Path) -> dict[str, str]:
     model_dirs = [Path(d) for d in model_dirs]
     tidy = {"pretrain": pretrain_table(model_dirs), "glue": glue_table(model_dirs), "lra": lra_table(model_dirs)}
     assert tuple(tidy) == REPORT_TABLES
-    references = {"glue": published.GLUE, "lra": published.LRA}
     markdown = {}
     for name, table in tidy.items():
         if name == "pretrain":
-            text = _markdown(table)
+            text = _markdown(table.assign(**{"demo scale": table["demo scale"].map({True: "yes", False: "no"})}))
         else:
-            shown = wide(table, references[name])
+            shown = wide(table)
             if name == "glue" and not shown.empty:
                 selection = glue_selection(model_dirs)
                 shown.insert(len(shown.columns) - 1, "GLUE", shown.model.map(_glue_scores(selection)).fillna("-"))
-                text = _markdown(shown) + "\nSelected runs:\n\n" + _markdown(selection, verbatim=("lr",))
+                text = (_markdown(shown) + notes_markdown(table) + "\nSelected runs:\n\n"
+                        + _markdown(selection, verbatim=("lr",)))
             else:
-                text = _markdown(shown)
+                text = _markdown(shown) + notes_markdown(table)
         markdown[name] = f"{NOTES[name]}\n\n{text}"
         write_text(report_table(out_dir, name, "csv"), table.to_csv(index=False))
         write_text(report_table(out_dir, name, "md"), f"# {name}\n\n{markdown[name]}")
