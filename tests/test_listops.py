@@ -21,6 +21,7 @@ from effbert.data.lra.listops import (
     tokenize,
 )
 from effbert.errors import InputError
+from effbert.pipeline_config import ListopsSettings
 
 # ---- an independent evaluator and renderer (a token stack and the release's nested pairs) ----
 
@@ -149,7 +150,8 @@ def test_operator_arity_and_choices_are_uniform():
 
 
 def test_generated_files(tmp_path: Path):
-    stats = generate_listops(tmp_path / "a", train=120, val=20, test=20, min_length=10, max_length=60, seed=3)
+    settings = ListopsSettings(train=120, val=20, test=20, min_length=10, max_length=60, seed=3)
+    stats = generate_listops(tmp_path / "a", settings)
     assert stats["counts"] == {"train": 120, "val": 20, "test": 20}
     rows = {split: read_rows(tmp_path / "a" / f"basic_{split}.tsv") for split in ("train", "val", "test")}
     assert [len(r) for r in rows.values()] == [120, 20, 20]
@@ -160,8 +162,8 @@ def test_generated_files(tmp_path: Path):
         assert 10 < len(tokens) < 60
         assert stack_value(tokens) == target
         assert release_string(tokens) == source
-    again = generate_listops(tmp_path / "b", train=120, val=20, test=20, min_length=10, max_length=60, seed=3)
-    other = generate_listops(tmp_path / "c", train=120, val=20, test=20, min_length=10, max_length=60, seed=4)
+    again = generate_listops(tmp_path / "b", settings)
+    other = generate_listops(tmp_path / "c", settings.model_copy(update={"seed": 4}))
     for split in ("train", "val", "test"):
         name = f"basic_{split}.tsv"
         assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes()
@@ -174,7 +176,7 @@ def test_generated_files(tmp_path: Path):
 
 def test_dedup_when_trees_are_few(tmp_path: Path):
     # 3 < length < 5 leaves only one operator over two digits: 4 * 100 = 400 distinct trees
-    generate_listops(tmp_path, train=300, val=50, test=40, min_length=3, max_length=5, seed=0)
+    generate_listops(tmp_path, ListopsSettings(train=300, val=50, test=40, min_length=3, max_length=5, seed=0))
     sources = [s for split in ("train", "val", "test") for s, _ in read_rows(tmp_path / f"basic_{split}.tsv")]
     assert len(sources) == len(set(sources)) == 390
     assert all(len(tokenize(s)) == 4 for s in sources)

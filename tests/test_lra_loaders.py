@@ -13,6 +13,7 @@ from PIL import Image
 from effbert.data.lra import image, listops, pathfinder, retrieval, text
 from effbert.data.lra.split import LraSplit, make_split
 from effbert.errors import InputError
+from effbert.pipeline_config import ListopsSettings
 
 # ---------------------------------------------------------------- the interface
 
@@ -41,7 +42,8 @@ def test_every_task_module_has_the_constants_and_names_a_missing_release(tmp_pat
 
 
 def test_listops_read_split_maps_dev_to_val(tmp_path):
-    listops.generate_listops(tmp_path / "listops-1000", train=4, val=3, test=2, min_length=5, max_length=60, seed=3)
+    settings = ListopsSettings(train=4, val=3, test=2, min_length=5, max_length=60, seed=3)
+    listops.generate_listops(tmp_path / "listops-1000", settings)
     dev = listops.read_split(tmp_path, "dev")
     ids, labels = listops.load_split(tmp_path, "val")
     assert len(dev) == 3 and dev.labels.tolist() == labels.tolist()

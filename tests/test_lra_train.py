@@ -21,6 +21,7 @@ from effbert.data.lra.split import make_split
 from effbert.errors import InputError
 from effbert.model.encoder import Encoder
 from effbert.model.task_models import LraClassifier, dual_features
+from effbert.pipeline_config import ListopsSettings
 from effbert.train import lra
 from effbert.train.lra import (
     gather_lra,
@@ -162,7 +163,7 @@ def test_self_pretraining_changes_the_starting_weights_and_learns():
 
 def listops_data(root: Path) -> Path:
     data = root / "lra" / "listops-1000"
-    generate_listops(data, train=128, val=48, test=1, min_length=10, max_length=60, seed=5)
+    generate_listops(data, ListopsSettings(train=128, val=48, test=1, min_length=10, max_length=60, seed=5))
     # test = dev: the reported test accuracy must then be the best dev accuracy, not the last one
     (data / "basic_test.tsv").write_bytes((data / "basic_val.tsv").read_bytes())
     return root / "lra"
@@ -327,8 +328,10 @@ def write_aan(root: Path) -> None:
 
 def write_pathfinder(root: Path) -> None:
     from effbert.data.lra.pathfinder_generate import generate_pathfinder
+    from effbert.pipeline_config import PathfinderSettings
 
-    generate_pathfinder(root / "pathfinder32" / "curv_contour_length_14", n_images=60, images_per_batch=30, seed=0)
+    settings = PathfinderSettings(n_images=60, images_per_batch=30, seed=0)
+    generate_pathfinder(root / "pathfinder32" / "curv_contour_length_14", settings)
 
 
 @pytest.mark.parametrize(("task", "write", "inputs", "length"), [

@@ -11,6 +11,7 @@ from PIL import Image
 from effbert.cli import main
 from effbert.data.lra import pathfinder
 from effbert.data.lra import pathfinder_generate as gen
+from effbert.pipeline_config import PathfinderSettings
 
 
 def flood_connected(img: np.ndarray, a: tuple[int, int], b: tuple[int, int], threshold: int) -> bool:
@@ -77,7 +78,8 @@ def _files(folder):
 
 def test_generated_release_layout_is_read_by_the_loader(tmp_path):
     out = pathfinder.pathfinder_dir(tmp_path, 32, "curv_baseline")
-    stats = gen.generate_pathfinder(out, n_images=30, difficulty="curv_baseline", seed=5, images_per_batch=12)
+    settings = PathfinderSettings(n_images=30, seed=5, images_per_batch=12)
+    stats = gen.generate_pathfinder(out, settings, difficulty="curv_baseline")
     assert stats["labels"] == {"0": 15, "1": 15}
     assert sorted(p.name for p in (out / "metadata").iterdir()) == ["0.npy", "1.npy", "2.npy"]
     lines = (out / "metadata" / "1.npy").read_text().splitlines()
@@ -104,17 +106,18 @@ def test_generated_release_layout_is_read_by_the_loader(tmp_path):
 
 
 def test_generation_is_deterministic_for_any_worker_count(tmp_path):
-    kw = {"n_images": 8, "images_per_batch": 3}
-    gen.generate_pathfinder(tmp_path / "a", seed=1, **kw)
-    gen.generate_pathfinder(tmp_path / "b", seed=1, workers=2, **kw)
-    gen.generate_pathfinder(tmp_path / "c", seed=2, **kw)
+    settings = PathfinderSettings(n_images=10, images_per_batch=3, seed=1)
+    gen.generate_pathfinder(tmp_path / "a", settings)
+    gen.generate_pathfinder(tmp_path / "b", settings.model_copy(update={"workers": 2}))
+    gen.generate_pathfinder(tmp_path / "c", settings.model_copy(update={"seed": 2}))
     a, b, c = (_files(tmp_path / x) for x in "abc")
     assert a == b
     assert a.keys() == c.keys() and a != c
-    gen.generate_pathfinder(tmp_path / "a", seed=3, **kw)  # a generated folder is replaced whole
+    # a generated folder is replaced whole
+    gen.generate_pathfinder(tmp_path / "a", settings.model_copy(update={"seed": 3}))
     assert _files(tmp_path / "a").keys() == a.keys() and _files(tmp_path / "a") != a
     with pytest.raises(ValueError, match="refusing to replace"):  # a release folder is not
-        gen.generate_pathfinder(tmp_path, seed=1, **kw)
+        gen.generate_pathfinder(tmp_path, settings)
 
 
 def test_cli_generates_pathfinder_and_listops(tmp_path):
@@ -126,10 +129,22 @@ def test_cli_generates_pathfinder_and_listops(tmp_path):
     assert (tmp_path / "listops-1000" / "basic_val.tsv").is_file()
 
 
+def test_cli_refuses_settings_outside_their_declaration_in_one_line(tmp_path, capsys):
+    # the bounds are PathfinderSettings' and ListopsSettings' (effbert.pipeline_config), as the config's
+    assert main(["lra-data", "--task", "pathfinder", "--out", str(tmp_path / "p"), "--n_images", "9"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == "effbert lra-data: error: --n_images: Input should be greater than or equal to 10 (got 9)"
+    # a tree is kept when min_length < length < max_length: 40 < length < 41 keeps none
+    assert main(["lra-data", "--out", str(tmp_path / "l"), "--min_length", "40", "--max_length", "41"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("effbert lra-data: error: min_length must be below max_length - 1") and "\n" not in err
+    assert not (tmp_path / "p").exists() and not (tmp_path / "l").exists()
+
+
 def test_generated_metadata_has_the_release_fields(shared_fixtures, tmp_path):
     real = pathfinder.metadata_lines(
         shared_fixtures / "lra" / "pathfinder32" / "curv_baseline" / "metadata" / "0.head20.npy")
-    gen.generate_pathfinder(tmp_path, n_images=4, difficulty="curv_baseline")
+    gen.generate_pathfinder(tmp_path, PathfinderSettings(n_images=10), difficulty="curv_baseline")
     ours = (tmp_path / "metadata" / "0.npy").read_text().splitlines()
     assert {len(line.split()) for line in ours} == {len(line.split()) for line in real} == {11}
     for line_ours, line_real in zip(ours, real, strict=False):
@@ -139,7 +154,8 @@ def test_generated_metadata_has_the_release_fields(shared_fixtures, tmp_path):
 
 
 def test_every_split_of_generated_data_is_balanced(tmp_path):
-    gen.generate_pathfinder(pathfinder.pathfinder_dir(tmp_path), n_images=40, seed=9, images_per_batch=40)
+    settings = PathfinderSettings(n_images=40, seed=9, images_per_batch=40)
+    gen.generate_pathfinder(pathfinder.pathfinder_dir(tmp_path), settings)
     for split, n in (("train", 32), ("dev", 4), ("test", 4)):
         labels = pathfinder.read_split(tmp_path, split).labels
         assert len(labels) == n and labels.sum() == n // 2

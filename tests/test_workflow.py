@@ -207,6 +207,26 @@ def test_the_committed_schema_is_generated_from_the_pipeline_config():
         "workflow/schemas/config.schema.yaml is stale: python -m effbert.pipeline_config > it")
 
 
+def test_a_shard_length_overrides_any_shard_setting_within_its_bounds():
+    """shards.by_length.<n> takes every setting of a shard set, None by default and with the same bounds: it is
+    derived from the one declaration, so a new shard setting needs no second entry."""
+    from pydantic import ValidationError
+
+    from effbert.pipeline_config import ShardOverride, ShardsConfig, ShardSetSettings
+
+    assert ShardOverride().model_dump() == dict.fromkeys(ShardSetSettings.model_fields)
+    shards = ShardsConfig(sources=["wiki"], dupe_factor=2, by_length={4096: {"sources": ["wiki", "stories"],
+                                                                              "sample_probs": {"stories": 0.333}}})
+    long = shards.for_length(4096)
+    assert (long.sources, long.sample_probs, long.dupe_factor) == (["wiki", "stories"], {"stories": 0.333}, 2)
+    assert shards.for_length(512).sources == ["wiki"]
+    # each outside its setting's meaning (a share below 1, a count of at least 1, a known source), or a typo
+    for key, bad in (("dev_fraction", 1.0), ("masked_lm_prob", 0.0), ("short_seq_prob", 1.5), ("dupe_factor", 0),
+                     ("workers", 0), ("sources", []), ("sample_probs", {"web": 1.0}), ("seeds", 1)):
+        with pytest.raises(ValidationError, match=key):
+            ShardsConfig(sources=["wiki"], by_length={512: {key: bad}})
+
+
 def test_shard_settings_reach_the_command_only_when_set(tmp_path):
     """A setting declared once (effbert.pipeline_config) reaches `effbert shards` from the DAG; left at its
     default, it stays off the command line, so a shard set built before it existed is not rebuilt."""

@@ -7,6 +7,8 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+from pydantic import BaseModel, ValidationError
+
 from effbert.errors import InputError
 from effbert.pipeline_config import DocumentsSettings, ListopsSettings, PathfinderSettings, ShardRecipe, ShardSettings
 
@@ -66,13 +68,25 @@ def _lra_data(a: argparse.Namespace) -> None:
     if a.task == "pathfinder":
         from effbert.data.lra.pathfinder_generate import generate_pathfinder
 
-        generate_pathfinder(a.out, n_images=a.n_images, resolution=a.resolution, difficulty=a.difficulty,
-                            seed=a.seed, images_per_batch=a.images_per_batch, workers=a.workers)
+        generate_pathfinder(a.out, _settings_of(a, PathfinderSettings), resolution=a.resolution,
+                            difficulty=a.difficulty)
         return
     from effbert.data.lra.listops import generate_listops
 
-    generate_listops(a.out, train=a.train, val=a.val, test=a.test, min_length=a.min_length,
-                     max_length=a.max_length, seed=a.seed)
+    generate_listops(a.out, _settings_of(a, ListopsSettings))
+
+
+def _settings_of(a: argparse.Namespace, settings: type[BaseModel]) -> BaseModel:
+    """An effbert.pipeline_config model from the flags of its fields, validated by its declaration: a bad
+    value is one line naming the flag."""
+    try:
+        return settings(**{name: getattr(a, name) for name in settings.model_fields})
+    except ValidationError as e:
+        found = []
+        for err in e.errors():
+            msg = err["msg"].removeprefix("Value error, ")
+            found.append(f"--{err['loc'][0]}: {msg} (got {err['input']!r})" if err["loc"] else msg)
+        raise InputError("; ".join(found)) from None
 
 
 def _lra(a: argparse.Namespace) -> None:
@@ -239,13 +253,14 @@ def _add_lra_data_stage(sub: argparse._SubParsersAction) -> None:
                "layout")
     s.add_argument("--task", choices=["listops", "pathfinder"], default="listops")
     s.add_argument("--out", required=True, type=Path)
-    _add_settings(s, ListopsSettings, "seed")
-    _add_settings(s, ListopsSettings, "train", "val", "test", "min_length", "max_length", help_prefix="listops: ")
-    _add_settings(s, PathfinderSettings, "n_images", help_prefix="pathfinder: ")
+    _add_settings(s, ListopsSettings, "seed")  # both generators': one flag
+    _add_settings(s, ListopsSettings, *(n for n in ListopsSettings.model_fields if n != "seed"),
+                  help_prefix="listops: ")
+    _add_settings(s, PathfinderSettings, *(n for n in PathfinderSettings.model_fields if n != "seed"),
+                  help_prefix="pathfinder: ")
     s.add_argument("--resolution", type=int, default=32, choices=[32, 64, 128, 256], help="pathfinder")
     s.add_argument("--difficulty", default="curv_contour_length_14", help="pathfinder: curv_baseline, "
                    "curv_contour_length_9, curv_contour_length_14 (or easy, intermediate, hard)")
-    _add_settings(s, PathfinderSettings, "images_per_batch", "workers", help_prefix="pathfinder: ")
 
 
 def _add_lra_stage(sub: argparse._SubParsersAction) -> None:

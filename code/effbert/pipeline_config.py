@@ -1,9 +1,9 @@
 """The Snakemake config (config/config.yaml, config/demo.yaml): one declaration per setting, with its default.
 
 The data stages' settings (documents, shards, LRA generation) are declared here once; the rules
-(workflow/rules/common.smk) read the validated config through `PipelineConfig`, the CLI takes its defaults
-from these models, and Snakemake's own validation runs on workflow/schemas/config.schema.yaml, which is
-generated from them:
+(workflow/rules/common.smk) read the validated config through `PipelineConfig`, the CLI builds its flags
+from these models, each stage takes its settings as one of them, and Snakemake's own validation runs on
+workflow/schemas/config.schema.yaml, which is generated from them:
 
     python -m effbert.pipeline_config > workflow/schemas/config.schema.yaml
 
@@ -13,9 +13,9 @@ generated from them:
 from __future__ import annotations
 
 import sys
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, create_model, model_validator
 
 from effbert.constants import GLUE_TASKS, LRA_TASKS
 
@@ -72,21 +72,27 @@ class ShardSettings(ShardRecipe):
                                           "stories and realnews at 1/3")
 
 
-class ShardOverride(_Strict):
-    """Settings for one shard length over the defaults (the seeds' 4096-token set added Stories and RealNews)."""
+class ShardSetSettings(ShardSettings):
+    """One shard set: the settings above and the corpora its documents come from."""
 
-    sources: list[Source] | None = Field(None, min_length=1)
-    dev_fraction: float | None = Field(None, ge=0, lt=1)
-    masked_lm_prob: float | None = Field(None, gt=0, lt=1)
-    short_seq_prob: float | None = Field(None, ge=0, le=1)
-    dupe_factor: int | None = Field(None, ge=1)
-    seed: int | None = None
-    workers: int | None = Field(None, ge=1)
-    sample_probs: dict[Source, float] | None = None
+    sources: list[Source] = Field(min_length=1, description="the sources whose documents the shards are built from")
 
 
-class ShardsConfig(ShardSettings):
-    sources: list[Source] = Field(min_length=1)
+def _overrides(settings: type[BaseModel], name: str, doc: str) -> type[BaseModel]:
+    """A model of the same fields as `settings`, each optional and None by default (bounds and descriptions kept):
+    values that override some of them. Derived, so a setting is declared once."""
+    fields: dict = {}
+    for key, f in settings.model_fields.items():
+        kind = Annotated[(f.annotation, *f.metadata)] if f.metadata else f.annotation  # bounds: on the value
+        fields[key] = (kind | None, Field(None, description=f.description))
+    return create_model(name, __base__=_Strict, __doc__=doc, __module__=__name__, **fields)
+
+
+ShardOverride = _overrides(ShardSetSettings, "ShardOverride", "Settings for one shard length over the defaults (the "
+                           "seeds' 4096-token set added Stories and RealNews).")
+
+
+class ShardsConfig(ShardSetSettings):
     by_length: dict[int, ShardOverride] = Field(default_factory=dict)
 
     def for_length(self, length: int) -> ShardsConfig:
@@ -101,7 +107,8 @@ class GlueDataConfig(_Strict):
 
 
 class ListopsSettings(_Strict):
-    """`effbert lra-data --task listops`: ListOps by the LRA generator's rules."""
+    """`effbert lra-data --task listops`: ListOps by the LRA generator's rules. Passed to generate_listops as one
+    object."""
 
     train: int = Field(96000, ge=1)
     val: int = Field(2000, ge=1)
@@ -110,10 +117,17 @@ class ListopsSettings(_Strict):
     max_length: int = Field(2000, ge=2)
     seed: int = 0
 
+    @model_validator(mode="after")
+    def _length_window(self) -> ListopsSettings:
+        if not self.min_length < self.max_length - 1:  # a tree is kept when min_length < length < max_length
+            raise ValueError(f"min_length must be below max_length - 1, so that some length fits "
+                             f"strictly between them (got min_length {self.min_length}, max_length {self.max_length})")
+        return self
+
 
 class PathfinderSettings(_Strict):
     """`effbert lra-data --task pathfinder`: images in the release's layout (resolution and difficulty: the task's
-    protocol row, pathfinder 32, pathx 128)."""
+    protocol row, pathfinder 32, pathx 128). Passed to generate_pathfinder as one object."""
 
     n_images: int = Field(200000, ge=10, description="all images; read as 80/10/10 train/dev/test")
     images_per_batch: int = Field(1000, ge=1, description="images per metadata file")

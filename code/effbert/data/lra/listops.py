@@ -38,6 +38,8 @@ from effbert.pipeline_config import ListopsSettings
 OPERATORS = ("[MIN", "[MAX", "[MED", "[SM")
 END = "]"
 OPERATOR_P = 0.25  # LRA: a node below max_depth is a value unless random() <= 0.25
+MAX_DEPTH = 10  # LRA's generator: the deepest node (the root is at depth 1)
+MAX_ARGS = 10  # LRA's generator: the most arguments of an operator
 HEADER = "Source\tTarget"
 MAX_MISSES = 1_000_000  # draws in a row without a new kept sequence before giving up
 SPLITS = ("train", "val", "test")
@@ -126,20 +128,21 @@ class _Drawn:
     labels: Counter[int] = field(default_factory=Counter)
 
 
-def _next_tree(rng: random.Random, drawn: _Drawn, *, min_length: int, max_length: int, max_depth: int,
-               max_args: int, total: int) -> tuple[str, int, int]:  # fmt: skip
+def _next_tree(rng: random.Random, drawn: _Drawn, settings: ListopsSettings) -> tuple[str, int, int]:
     """Draw until a tree is new and min_length < length < max_length; return (release string, value, length).
-    Gives up (ValueError) after MAX_MISSES draws in a row without one; `total` is for the message."""
+    Gives up (ValueError) after MAX_MISSES draws in a row without one."""
+    min_length, max_length = settings.min_length, settings.max_length
     misses = 0
     while True:
         drawn.draws += 1
         misses += 1
         if misses > MAX_MISSES:
+            total = settings.train + settings.val + settings.test
             raise ValueError(
                 f"{MAX_MISSES} draws in a row gave no new sequence with {min_length} < length < "
                 f"{max_length}: too few distinct trees for {total} examples"
             )
-        tree = sample_expression(rng, max_depth=max_depth, max_args=max_args, max_length=max_length)
+        tree = sample_expression(rng, max_depth=MAX_DEPTH, max_args=MAX_ARGS, max_length=max_length)
         if tree is None or tree[2] <= min_length:
             continue
         text, value, length = tree
@@ -164,43 +167,25 @@ def _open_split_files(stack: contextlib.ExitStack, out_dir: Path) -> dict:
     return files
 
 
-_DEFAULTS = ListopsSettings()  # the settings' one declaration (effbert.pipeline_config)
-
-
-def generate_listops(
-    out_dir: Path,
-    *,
-    train: int,
-    val: int,
-    test: int,
-    min_length: int = _DEFAULTS.min_length,
-    max_length: int = _DEFAULTS.max_length,
-    max_depth: int = 10,
-    max_args: int = 10,
-    seed: int = _DEFAULTS.seed,
-) -> dict:
+def generate_listops(out_dir: Path, settings: ListopsSettings) -> dict:
     """Write out_dir/basic_{train,val,test}.tsv (the release's format) and out_dir/stats.json.
 
-    Deterministic from the seed; trees are drawn one after another and the unique ones that fit the
+    Deterministic from settings.seed; trees are drawn one after another and the unique ones that fit the
     length window fill train, then val, then test (the draws are independent, so this split is as
-    random as any other). Returns the statistics written to stats.json.
+    random as any other). Returns the statistics written to stats.json. The settings' bounds, and
+    min_length < max_length - 1, are checked where they are declared (ListopsSettings).
     """
-    if not 0 <= min_length < max_length - 1:
-        raise ValueError(f"need 0 <= min_length < max_length - 1 (got {min_length}, {max_length})")
-    if max_depth < 2 or max_args < 2:
-        raise ValueError(f"need max_depth >= 2 and max_args >= 2 (got {max_depth}, {max_args})")
     out_dir = Path(out_dir)
-    counts = {"train": train, "val": val, "test": test}
-    rng = random.Random(seed)
+    counts = {"train": settings.train, "val": settings.val, "test": settings.test}
+    rng = random.Random(settings.seed)
     drawn = _Drawn()
     started = time.perf_counter()
     with contextlib.ExitStack() as stack:
         files = _open_split_files(stack, out_dir)
-        bar = stack.enter_context(tqdm(total=train + val + test, desc="listops", unit="seq", disable=None))
+        bar = stack.enter_context(tqdm(total=sum(counts.values()), desc="listops", unit="seq", disable=None))
         for split in SPLITS:
             for _ in range(counts[split]):
-                text, value, _ = _next_tree(rng, drawn, min_length=min_length, max_length=max_length,
-                                            max_depth=max_depth, max_args=max_args, total=train + val + test)
+                text, value, _ = _next_tree(rng, drawn, settings)
                 files[split].write(f"{text}\t{value}\n")
                 bar.update(1)
         for f in files.values():
@@ -208,11 +193,11 @@ def generate_listops(
     stats = {
         "generator": "LRA ListOps rules (lra_benchmarks/data/listops.py)",
         "counts": counts,
-        "min_length": min_length,
-        "max_length": max_length,
-        "max_depth": max_depth,
-        "max_args": max_args,
-        "seed": seed,
+        "min_length": settings.min_length,
+        "max_length": settings.max_length,
+        "max_depth": MAX_DEPTH,
+        "max_args": MAX_ARGS,
+        "seed": settings.seed,
         "draws": drawn.draws,
         "duplicates": drawn.duplicates,
         "length_mean": float(np.mean(drawn.lengths)) if drawn.lengths else None,

@@ -239,27 +239,16 @@ def _write_batches(jobs: list[tuple[Path, int, int, int, PathfinderParams]], wor
             pool.shutdown()
 
 
-_DEFAULTS = PathfinderSettings()  # the settings' one declaration (effbert.pipeline_config)
+def generate_pathfinder(out_dir: Path, settings: PathfinderSettings, *, resolution: int = 32,
+                        difficulty: str = "curv_contour_length_14") -> dict:  # fmt: skip
+    """Write settings.n_images images of one task (resolution, difficulty) to out_dir, the difficulty folder
+    (metadata/, imgs/, stats.json); return the stats.
 
-
-def generate_pathfinder(
-    out_dir: Path,
-    *,
-    n_images: int,
-    resolution: int = 32,
-    difficulty: str = "curv_contour_length_14",
-    seed: int = _DEFAULTS.seed,
-    images_per_batch: int = _DEFAULTS.images_per_batch,
-    workers: int = _DEFAULTS.workers,
-) -> dict:
-    """Write n_images to out_dir (one difficulty folder: metadata/, imgs/, stats.json); return the stats.
-
-    out_dir is replaced whole when done. Batches of images_per_batch share one metadata file and one
-    imgs/<b> folder, as in the release; the same seed gives the same bytes for any number of workers.
+    out_dir is replaced whole when done. Batches of settings.images_per_batch share one metadata file and one
+    imgs/<b> folder, as in the release; the same seed gives the same bytes for any number of workers. The
+    settings' bounds are checked where they are declared (PathfinderSettings).
     """
-    if n_images < 1 or images_per_batch < 1 or workers < 1:
-        got = (n_images, images_per_batch, workers)
-        raise ValueError(f"need n_images, images_per_batch, workers >= 1; got {got}")
+    n_images, images_per_batch, seed = settings.n_images, settings.images_per_batch, settings.seed
     p = PathfinderParams.for_task(resolution, difficulty)
     out_dir = Path(out_dir)
     _check_replaceable(out_dir)
@@ -272,7 +261,7 @@ def generate_pathfinder(
         bar = tqdm(total=n_images, desc=f"pathfinder{resolution} {difficulty_name(difficulty)}", unit="img",
                    disable=None)
         with bar:
-            _write_batches(jobs, workers, labels, bar)
+            _write_batches(jobs, settings.workers, labels, bar)
         stats = {
             "generator": "effbert Pathfinder (continuous snakes, LRA release layout)",
             "difficulty": difficulty_name(difficulty),
