@@ -1,12 +1,13 @@
 """The documents stage on one big Wikipedia dump: throughput per core and peak memory, 1 and 2 workers.
 
 A multistream dump as Wikimedia writes one (its header in a stream of its own, 100 pages a stream, the
-footer last) is generated at each size from the demo's article generator, its pages repeated under new
-ids and titles until the XML reaches the size. `effbert documents` then runs on it in a fresh process for
+footer last), or with --single_stream the plain file (one bz2 stream, cut into units at its blocks), is
+generated at each size from the demo's article generator, its pages repeated under new ids and titles until
+the XML reaches the size. `effbert documents` then runs on it in a fresh process for
 every (size, workers), and the shards stage once per size on its documents; each reports wall time, raw
 XML MB/s per worker and peak RSS (the main process and its largest child).
 
-    python -m effbert.bench.wiki_dump OUT [--sizes_mb 200 400] [--workers 1 2]
+    python -m effbert.bench.wiki_dump OUT [--sizes_mb 200 400] [--workers 1 2] [--single_stream]
 """
 
 from __future__ import annotations
@@ -26,8 +27,8 @@ from effbert.files import atomic_path, write_text
 PAGES_PER_STREAM = 100  # as Wikimedia's multistream files
 
 
-def write_dump(path: Path, megabytes: int, seed: int = 0) -> int:
-    """A multistream .bz2 of about `megabytes` MB of XML; returns the exact XML size in bytes."""
+def write_dump(path: Path, megabytes: int, seed: int = 0, single_stream: bool = False) -> int:
+    """A multistream .bz2 (or one stream) of about `megabytes` MB of XML; returns the exact XML size in bytes."""
     from effbert.demo.wiki import MAX_PAGES, write_demo_wiki
 
     sample = path.with_suffix(".sample.bz2")
@@ -38,8 +39,10 @@ def write_dump(path: Path, megabytes: int, seed: int = 0) -> int:
     pages = re.findall(r"<page>.*?</page>\n", text[first:last], re.S)
     header, footer = text[:first], text[last:]
     size, number, stream = len(header) + len(footer), 0, []
+    one = bz2.BZ2Compressor(9)
+    compress = one.compress if single_stream else (lambda data: bz2.compress(data, 9))
     with atomic_path(path) as tmp, open(tmp, "wb") as out:
-        out.write(bz2.compress(header.encode("utf-8"), 9))
+        out.write(compress(header.encode("utf-8")))
         while size < megabytes << 20:
             page = pages[number % len(pages)]
             number += 1
@@ -48,9 +51,9 @@ def write_dump(path: Path, megabytes: int, seed: int = 0) -> int:
             stream.append(page)
             size += len(page.encode("utf-8"))
             if len(stream) == PAGES_PER_STREAM:
-                out.write(bz2.compress("".join(stream).encode("utf-8"), 9))
+                out.write(compress("".join(stream).encode("utf-8")))
                 stream = []
-        out.write(bz2.compress(("".join(stream) + footer).encode("utf-8"), 9))
+        out.write(compress(("".join(stream) + footer).encode("utf-8")) + (one.flush() if single_stream else b""))
     return size
 
 
@@ -64,13 +67,15 @@ def _run(command: list[str]) -> dict:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def bench(out: Path, sizes_mb: list[int], workers: list[int], vocab: Path | None, chunk_mb: int) -> pd.DataFrame:
+def bench(out: Path, sizes_mb: list[int], workers: list[int], vocab: Path | None, chunk_mb: int,
+          single_stream: bool = False) -> pd.DataFrame:
     rows = []
     effbert = [sys.executable, "-m", "effbert"]
     for megabytes in sizes_mb:
-        dump = out / f"enwiki-20990101-pages-articles-multistream-{megabytes}mb.xml.bz2"
+        kind = "" if single_stream else "-multistream"
+        dump = out / f"enwiki-20990101-pages-articles{kind}-{megabytes}mb.xml.bz2"
         if not dump.is_file():
-            write_dump(dump, megabytes)
+            write_dump(dump, megabytes, single_stream=single_stream)
         xml_mb = _xml_megabytes(dump)
         for n in workers:
             docs = out / f"text-{megabytes}-{n}"
@@ -113,9 +118,11 @@ def main() -> None:
     # the generated text repeats itself and compresses about 13:1 (Wikipedia about 4.5:1), so its units are
     # cut smaller than the default 64 MB of compressed bytes to give the workers several each
     parser.add_argument("--chunk_mb", type=int, default=1)
+    parser.add_argument("--single_stream", action="store_true",
+                        help="the plain dump (one bz2 stream) rather than the multistream one")
     a = parser.parse_args()
     a.out.mkdir(parents=True, exist_ok=True)
-    table = bench(a.out, a.sizes_mb, a.workers, a.vocab, a.chunk_mb)
+    table = bench(a.out, a.sizes_mb, a.workers, a.vocab, a.chunk_mb, a.single_stream)
     write_text(a.out / "wiki_dump.md", table.round(2).to_markdown(index=False) + "\n")
     print(table.round(2).to_markdown(index=False))
 

@@ -15,7 +15,9 @@ line that reaches max_sentences (books_large_p1.txt has no blank lines at all).
 Scale: the work is cut into units (data/workfolder.py): text/jsonl files over chunk_bytes into line-aligned
 byte ranges (a cut moves to just after a blank line within BLANK_LINE_WINDOW bytes, and starts a new
 document), smaller files grouped, a Wikimedia multistream .bz2 over chunk_bytes at its streams (each holds
-whole pages; data/wikidump.py bz2_stream_cuts), any other dump or .gz whole. Units run on `processes` workers
+whole pages; data/wikidump.py bz2_stream_cuts), any other .bz2 dump over chunk_bytes every chunk_bytes (a
+span holds the pages that start in its bzip2 blocks, read through their index: data/bz2_blocks.py), any
+other dump or .gz whole. Units run on `processes` workers
 (wiki: min(processes, units), each wikiextractor with processes // workers), each into `<out>.work/` with a
 done-marker, so a killed run resumes; `<out>` is assembled in input order, the same for any `processes`. A
 rerun with the same inputs_key (input paths, sizes, mtimes, settings) in stats.json does nothing. Memory: one
@@ -47,7 +49,7 @@ from tqdm import tqdm
 from effbert.data import workfolder
 from effbert.data.sentences import Document, paragraphs_to_sentences, split_sentences
 from effbert.data.wiki_files import wiki_inputs
-from effbert.data.wikidump import bz2_stream_cuts, read_wiki
+from effbert.data.wikidump import bz2_stream_cuts, cut_at_streams, read_wiki
 from effbert.data.work_units import unit_results
 from effbert.data.workfolder import Range, Unit
 from effbert.errors import InputError
@@ -175,10 +177,11 @@ def plan_units(source: str, files: list[Path], chunk_bytes: int, settings: dict)
         whole = source == "wiki" or path.name.endswith((".gz", ".bz2"))
         if whole or size > chunk_bytes:
             flush()
-            # Wikimedia's multistream files hold whole pages in each stream (100 a stream), so cuts at stream
-            # starts never split a page; other multi-stream .bz2 (pbzip2's) may, so they stay whole
-            if source == "wiki" and "multistream" in path.name and path.name.endswith(".bz2") and size > chunk_bytes:
-                cuts = bz2_stream_cuts(path, chunk_bytes)
+            # a big dump's .bz2: Wikimedia's multistream files at their streams (each holds whole pages), any
+            # other at about every chunk_bytes, a span then holding the pages of its bzip2 blocks (wikidump.py)
+            if source == "wiki" and path.name.endswith(".bz2") and size > chunk_bytes:
+                cuts = (bz2_stream_cuts(path, chunk_bytes) if cut_at_streams(path)
+                        else [*range(0, size, chunk_bytes), size])  # fmt: skip
                 spans = zip(cuts[:-1], cuts[1:], strict=True)
                 units += [workfolder.make_unit([Range(str(path), a, b)], settings) for a, b in spans]
                 continue
@@ -247,7 +250,7 @@ def _run_unit(job: tuple) -> tuple[str, dict]:
 
     def kept_documents() -> Iterator[Document]:
         for index, r in enumerate(unit.ranges):
-            context = _ReadContext(r, index, counts, settings.get("max_sentences", 0), wiki_processes)
+            context = _ReadContext(r, index, counts, settings.get("max_sentences", 0), wiki_processes, work)
             for document in READERS[source](context):
                 count = sum(len(sentence.split()) for sentence in document)
                 if count == 0:
@@ -321,9 +324,10 @@ def _stream_counts(streams: Counter) -> dict:
 class _ReadContext:
     """What a reader needs: its byte range, where to report bad input, and settings."""
 
-    def __init__(self, r: Range, index: int, counts: dict, max_sentences: int, wiki_processes: int):
+    def __init__(self, r: Range, index: int, counts: dict, max_sentences: int, wiki_processes: int, work: Path):
         self.path, self.start, self.end = Path(r.path), r.start, r.end
         self.max_sentences, self.wiki_processes = max_sentences, wiki_processes
+        self.work = work  # the work folder: a big .bz2's block index is kept there (data/bz2_blocks.py)
         self._index, self._counts = index, counts
         self.streams: Counter = counts["streams"]
 
@@ -421,7 +425,7 @@ def _read_realnews(context: _ReadContext) -> Iterator[Document]:
 
 def _read_wiki(context: _ReadContext) -> Iterator[Document]:
     yield from read_wiki(context.path, context.report, context.wiki_processes, context.streams,
-                         (context.start, context.end))
+                         (context.start, context.end), context.work)
 
 
 READERS: dict[str, Callable[[_ReadContext], Iterator[Document]]] = {

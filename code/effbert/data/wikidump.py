@@ -10,15 +10,17 @@ hang in its writer. Bad input is reported (through `report`) and the rest kept: 
 invalid UTF-8, not closed before the next one) is left out, reported with its starting line and the error's;
 a truncated .bz2 keeps the pages before the cut (not the one cut in two), reported with the compressed
 byte offset and the decompressed line; a corrupt stream of a multistream .bz2 is skipped and reading goes
-on at the next stream. The thread also adds a <siteinfo> block when the dump
-has none (single-article exports often lack it): wikiextractor reads the Template namespace from it and,
-without one, skips every page.
+on at the next stream. A big .bz2 is read in compressed byte spans, one work unit each, after the dump's
+header: a multistream dump's streams, any other's pages that start in its bzip2 blocks (data/bz2_blocks.py).
+The thread also adds a <siteinfo> block when the dump has none (single-article exports often lack it):
+wikiextractor reads the Template namespace from it and, without one, skips every page.
 """
 
 from __future__ import annotations
 
 import bz2
 import contextlib
+import itertools
 import json
 import os
 import re
@@ -33,6 +35,7 @@ from pathlib import Path
 from typing import IO
 from xml.parsers import expat
 
+from effbert.data import bz2_blocks
 from effbert.data.sentences import Document, paragraphs_to_sentences
 
 Report = Callable[..., None]  # report(kind, error, line=None, byte=None)
@@ -51,10 +54,11 @@ _OPEN, _CLOSE = b"<page>", b"</page>"
 
 
 def read_wiki(path: Path, report: Report, processes: int = 1, tally: Counter | None = None,
-              span: tuple[int, int] | None = None) -> Iterator[Document]:
+              span: tuple[int, int] | None = None, index_folder: Path | None = None) -> Iterator[Document]:
     """The dump's articles as documents; `processes` is wikiextractor's number of workers. `tally` counts a
-    .bz2's streams: read, damaged (skipped), and the pages they held. `span`: only the streams of a
-    multistream .bz2 that start in these compressed bytes (from bz2_stream_cuts), after the dump's header."""
+    .bz2's streams: read, damaged (skipped), and the pages they held. `span`: compressed bytes of a .bz2, after
+    the dump's header: a multistream dump's streams that start in it (bz2_stream_cuts), another's pages that
+    start in the blocks that start in it (data/bz2_blocks.py; its block index kept in `index_folder`)."""
     with tempfile.TemporaryDirectory(prefix="effbert-wiki-") as tmp:
         pipe = Path(tmp) / "dump.xml"  # the .xml name tells wikiextractor to read it as plain text
         os.mkfifo(pipe)
@@ -70,7 +74,7 @@ def read_wiki(path: Path, report: Report, processes: int = 1, tally: Counter | N
             )
         reports: list[tuple[tuple, dict]] = []  # kept by the feeder thread, passed on from this one
         feeder = _DumpFeeder(path, pipe, lambda *a, **k: reports.append((a, k)), Counter() if tally is None else tally,
-                             span)
+                             span, index_folder)
         feeder.start()
         threading.Thread(target=_stop_group_on_failure, args=(extractor,), daemon=True).start()
         try:
@@ -124,15 +128,18 @@ def _unblock_writer(pipe: Path) -> None:
 class _DumpFeeder(threading.Thread):
     """Writes the checked, decompressed dump into the pipe; keeps an unexpected error for the reader to raise."""
 
-    def __init__(self, dump: Path, pipe: Path, report: Report, tally: Counter, span: tuple[int, int] | None):
+    def __init__(self, dump: Path, pipe: Path, report: Report, tally: Counter, span: tuple[int, int] | None,
+                 index_folder: Path | None):
         super().__init__(daemon=True)
         self.dump, self.pipe, self.report, self.tally, self.span = dump, pipe, report, tally, span
+        self.index_folder = index_folder
         self.error: BaseException | None = None
 
     def run(self) -> None:
         try:
             with open(self.pipe, "wb") as out:
-                for chunk in _ensure_siteinfo(checked_pages(self.dump, self.report, self.tally, self.span)):
+                pages = checked_pages(self.dump, self.report, self.tally, self.span, self.index_folder)
+                for chunk in _ensure_siteinfo(pages):
                     out.write(chunk)
         except BrokenPipeError:
             pass  # wikiextractor stopped reading: its exit status or the caller says why
@@ -141,14 +148,19 @@ class _DumpFeeder(threading.Thread):
 
 
 def checked_pages(dump: Path, report: Report, tally: Counter | None = None,
-                  span: tuple[int, int] | None = None) -> Iterator[bytes]:
+                  span: tuple[int, int] | None = None, index_folder: Path | None = None) -> Iterator[bytes]:
     """The decompressed dump: what lies between pages as it is, each well-formed page without its section
     headings, malformed pages and a truncated tail left out and reported. Memory: one page and one chunk.
 
     A corrupt stream of a multistream .bz2 loses only itself: reading goes on at the next stream (its pages
-    are whole pages, as Wikimedia cuts them), and the page cut in two is left out as malformed."""
+    are whole pages, as Wikimedia cuts them), and the page cut in two is left out as malformed. A span of
+    another .bz2 short of the whole file is read from its blocks (_block_span_pages)."""
     tally = Counter() if tally is None else tally
     start, end = span or (0, None)
+    if end is not None and dump.name.endswith(".bz2") and not cut_at_streams(dump) and (
+            start > 0 or end < dump.stat().st_size):
+        yield from _block_span_pages(dump, report, tally, (start, end), index_folder)
+        return
     with open(dump, "rb") as raw:
         if start > 0:  # a later span of a multistream dump: the dump's header (root, siteinfo) first
             yield _header(raw)
@@ -176,6 +188,38 @@ def checked_pages(dump: Path, report: Report, tally: Counter | None = None,
             )
             return
         yield from _split_pages(buffer, line, report, final=True)
+
+
+def _block_span_pages(dump: Path, report: Report, tally: Counter, span: tuple[int, int],
+                      index_folder: Path | None) -> Iterator[bytes]:
+    """The dump's header, then the pages that start in the blocks that start in the compressed bytes `span`,
+    the last one read on past the span to its end. Without a block index (the file cannot be read to its end)
+    the span at byte 0 reads the file whole, reporting as checked_pages does, and the others read nothing.
+    tally: the streams that start in the span (every stream of the file is counted once over its spans)."""
+    index = bz2_blocks.block_index(dump, index_folder)
+    if index is None:
+        if span[0] == 0:
+            yield from checked_pages(dump, report, tally)
+        return
+    first, last = bz2_blocks.decompressed_span(index, *span)
+    with open(dump, "rb") as raw:
+        yield _header(raw)
+        tally["streams"] += sum(1 for _ in itertools.takewhile(lambda at: at < span[1], _stream_starts(raw, span[0])))
+    base, buffer, line, begun = first, b"", 1, False  # base: the decompressed offset of buffer[0]
+    for chunk in bz2_blocks.decompressed_from(dump, index, first):
+        buffer += chunk
+        if not begun:  # what lies before the first page that starts here: the header, or the previous span's
+            at = buffer.find(_OPEN)
+            cut = at if at != -1 else max(0, len(buffer) - len(_OPEN) + 1)
+            line, base, buffer, begun = line + buffer.count(b"\n", 0, cut), base + cut, buffer[cut:], at != -1
+            if not begun:
+                continue
+        position, line = yield from _split_pages(buffer, line, report, final=False, stop=last - base)
+        if position is None:
+            return
+        base, buffer = base + position, buffer[position:]
+    if begun:
+        yield from _split_pages(buffer, line, report, final=True, stop=last - base)
 
 
 def _bz2_chunks(raw: IO[bytes], tally: Counter, skipped: Callable[[Exception, int, int], None],
@@ -233,6 +277,13 @@ def _header(raw: IO[bytes]) -> bytes:
     return head.split(_OPEN, 1)[0]
 
 
+def cut_at_streams(path: Path) -> bool:
+    """Whether a big .bz2 is cut into work units at its streams: each stream of Wikimedia's multistream files
+    holds whole pages (100), so cuts there never split a page. Another .bz2 (one stream, or pbzip2's streams,
+    which may cut a page) is cut at its blocks (_block_span_pages)."""
+    return "multistream" in path.name and path.name.endswith(".bz2")
+
+
 def bz2_stream_cuts(path: Path, chunk_bytes: int) -> list[int]:
     """Offsets [0, ..., size] that cut a .bz2 into spans of about chunk_bytes, each cut at a stream's start: a
     multistream dump (100 pages a stream) into work units that decompress on their own; a single-stream file
@@ -261,12 +312,14 @@ def _stream_starts(raw: IO[bytes], offset: int) -> Iterator[int]:
         tail = window[-9:]
 
 
-def _split_pages(buffer: bytes, line: int, report: Report, final: bool):
+def _split_pages(buffer: bytes, line: int, report: Report, final: bool, stop: int | None = None):
     """Yield the complete pages (and what lies between them) of `buffer`; return where the rest starts and
-    its line number."""
+    its line number. A page that starts at index `stop` or later is another span's: (None, line) there."""
     position = 0
     while True:
         start = buffer.find(_OPEN, position)
+        if start != -1 and stop is not None and start >= stop:
+            return None, line
         if start == -1:  # keep a tail that could be the start of "<page>"
             keep = len(buffer) if final else max(position, len(buffer) - len(_OPEN) + 1)
             yield buffer[position:keep]
