@@ -8,6 +8,10 @@ min_version("8.0")
 configfile: "config/config.yaml"
 
 
+# the front page of `snakemake --report results/report.html` (the results it carries: workflow/rules/report.smk)
+report: "workflow/report/workflow.rst"
+
+
 validate(config, "workflow/schemas/config.schema.yaml", set_default=False)  # defaults: effbert.pipeline_config
 
 
@@ -41,6 +45,7 @@ localrules:
 rule all:
     input:
         REPORT_TABLES,
+        REPORT_PLOTS,
 
 
 rule shards:

@@ -3,6 +3,7 @@ folder reruns only that model's jobs; the real-scale config lists the whole DAG.
 
 from __future__ import annotations
 
+import base64
 import json
 import re
 from collections import Counter
@@ -11,10 +12,12 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import torch
+from PIL import Image
 
 import conftest
 from conftest import copy_project, planned_jobs
 from effbert.config import load_config
+from effbert.layout import REPORT_PLOTS
 
 
 def snakemake(cwd: Path, *args: str) -> str:
@@ -113,6 +116,15 @@ def test_demo_dag_end_to_end(tmp_path):
     assert lra.published.isna().all() and lra["demo scale"].all()
     assert all(reason.startswith("demo scale") for reason in lra["not comparable"])
     assert "| model" in (results / "glue.md").read_text()
+    # the plots drawn from the result files, and the one HTML file that carries tables and plots
+    for plot in REPORT_PLOTS:
+        with Image.open(results / f"{plot}.png") as image:
+            image.verify()
+    assert (results / "lra.html").is_file()
+    snakemake(project, *demo, "--report", "demo/out/results/report.html")
+    page = (results / "report.html").read_text()
+    for plot in REPORT_PLOTS:
+        assert base64.b64encode((results / f"{plot}.png").read_bytes()).decode() in page
     # each score aggregates the two seeds of the better of the two learning rates
     selected = json.loads((project / "demo/models/softmax/glue/SST-2.json").read_text())
     assert selected["selected"]["seeds"] == [0, 1] and selected["selected"]["lr"] in (5e-4, 1e-3)

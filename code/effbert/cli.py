@@ -280,7 +280,8 @@ def _add_lra_stage(sub: argparse._SubParsersAction) -> None:
 
 def _add_report_stage(sub: argparse._SubParsersAction) -> None:
     """`effbert report`: collect scores into tables."""
-    s = _stage(sub, "report", _report, "collect every model's scores into results/{pretrain,glue,lra}.{csv,md}")
+    s = _stage(sub, "report", _report,
+               "collect every model's scores into results/{pretrain,glue,lra}.{csv,md,html} and the plots")
     s.add_argument("--models", required=True, type=Path, nargs="+", help="model folders")
     s.add_argument("--out", type=Path, default=Path("results"))
     s.add_argument("--print", action="store_true", help="print the Markdown tables")

@@ -13,7 +13,8 @@ wildcards ("demo/models/{model}"): the functions only join names, so the braces 
     <models>/<name>/lra/<task>/seed-<s>.json            one LRA seed (+ .metrics.jsonl, .self-pretrain.jsonl)
     <models>/<name>/lra/<task>.json                     the seeds gathered
     <data>/text/<source>/, tokenizers/<name>/, <length>-<tokenizer>/   documents, tokenizers, shards
-    <results>/{pretrain,glue,lra}.{csv,md}              the report's tables
+    <results>/{pretrain,glue,lra}.{csv,md,html}         the report's tables (tidy, to read, as a page)
+    <results>/{pretrain-loss,lra-accuracy,lra-cost}.png  the report's plots
 """
 
 from __future__ import annotations
@@ -32,6 +33,9 @@ GLUE_DIR = "glue"
 LRA_DIR = "lra"
 SUBMISSION_DIR = "submission"
 REPORT_TABLES = ("pretrain", "glue", "lra")
+SWAP_TABLE = "swap"  # <results>/swap.{csv,md,png}: `effbert swap-eval` (pretrained BERT with swapped attention)
+REPORT_TABLE_FORMATS = ("csv", "md", "html")
+REPORT_PLOTS = ("pretrain-loss", "lra-accuracy", "lra-cost")
 CHECKPOINT_PATTERN = re.compile(r"cp-(\d+)\.pt$")
 GLUE_RUN_PATTERN = r"bs(\d+)-lr([0-9.e+-]+)-seed(-?\d+)"
 GLUE_RUN_WILDCARD = GLUE_RUN_PATTERN.replace("(", "(?:")  # the same names, without groups (Snakemake)
@@ -113,3 +117,7 @@ def shards_dir(data_dir: str | Path, max_seq_len: int | str, tokenizer: str) -> 
 
 def report_table(results_dir: str | Path, table: str, ext: str) -> Path:
     return Path(results_dir) / f"{table}.{ext}"
+
+
+def report_plot(results_dir: str | Path, plot: str) -> Path:
+    return Path(results_dir) / f"{plot}.png"

@@ -20,6 +20,8 @@ from effbert.files import read_json, write_text
 from effbert.layout import GLUE_DIR, LRA_DIR, PRETRAIN_SUMMARY, REPORT_TABLES, report_table
 from effbert.report import published
 from effbert.report.comparable import DEMO_SHARE, budget_share, compare, glue_setup, is_demo, lra_setup
+from effbert.report.html_page import write_pages
+from effbert.report.plots import write_plots
 
 
 def pretrain_table(model_dirs: list[Path]) -> pd.DataFrame:
@@ -203,7 +205,8 @@ NOTES = {
 
 
 def write_report(model_dirs: list[Path], out_dir: Path) -> dict[str, str]:
-    """Write the tables; returns name -> Markdown."""
+    """Write the tables, then their HTML pages and the plots drawn from them (effbert.report.html_page, plots);
+    returns name -> Markdown."""
     model_dirs = [Path(d) for d in model_dirs]
     tidy = {"pretrain": pretrain_table(model_dirs), "glue": glue_table(model_dirs), "lra": lra_table(model_dirs)}
     assert tuple(tidy) == REPORT_TABLES
@@ -223,4 +226,6 @@ def write_report(model_dirs: list[Path], out_dir: Path) -> dict[str, str]:
         markdown[name] = f"{NOTES[name]}\n\n{text}"
         write_text(report_table(out_dir, name, "csv"), table.to_csv(index=False))
         write_text(report_table(out_dir, name, "md"), f"# {name}\n\n{markdown[name]}")
+    write_pages(Path(out_dir))
+    write_plots(model_dirs, Path(out_dir))
     return markdown
