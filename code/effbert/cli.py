@@ -327,6 +327,22 @@ def _add_import_hf_stage(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--attention", help='attention options as JSON, e.g. \'{"type": "nystrom", "num_landmarks": 64}\'')
 
 
+def _add_convert_norm_stage(sub: argparse._SubParsersAction) -> None:
+    """`effbert convert-norm`: Pre-LN -> Pre-RMSNorm / Pre-CRMSNorm (train/convert_norm.py, docs/norms.md)."""
+    s = _stage(sub, "convert-norm", _convert_norm, "convert a Pre-LN checkpoint (model.norm 'pre') to Pre-RMSNorm "
+               "or Pre-CRMSNorm: the same outputs")
+    s.add_argument("--from", dest="source", required=True, type=Path, help="a model folder or a checkpoint file")
+    s.add_argument("--checkpoint", default="last", help="in a model folder: 'last', a step, or a file name")
+    s.add_argument("--to", required=True, help="pre_rmsnorm or pre_crmsnorm (checked by the conversion)")
+    s.add_argument("--out", required=True, type=Path, help="the converted checkpoint's file")
+
+
+def _convert_norm(a: argparse.Namespace) -> None:
+    from effbert.train.convert_norm import convert_norm
+
+    convert_norm(a.source, a.out, a.to, checkpoint=a.checkpoint)
+
+
 def _add_demo_data_stage(sub: argparse._SubParsersAction) -> None:
     """`effbert demo-data`: write the demo's inputs."""
     s = _stage(sub, "demo-data", _demo_data, "write the demo's inputs (a MediaWiki dump and GLUE-layout tasks)")
@@ -339,7 +355,8 @@ def build_parser() -> argparse.ArgumentParser:
     # in pipeline order: the order of `effbert --help`
     for add_stage in (_add_documents_stage, _add_tokenizer_stage, _add_shards_stage, _add_pretrain_stage,
                       _add_glue_stage, _add_glue_select_stage, _add_lra_data_stage, _add_lra_stage,
-                      _add_report_stage, _add_bench_stage, _add_import_hf_stage, _add_demo_data_stage):
+                      _add_report_stage, _add_bench_stage, _add_import_hf_stage, _add_convert_norm_stage,
+                      _add_demo_data_stage):
         add_stage(sub)
     return p
 

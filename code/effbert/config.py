@@ -147,17 +147,29 @@ class ModelConfig(_Section):
     attention_dropout: float = Field(
         0.1, ge=0.0, lt=1.0, description="on attention weights, where a mechanism has them"
     )
-    norm: Literal["post", "pre"] = Field("post", description="post: BERT's LayerNorm after each residual; pre: before")
+    norm: Literal["post", "pre", "pre_rmsnorm", "pre_crmsnorm", "peri"] = Field(
+        "post", description="post: BERT's LayerNorm after each residual sum; pre: LayerNorm on each sublayer's input "
+        "and a final one; pre_rmsnorm, pre_crmsnorm: pre with RMSNorm, or with CRMSNorm on a residual stream "
+        "stored as d-1 entries (Jiang et al. 2023; effbert convert-norm makes them from a pre model); peri: "
+        "LayerNorm on each sublayer's input and output (Peri-LN). See effbert.model.norms")
+    norm_scaling: bool = Field(
+        False, description="LayerNorm Scaling (Sun et al. 2025): the input norms of layer l (1-based) scaled by "
+        "1/sqrt(l); not with norm 'post'")
     layer_norm_eps: float = Field(1e-12, gt=0.0)
     type_vocab_size: int = Field(2, ge=1)
     attention: AttentionConfig = SoftmaxOptions()
 
     @model_validator(mode="after")
-    def _heads_divide_width(self) -> ModelConfig:
+    def _settings_fit(self) -> ModelConfig:
         if self.hidden_size % self.num_heads:
             raise ValueError(
                 f"hidden_size ({self.hidden_size}) must be divisible by num_heads ({self.num_heads})"
             )
+        if self.norm_scaling and self.norm == "post":
+            raise ValueError("norm_scaling scales the norm on each sublayer's input, which norm 'post' has not: "
+                             "set norm to 'pre', 'pre_rmsnorm', 'pre_crmsnorm' or 'peri', or norm_scaling to false")
+        if self.norm == "pre_crmsnorm" and self.hidden_size < 2:
+            raise ValueError("norm 'pre_crmsnorm' stores hidden_size - 1 entries: hidden_size must be at least 2")
         return self
 
     @property

@@ -8,6 +8,7 @@ from torch import nn
 
 from effbert.attention import build_attention, padding_mask
 from effbert.config import ModelConfig
+from effbert.model.norms import block_norm, embedding_output, final_norm, stream_width
 
 
 class Embeddings(nn.Module):
@@ -18,6 +19,7 @@ class Embeddings(nn.Module):
         self.token_type = nn.Embedding(cfg.type_vocab_size, cfg.hidden_size)
         self.norm = nn.LayerNorm(cfg.hidden_size, eps=cfg.layer_norm_eps)
         self.dropout = nn.Dropout(cfg.dropout)
+        self.cfg = cfg
 
     def forward(self, input_ids: torch.Tensor, token_type_ids: torch.Tensor | None) -> torch.Tensor:
         n = input_ids.shape[1]
@@ -28,7 +30,7 @@ class Embeddings(nn.Module):
             x = x + self.token_type(token_type_ids)
         else:
             x = x + self.token_type.weight[0]
-        return self.dropout(self.norm(x))
+        return self.dropout(embedding_output(self.cfg, self.norm(x)))  # (B, N, stream width)
 
 
 class SelfAttention(nn.Module):
@@ -36,7 +38,8 @@ class SelfAttention(nn.Module):
 
     A mechanism that mixes tokens without queries and keys (FNet) declares `mixes_hidden_states` and gets
     the hidden states themselves, with no projections around it; one that shares queries and keys
-    (Reformer) declares `shares_query_key` and gets no key projection.
+    (Reformer) declares `shares_query_key` and gets no key projection. The projections read and write the
+    residual stream's width (d - 1 under pre_crmsnorm); the heads between them are hidden_size wide.
     """
 
     def __init__(self, cfg: ModelConfig, shared: dict):
@@ -45,47 +48,66 @@ class SelfAttention(nn.Module):
         self.mechanism = build_attention(cfg, shared)
         self.projected = not getattr(self.mechanism, "mixes_hidden_states", False)
         if self.projected:
-            self.query = nn.Linear(cfg.hidden_size, cfg.hidden_size)
+            width, inner = stream_width(cfg), cfg.hidden_size
+            self.query = nn.Linear(width, inner)
             shared_qk = getattr(self.mechanism, "shares_query_key", False)
-            self.key = None if shared_qk else nn.Linear(cfg.hidden_size, cfg.hidden_size)
-            self.value = nn.Linear(cfg.hidden_size, cfg.hidden_size)
-            self.output = nn.Linear(cfg.hidden_size, cfg.hidden_size)
+            self.key = None if shared_qk else nn.Linear(width, inner)
+            self.value = nn.Linear(width, inner)
+            self.output = nn.Linear(inner, width)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
         if not self.projected:
             return self.mechanism(x, mask)
-        b, n, width = x.shape
+        b, n = x.shape[:2]
+        inner = self.query.out_features  # hidden_size, whatever the stream's width
 
         def heads(t: torch.Tensor) -> torch.Tensor:
-            return t.view(b, n, self.num_heads, width // self.num_heads).transpose(1, 2)  # (B, H, N, D)
+            return t.view(b, n, self.num_heads, inner // self.num_heads).transpose(1, 2)  # (B, H, N, D)
 
         q = heads(self.query(x))
         k = q if self.key is None else heads(self.key(x))
         out = self.mechanism(q, k, heads(self.value(x)), mask)
-        return self.output(out.transpose(1, 2).reshape(b, n, width))
+        return self.output(out.transpose(1, 2).reshape(b, n, inner))
 
 
 class Block(nn.Module):
-    def __init__(self, cfg: ModelConfig, shared: dict):
+    """One layer; model.norm places its norms (effbert.model.norms). `layer` is its 1-based depth: LayerNorm
+    Scaling (model.norm_scaling; Sun et al., "The Curse of Depth in LLMs") multiplies its input norms'
+    output by 1/sqrt(layer)."""
+
+    def __init__(self, cfg: ModelConfig, shared: dict, layer: int = 1):
         super().__init__()
-        self.pre_norm = cfg.norm == "pre"
+        self.placement = cfg.norm
+        self.scale = layer ** -0.5 if cfg.norm_scaling else 1.0
+        width = stream_width(cfg)
         self.attention = SelfAttention(cfg, shared)
-        self.attention_norm = nn.LayerNorm(cfg.hidden_size, eps=cfg.layer_norm_eps)
-        self.ffn_in = nn.Linear(cfg.hidden_size, cfg.ffn_size)
-        self.ffn_out = nn.Linear(cfg.ffn_size, cfg.hidden_size)
-        self.ffn_norm = nn.LayerNorm(cfg.hidden_size, eps=cfg.layer_norm_eps)
+        self.attention_norm = block_norm(cfg)
+        self.ffn_in = nn.Linear(width, cfg.ffn_size)
+        self.ffn_out = nn.Linear(cfg.ffn_size, width)
+        self.ffn_norm = block_norm(cfg)
+        if cfg.norm == "peri":  # Peri-LN's second norm of each sublayer, on its output
+            self.attention_out_norm = block_norm(cfg)
+            self.ffn_out_norm = block_norm(cfg)
         self.dropout = nn.Dropout(cfg.dropout)
 
     def _ffn(self, x: torch.Tensor) -> torch.Tensor:
         return self.ffn_out(F.gelu(self.ffn_in(x)))
 
+    def _normed(self, norm: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        return norm(x) if self.scale == 1.0 else norm(x) * self.scale
+
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
-        if self.pre_norm:
-            x = x + self.dropout(self.attention(self.attention_norm(x), mask))
-            return x + self.dropout(self._ffn(self.ffn_norm(x)))
-        # post-norm, as BERT: LayerNorm after each residual sum
-        x = self.attention_norm(x + self.dropout(self.attention(x, mask)))
-        return self.ffn_norm(x + self.dropout(self._ffn(x)))
+        if self.placement == "post":  # as BERT: LayerNorm after each residual sum
+            x = self.attention_norm(x + self.dropout(self.attention(x, mask)))
+            return self.ffn_norm(x + self.dropout(self._ffn(x)))
+        attended = self.attention(self._normed(self.attention_norm, x), mask)
+        if self.placement == "peri":
+            attended = self.attention_out_norm(attended)
+        x = x + self.dropout(attended)
+        fed = self._ffn(self._normed(self.ffn_norm, x))
+        if self.placement == "peri":
+            fed = self.ffn_out_norm(fed)
+        return x + self.dropout(fed)
 
 
 class Encoder(nn.Module):
@@ -94,8 +116,8 @@ class Encoder(nn.Module):
         self.cfg = cfg
         self.embeddings = Embeddings(cfg, vocab_size)
         shared: dict = {}  # parameters a mechanism ties across layers (Linformer's share="layers")
-        self.blocks = nn.ModuleList(Block(cfg, shared) for _ in range(cfg.num_layers))
-        self.final_norm = nn.LayerNorm(cfg.hidden_size, eps=cfg.layer_norm_eps) if cfg.norm == "pre" else None
+        self.blocks = nn.ModuleList(Block(cfg, shared, layer) for layer in range(1, cfg.num_layers + 1))
+        self.final_norm = final_norm(cfg)  # none under post; under pre_crmsnorm it widens d - 1 back to d
         self.apply(init_weights)
 
     def forward(
@@ -105,7 +127,7 @@ class Encoder(nn.Module):
         token_type_ids: torch.Tensor | None = None,
     ) -> torch.Tensor:
         mask = padding_mask(attention_mask)  # (B, N), True = real token; None when nothing is padded
-        x = self.embeddings(input_ids, token_type_ids)  # (B, N, H)
+        x = self.embeddings(input_ids, token_type_ids)  # (B, N, H), or (B, N, H - 1) under pre_crmsnorm
         for block in self.blocks:
             x = block(x, mask)
         return self.final_norm(x) if self.final_norm is not None else x

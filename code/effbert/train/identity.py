@@ -35,17 +35,22 @@ def digest(identity: object) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-# pretraining keys added after runs existed, with their defaults: a key at its default is left out of the
-# identity, so that adding it changes no existing run's identity (and restarts nothing)
+# pretraining and model keys added after runs existed, with their defaults: a key at its default is left out
+# of the identity, so that adding it changes no existing run's identity (and restarts nothing)
 LATER_KEYS = {"masking": "static"}
+LATER_MODEL_KEYS = {"norm_scaling": False}
+
+
+def _without_later_defaults(settings: dict, later: dict) -> dict:
+    return {k: v for k, v in settings.items() if not (k in later and v == later[k])}
 
 
 def pretraining_settings(cfg: Config) -> dict:
     pretraining = cfg.pretraining.model_dump(mode="json")
     return {
-        "model": cfg.model.model_dump(mode="json"),
-        "pretraining": {k: v for k, v in pretraining.items()
-                        if k not in RUNTIME_KEYS and not (k in LATER_KEYS and v == LATER_KEYS[k])},
+        "model": _without_later_defaults(cfg.model.model_dump(mode="json"), LATER_MODEL_KEYS),
+        "pretraining": _without_later_defaults({k: v for k, v in pretraining.items() if k not in RUNTIME_KEYS},
+                                               LATER_KEYS),
         "from_cp": cfg.from_cp,
     }
 

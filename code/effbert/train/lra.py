@@ -108,7 +108,7 @@ def model_config(base: ModelConfig, protocol: LraProtocol, vocab_size: int, sour
         "vocab_size": vocab_size, "max_seq_len": protocol.max_len, "type_vocab_size": 1,
         "hidden_size": protocol.hidden_size, "num_layers": protocol.num_layers, "num_heads": protocol.num_heads,
         "ffn_size": protocol.ffn_size, "dropout": protocol.dropout, "attention_dropout": protocol.dropout,
-        "norm": protocol.norm, "layer_norm_eps": protocol.layer_norm_eps,
+        "norm": protocol.norm, "norm_scaling": False, "layer_norm_eps": protocol.layer_norm_eps,
     }
     try:
         return ModelConfig.model_validate(base.model_dump() | sizes)
