@@ -30,6 +30,7 @@ include: "workflow/rules/import.smk"
 include: "workflow/rules/glue.smk"
 include: "workflow/rules/lra.smk"
 include: "workflow/rules/report.smk"
+include: "workflow/rules/efficiency.smk"  # opt-in (`snakemake efficiency`): a timing run, not in `all`
 
 
 # Named targets (`snakemake <target>`, `docker run ... effbert <target>`); each runs what it needs first.

@@ -137,3 +137,22 @@ def test_gather_ignores_runs_outside_the_configured_grid(tmp_path):
     # the grid shrinks to batch 16: the better batch-32 run on disk must not be picked
     (model_dir / "config.json").write_text(json.dumps({"glue": {"batch_size": 16, "lr": 2e-5, "seeds": [0]}}))
     assert gather(model_dir, "SST-2")["score"] == 70.0
+
+
+def test_a_reported_split_is_reported_while_dev_still_selects():
+    """IMDB: dev (held out of train) chooses the point; the chosen point's test metrics are what is reported."""
+    cfg = GlueConfig(batch_size=[16], lr=[2e-5, 3e-5], seeds=[0, 1])
+    dev = {2e-5: (80.0, 82.0), 3e-5: (90.0, 92.0)}   # 3e-5 is better on dev: mean 91 against 81
+    test = {2e-5: (99.0, 99.0), 3e-5: (70.0, 74.0)}  # ... and worse on test, which must not sway the choice
+    runs = {}
+    for run in grid(cfg):
+        runs[run] = _run_result("IMDB", run, {"accuracy": dev[run.lr][run.seed]}) | {
+            "report_split": "test", "report_examples": 25000,
+            "report_metrics": {"accuracy": test[run.lr][run.seed]}}
+    result = select_runs("IMDB", runs, cfg)
+    assert result["selected"]["lr"] == 3e-5 and [row["dev"] for row in result["grid"]] == [81.0, 91.0]
+    assert result["score"] == 72.0 and result["per_seed"] == {"0": 70.0, "1": 74.0}
+    assert result["score_std"] == pytest.approx(statistics.stdev([70.0, 74.0]))
+    assert result["report_split"] == "test" and result["report_examples"] == 25000
+    assert result["protocol"].endswith("selected on dev, scored on test")
+    assert result["submission_run"] == "bs16-lr3e-05-seed1"  # the best seed on dev, as for every task

@@ -243,3 +243,25 @@ def test_shard_settings_reach_the_command_only_when_set(tmp_path):
     (project / "config/demo.yaml").write_text(yaml.safe_dump(config))
     done = snakemake(project, *args, check=False)
     assert done.returncode != 0 and "masked_lm_prob" in done.stdout + done.stderr
+
+
+def test_efficiency_is_an_opt_in_target_and_imdb_reads_aclimdb(tmp_path):
+    project = copy_project(tmp_path, ["demo"])
+    demo = ["--configfile", "config/demo.yaml", "-n", "-p", "--cores", "2"]
+    jobs = planned(snakemake(project, *demo, "efficiency").stdout)
+    bench = next(job for job in jobs if job["rule"] == "bench_attention")
+    assert {job["rule"] for job in jobs} == {"bench_attention", "efficiency"}
+    assert f"--threads {bench['threads']}" in bench["shell"]
+    assert "--out demo/out/results/efficiency.csv --plot demo/out/results/efficiency.png" in bench["shell"]
+    assert "effbert.report.efficiency demo/out/results/efficiency.csv demo/out/results/efficiency.md" in bench["shell"]
+    assert "bench_attention" not in planned_jobs(snakemake(project, *demo, "all").stdout)  # a timing run: asked for
+
+    # IMDB beside GLUE: its runs read <lra.dir>/aclImdb (the files LRA Text reads) unless glue.imdb_dir says where
+    config = yaml.safe_load((project / "config/demo.yaml").read_text())
+    config["glue"]["tasks"].append("IMDB")
+    (project / "config/imdb.yaml").write_text(yaml.safe_dump(config))
+    (project / config["lra"]["dir"] / "aclImdb").mkdir(parents=True)
+    imdb = ["--configfile", "config/imdb.yaml", "-n", "-p", "--cores", "2", "glue"]
+    runs = [job["shell"] for job in planned(snakemake(project, *imdb).stdout) if job["rule"] == "finetune_glue"]
+    assert any(f"--task IMDB --glue_dir {config['lra']['dir']} " in shell for shell in runs)
+    assert any("--task SST-2 --glue_dir demo/glue " in shell for shell in runs)

@@ -121,3 +121,13 @@ def report_table(results_dir: str | Path, table: str, ext: str) -> Path:
 
 def report_plot(results_dir: str | Path, plot: str) -> Path:
     return Path(results_dir) / f"{plot}.png"
+
+
+# <results>/efficiency.{csv,md,png}: `effbert bench attention` (csv, png) and the page beside the Nystromformer
+# paper's Table 1 (md: effbert.report.efficiency); Snakemake's opt-in `efficiency` target
+EFFICIENCY_TABLE = "efficiency"
+EFFICIENCY_FORMATS = ("csv", "md", "png")
+
+
+def efficiency_file(results_dir: str | Path, ext: str) -> Path:
+    return report_table(results_dir, EFFICIENCY_TABLE, ext)

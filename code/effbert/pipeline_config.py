@@ -104,6 +104,8 @@ class ShardsConfig(ShardSetSettings):
 class GlueDataConfig(_Strict):
     dir: str = Field(description="the GLUE data folder in the official layout")
     tasks: list[Literal[GLUE_TASKS]]  # type: ignore[valid-type]
+    imdb_dir: str | None = Field(None, description="the folder holding aclImdb/ for the IMDB task (optional, beside "
+                                 "GLUE); null: lra.dir, the files LRA Text reads")
 
 
 class ListopsSettings(_Strict):

@@ -3,11 +3,19 @@
 # The grid (batch sizes x learning rates x seeds) is the model's config.json "glue" section. A run reruns when
 # its own settings change or its weights do (pretrain.json or the imported checkpoint is newer); the selection
 # when the grid or the way of choosing does.
+# IMDB (optional: list it in glue.tasks) reads the aclImdb folder under glue.imdb_dir, by default lra.dir's: the
+# files LRA Text reads; `effbert glue --glue_dir` is then the folder holding aclImdb/ (effbert.data.glue).
+
+from effbert.data.glue import get_task
+
+IMDB_DIR = PIPELINE.glue.imdb_dir or LRA_DIR  # the folder holding aclImdb/
+
 
 rule finetune_glue:
     input:
         weights=lambda wc: weights_of(wc.model),
-        task=f"{GLUE_DIR}/{{task}}",
+        # <glue.dir>/<TASK>, or IMDB's <imdb_dir>/aclImdb
+        task=lambda wc: f"{IMDB_DIR if wc.task == 'IMDB' else GLUE_DIR}/{get_task(wc.task).folder}",
     output:
         model_file("{model}", layout.glue_run_path, "{task}", "{run}"),
     wildcard_constraints:

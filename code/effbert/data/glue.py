@@ -5,6 +5,15 @@ stray `"` characters that a CSV reader would treat as quotes, so every line is s
 Headered files are read by column name; CoLA's train/dev files have no header and get names from the
 table. MRPC's train/dev headers start with a UTF-8 byte order mark, which decoding with utf-8-sig drops.
 
+IMDB (movie-review sentiment, beside GLUE in the Nystromformer paper's Table 2) is read from the aclImdb folder
+as unpacked, the files LRA Text reads (effbert.data.lra.text.review_files: <aclImdb>/{train,test}/{neg,pos}/
+<id>_<rating>.txt, neg = 0, pos = 1; the unlabelled train/unsup is not read). A review is its file's UTF-8 text,
+surrounding whitespace stripped, markup such as <br /> kept; the model's tokenizer then cuts it to the fine-tuning
+length (its head is kept). IMDB has no dev set, so one is held out of train: every tenth review of each label in
+id order (for the release: the ids ending in 0, 1,250 per label), the same reviews for every run and seed, never
+trained on. It chooses among the grid's runs; the score reported is IMDB's test set (25,000 labelled reviews), the
+split the paper reports, scored once after training (`report_split`).
+
 Metrics are on the 0-100 scale, computed with numpy only:
     accuracy, f1 (binary, positive class 1), mcc (Matthews; 0 when undefined, as scikit-learn),
     pearson, spearman (average ranks for ties) and pearson_spearman_mean (STS-B's single score).
@@ -13,12 +22,16 @@ Metrics are on the 0-100 scale, computed with numpy only:
 from __future__ import annotations
 
 import math
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from effbert.constants import GLUE_SCORE_TASKS, GLUE_TASKS
+from effbert.data.lra.text import LABELS as REVIEW_LABELS
+from effbert.data.lra.text import RELEASE_DIR as ACLIMDB
+from effbert.data.lra.text import review_files
 from effbert.errors import InputError
 from effbert.files import text_lines
 
@@ -41,6 +54,8 @@ class GlueTask:
     files: tuple[tuple[str, str], ...] = ()     # split -> file name where it is not <split>.tsv
     epochs: int = 4                             # fine-tuning epochs unless a model's config says otherwise
     glue_score: tuple[str, ...] = ()            # metrics whose mean is the task's part of the GLUE score
+    report_split: str | None = None             # labelled split scored after training and reported; None: dev's
+    reader: str = "tsv"                         # "tsv": the official GLUE files; "aclImdb": review folders
 
     @property
     def score_metrics(self) -> tuple[str, ...]:
@@ -53,7 +68,9 @@ class GlueTask:
 
     @property
     def splits(self) -> tuple[str, ...]:
-        return ("train", *self.dev_splits, *self.test_splits) if self.label else self.test_splits
+        if not self.label:
+            return self.test_splits
+        return ("train", *self.dev_splits, *self.test_splits, *((self.report_split,) if self.report_split else ()))
 
     def file_name(self, split: str) -> str:
         return dict(self.files).get(split, f"{split}.tsv")
@@ -82,6 +99,10 @@ TASKS: dict[str, GlueTask] = {
     # the diagnostic set: MNLI-style pairs without labels, scored on the leaderboard by MCC
     "AX": GlueTask("diagnostic", "sentence1", "sentence2", None, NLI3, "mcc",
                    files=(("test", "diagnostic.tsv"),)),
+    # not GLUE: aclImdb's folders (module docstring); dev is held out of train, test is labelled and reported
+    "IMDB": GlueTask(ACLIMDB, "review", None, "label", REVIEW_LABELS, "accuracy", test_splits=(),
+                     files=(("train", "train"), ("dev", "train"), ("test", "test")), report_split="test",
+                     reader="aclImdb"),
 }
 assert tuple(TASKS) == GLUE_TASKS, "data.glue.TASKS must list constants.GLUE_TASKS, in order"
 
@@ -148,6 +169,8 @@ def load_split(glue_dir: Path, task: str, split: str) -> GlueSplit:
     path = folder / spec.file_name(split)
     if not folder.is_dir():
         raise InputError(f"{folder}: no such GLUE task folder (looking for {path.name} of {task})")
+    if spec.reader == "aclImdb":
+        return _read_reviews(path, task, split)
     if not path.is_file():
         raise InputError(f"{path}: missing {path.name} in the {task} folder {folder}")
     labelled = split not in spec.test_splits
@@ -170,6 +193,28 @@ def load_split(glue_dir: Path, task: str, split: str) -> GlueSplit:
         labels=labels,
         ids=[f[id_col] if id_col is not None else str(n) for n, (_, f) in enumerate(rows)],
     )
+
+
+DEV_EVERY = 10  # IMDB's dev set: every tenth review of each label (module docstring)
+
+
+def _read_reviews(folder: Path, task: str, split: str) -> GlueSplit:
+    """One split of aclImdb: `folder` is <aclImdb>/train (train: 9 in 10 reviews, dev: the rest) or <aclImdb>/test."""
+    seen: Counter[int] = Counter()
+    kept = []
+    for path, label in review_files(folder):  # neg, then pos, each in id order
+        held_out = seen[label] % DEV_EVERY == 0
+        seen[label] += 1
+        if split == "test" or held_out == (split == "dev"):
+            kept.append((path, label))
+    texts = []
+    for path, _ in kept:
+        try:
+            texts.append(path.read_bytes().strip().decode("utf-8"))
+        except UnicodeDecodeError as e:
+            raise InputError(f"{path}: byte {e.start}: not UTF-8 text; expected an aclImdb review") from None
+    return GlueSplit(task=task, split=split, texts_a=texts, texts_b=None, labels=[label for _, label in kept],
+                     ids=[f"{path.parent.name}/{path.stem}" for path, _ in kept])
 
 
 # ---- metrics (numpy only; each returns a fraction, compute_metrics scales to 0-100) ----

@@ -198,6 +198,7 @@ NOTES = {
              " the grid point whose seeds scored best on dev (selection and score both on dev, as the papers'"
              " dev tables). GLUE: the official score, the mean of the nine tasks' parts (a task with two metrics"
              " counts with their mean), shown once all nine have run; average: the mean over the tasks shown."
+             " IMDB (not part of GLUE): test accuracy, the point chosen on a dev set held out of train."
              f" {_PUBLISHED} Source: {published.GLUE_SOURCE}."),
     "lra": ("Test accuracy (%) of the best-dev checkpoint; mean ± standard deviation over seeds."
             f" {_PUBLISHED} Sources: {published.LRA_SOURCE}; {published.LRA_ORIGINAL_SOURCE}."),
