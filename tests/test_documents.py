@@ -11,10 +11,12 @@ from xml.sax.saxutils import escape
 
 import pytest
 
+from effbert.cli import main
 from effbert.data import sources
 from effbert.data.sources import build_documents, split_sentences
 from effbert.demo.wiki import DEMO_WIKI_NAME, STUB_EVERY, write_demo_wiki
 from effbert.errors import InputError
+from effbert.pipeline_config import DocumentsSettings
 
 ROOT = Path(__file__).resolve().parents[1]
 COMMITTED_DEMO_WIKI = ROOT / "demo" / "data-preprocessing" / "wiki" / DEMO_WIKI_NAME
@@ -46,6 +48,14 @@ SITEINFO = """  <siteinfo>
     </namespaces>
   </siteinfo>
 """
+
+
+KEEP_ALL = DocumentsSettings(min_words=0)  # every document, however short
+
+
+def _chunked(chunk_bytes: int) -> DocumentsSettings:
+    """Every document, the inputs cut into units of about chunk_bytes (chunk_mb counts MB of 2**20 bytes)."""
+    return DocumentsSettings(min_words=0, chunk_mb=chunk_bytes / 2**20)
 
 
 def dump_xml(pages: list[tuple[str, str]], siteinfo: bool = True) -> str:
@@ -86,7 +96,7 @@ def assert_no_output(out: Path) -> None:
 @pytest.mark.parametrize(("name", "siteinfo"), [("dump.xml.bz2", True), ("dump.xml", False)])
 def test_wiki_dump_gives_the_prose_without_markup(tmp_path, name, siteinfo):
     dump = write_dump(tmp_path / name, [("Alpha Town", ALPHA), ("Beta fox", BETA)], siteinfo)
-    stats = build_documents("wiki", dump, tmp_path / "out", min_words=0)
+    stats = build_documents("wiki", dump, tmp_path / "out", KEEP_ALL)
     assert read_documents(tmp_path / "out") == [ALPHA_SENTENCES, BETA_SENTENCES]
     text = (tmp_path / "out" / "part-00000.txt").read_text(encoding="utf-8")
     assert text == "\n".join(ALPHA_SENTENCES) + "\n\n" + "\n".join(BETA_SENTENCES) + "\n"
@@ -98,7 +108,7 @@ def test_wiki_dump_gives_the_prose_without_markup(tmp_path, name, siteinfo):
 def test_min_words_filter_counts_what_it_skips(tmp_path):
     pages = [("Alpha Town", ALPHA), ("Beta fox", BETA), ("Gamma", "{{only a template}}")]
     dump = write_dump(tmp_path / "dump.xml.bz2", pages)
-    stats = build_documents("wiki", dump, tmp_path / "out", min_words=11)  # Alpha has 28 words, Beta 10
+    stats = build_documents("wiki", dump, tmp_path / "out", DocumentsSettings(min_words=11))  # Alpha: 28 words, Beta 10
     assert read_documents(tmp_path / "out") == [ALPHA_SENTENCES]
     assert stats["skipped"] == {"too_short": 1, "empty": 1}
     default = build_documents("wiki", dump, tmp_path / "out")  # Wikipedia's default: 128 words
@@ -114,7 +124,7 @@ def test_truncated_bz2_keeps_the_pages_before_the_cut_and_reports_it(tmp_path):
     second = bz2.compress(text[split:])
     dump = tmp_path / "cut.xml.bz2"
     dump.write_bytes(bz2.compress(text[:split]) + second[: len(second) // 2])
-    stats = build_documents("wiki", dump, tmp_path / "out", min_words=0)
+    stats = build_documents("wiki", dump, tmp_path / "out", KEEP_ALL)
     assert read_documents(tmp_path / "out") == [ALPHA_SENTENCES]
     assert stats["bad_input_counts"] == {"truncated": 1}
     [bad] = stats["bad_input"]
@@ -129,7 +139,7 @@ def test_malformed_page_is_skipped_and_reported_with_its_line(tmp_path, capsys):
     broken = text.index("<title>Broken</title>")
     text = text[:broken] + text[broken:].replace("</title>", "</titel>", 1)
     dump.write_text(text, encoding="utf-8")
-    stats = build_documents("wiki", dump, tmp_path / "out", min_words=0)
+    stats = build_documents("wiki", dump, tmp_path / "out", KEEP_ALL)
     assert read_documents(tmp_path / "out") == [ALPHA_SENTENCES, BETA_SENTENCES]
     page_line = text[: text.rindex("<page>", 0, broken)].count("\n") + 1
     assert stats["bad_input"] == [
@@ -157,7 +167,7 @@ def test_a_folder_of_dumps_is_read_in_name_order(tmp_path):
     write_dump(folder / "b.xml.bz2", [("Alpha Town", ALPHA)])
     write_dump(folder / "a.xml", [("Beta fox", BETA)])
     (folder / "notes.txt").write_text("not a dump")
-    stats = build_documents("wiki", folder, tmp_path / "out", min_words=0, processes=2)
+    stats = build_documents("wiki", folder, tmp_path / "out", KEEP_ALL, processes=2)
     assert read_documents(tmp_path / "out") == [BETA_SENTENCES, ALPHA_SENTENCES]
     assert stats["inputs"] == [str(folder / "a.xml"), str(folder / "b.xml.bz2")]
 
@@ -169,7 +179,7 @@ def test_realnews_reads_the_text_field(tmp_path):
     path = tmp_path / "news.jsonl"
     records = [{"title": "T", "text": "First paragraph here. Second sentence.\nNew paragraph."}, {"text": ""}]
     path.write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
-    stats = build_documents("realnews", path, tmp_path / "out", min_words=0)
+    stats = build_documents("realnews", path, tmp_path / "out", KEEP_ALL)
     assert read_documents(tmp_path / "out") == [["First paragraph here.", "Second sentence.", "New paragraph."]]
     assert stats["skipped"] == {"empty": 1}
     assert build_documents("realnews", path, tmp_path / "out")["skipped"] == {"empty": 1, "too_short": 1}
@@ -183,7 +193,7 @@ def test_realnews_bad_line_is_skipped_and_reported(tmp_path, capsys, bad_line, k
     path = tmp_path / "news.jsonl"
     good = json.dumps({"text": "Fine."}) + "\n"
     path.write_text(good + bad_line + "\n" + good, encoding="utf-8")
-    stats = build_documents("realnews", path, tmp_path / "out", min_words=0)
+    stats = build_documents("realnews", path, tmp_path / "out", KEEP_ALL)
     assert read_documents(tmp_path / "out") == [["Fine."], ["Fine."]]
     assert stats["bad_input_counts"] == {kind: 1}
     assert [(b["file"], b["position"]) for b in stats["bad_input"]] == [(str(path), f"line 2, byte {len(good)}")]
@@ -197,7 +207,7 @@ def test_realnews_truncated_gz_and_bad_utf8_keep_the_rest(tmp_path):
     (tmp_path / "news" / "a.jsonl.gz").write_bytes(whole)
     cut = gzip.compress(("\n".join(good) + "\n").encode())
     (tmp_path / "news" / "b.jsonl.gz").write_bytes(cut[: len(cut) // 2])
-    stats = build_documents("realnews", tmp_path / "news", tmp_path / "out", min_words=0)
+    stats = build_documents("realnews", tmp_path / "news", tmp_path / "out", KEEP_ALL)
     assert stats["bad_input_counts"] == {"invalid_utf8": 1, "truncated": 1}
     a, b = stats["bad_input"]
     assert a["file"].endswith("a.jsonl.gz") and a["position"].startswith("line 4, byte ")
@@ -294,10 +304,10 @@ def part_bytes(out: Path) -> dict[str, bytes]:
 def test_same_output_for_any_number_of_processes(tmp_path, monkeypatch):
     monkeypatch.setattr(sources, "DOCUMENTS_PER_PART", 100)
     folder = news_folder(tmp_path)
-    one = build_documents("realnews", folder, tmp_path / "one", min_words=0, chunk_bytes=4000)
-    two = build_documents("realnews", folder, tmp_path / "two", min_words=0, chunk_bytes=4000, processes=2)
+    one = build_documents("realnews", folder, tmp_path / "one", _chunked(4000))
+    two = build_documents("realnews", folder, tmp_path / "two", _chunked(4000), processes=2)
     assert one["units"] > 8 and one == two and part_bytes(tmp_path / "one") == part_bytes(tmp_path / "two")
-    whole = build_documents("realnews", folder, tmp_path / "whole", min_words=0)  # one unit a file
+    whole = build_documents("realnews", folder, tmp_path / "whole", KEEP_ALL)  # one unit a file
     assert whole["units"] == 1 and read_documents(tmp_path / "whole") == read_documents(tmp_path / "one")
     assert one["documents"] == 300 - 6 + 80 and one["parts"] == 4
     # the broken lines are named by their line in a.jsonl, whichever range they fell in
@@ -306,9 +316,24 @@ def test_same_output_for_any_number_of_processes(tmp_path, monkeypatch):
     assert not (tmp_path / "one.work").exists()  # the work folder is removed once the output is in place
 
 
+def test_chunk_mb_states_any_whole_number_of_bytes_and_the_cli_refuses_less_than_one(tmp_path, capsys):
+    """chunk_mb counts MB of 2**20 bytes: a fraction of one states a small unit to the byte."""
+    for size in (1, 4000, 4001, 64 << 20, 10**12 + 7):
+        assert _chunked(size).chunk_bytes == size
+    folder = news_folder(tmp_path)
+    assert main(["documents", "--source", "realnews", "--input", str(folder), "--out", str(tmp_path / "out"),
+                 "--chunk_mb", str(4000 / 2**20), "--min_words", "0"]) == 0
+    assert build_documents("realnews", folder, tmp_path / "direct", _chunked(4000))["units"] > 8
+    assert part_bytes(tmp_path / "out") == part_bytes(tmp_path / "direct")
+    assert main(["documents", "--source", "realnews", "--input", str(folder), "--out", str(tmp_path / "bad"),
+                 "--chunk_mb", "0"]) == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1].startswith("effbert documents: error: --chunk_mb:")
+    assert not (tmp_path / "bad").exists()
+
+
 def test_an_interrupted_run_resumes_without_redoing_finished_units(tmp_path, monkeypatch):
     folder = news_folder(tmp_path)
-    build_documents("realnews", folder, tmp_path / "clean", min_words=0, chunk_bytes=4000)
+    build_documents("realnews", folder, tmp_path / "clean", _chunked(4000))
     read = sources.READERS["realnews"]
     calls: list[tuple[str, int]] = []
 
@@ -320,7 +345,7 @@ def test_an_interrupted_run_resumes_without_redoing_finished_units(tmp_path, mon
 
     monkeypatch.setitem(sources.READERS, "realnews", failing_after_5)
     with pytest.raises(KeyboardInterrupt):
-        build_documents("realnews", folder, tmp_path / "out", min_words=0, chunk_bytes=4000)
+        build_documents("realnews", folder, tmp_path / "out", _chunked(4000))
     assert not (tmp_path / "out").exists() and len(list((tmp_path / "out.work").glob("unit-*.json"))) == 5
 
     def counting(context):
@@ -328,26 +353,26 @@ def test_an_interrupted_run_resumes_without_redoing_finished_units(tmp_path, mon
         yield from read(context)
 
     monkeypatch.setitem(sources.READERS, "realnews", counting)
-    stats = build_documents("realnews", folder, tmp_path / "out", min_words=0, chunk_bytes=4000)
+    stats = build_documents("realnews", folder, tmp_path / "out", _chunked(4000))
     assert part_bytes(tmp_path / "out") == part_bytes(tmp_path / "clean")
     assert len(calls) == stats["units"] and len(set(calls)) == len(calls)  # each range read once over both runs
     mtimes = {p.name: p.stat().st_mtime_ns for p in (tmp_path / "out").iterdir()}
     before = len(calls)
-    assert build_documents("realnews", folder, tmp_path / "out", min_words=0, chunk_bytes=4000) == stats
+    assert build_documents("realnews", folder, tmp_path / "out", _chunked(4000)) == stats
     assert len(calls) == before and mtimes == {p.name: p.stat().st_mtime_ns for p in (tmp_path / "out").iterdir()}
 
 
 def test_bookcorpus_without_blank_lines_gives_bounded_documents(tmp_path):
     path = tmp_path / "books_large_p1.txt"
     path.write_text("".join(f"sentence number {i} .\n" for i in range(10)), encoding="utf-8")
-    build_documents("bookcorpus", path, tmp_path / "out", max_sentences=4)
+    build_documents("bookcorpus", path, tmp_path / "out", DocumentsSettings(max_sentences=4))
     assert [len(d) for d in read_documents(tmp_path / "out")] == [4, 4, 2]
 
 
 def test_bad_input_list_is_capped_and_all_are_counted(tmp_path, monkeypatch):
     monkeypatch.setattr(sources, "BAD_INPUT_LIMIT", 3)
     write_news(tmp_path / "news.jsonl", 100, seed=0, bad_every=10)
-    stats = build_documents("realnews", tmp_path / "news.jsonl", tmp_path / "out", min_words=0)
+    stats = build_documents("realnews", tmp_path / "news.jsonl", tmp_path / "out", KEEP_ALL)
     assert stats["bad_input_counts"] == {"invalid_json": 10} and len(stats["bad_input"]) == 3
     assert stats["documents"] == 90
 
@@ -411,7 +436,7 @@ def test_demo_wiki_gives_clean_consistent_prose(tmp_path):
 
 @pytest.mark.parametrize(("name", "pages"), [("testcorpus.xml.bz2", 9), ("enwiki-table-markup.xml.bz2", 5)])
 def test_real_dumps(shared_fixtures, tmp_path, name, pages):
-    stats = build_documents("wiki", shared_fixtures / "wikipedia" / name, tmp_path / "out", min_words=0)
+    stats = build_documents("wiki", shared_fixtures / "wikipedia" / name, tmp_path / "out", KEEP_ALL)
     documents = read_documents(tmp_path / "out")
     assert stats["documents"] == len(documents) == pages
     assert all(documents) and all(sentence.strip() for document in documents for sentence in document)
@@ -421,7 +446,7 @@ def test_real_dumps(shared_fixtures, tmp_path, name, pages):
 
 def test_real_realnews(shared_fixtures, tmp_path):
     stats = build_documents("realnews", shared_fixtures / "realnews" / "realnews_tiny.jsonl", tmp_path / "out",
-                            min_words=0)
+                            KEEP_ALL)
     assert stats["documents"] == len(read_documents(tmp_path / "out")) == 5
     assert build_documents("realnews", shared_fixtures / "realnews" / "realnews_tiny.jsonl",
                            tmp_path / "out")["skipped"] == {"too_short": 5}  # all under 1000 words
@@ -452,10 +477,10 @@ def test_wikimedia_numbered_parts_are_read_in_page_order_and_the_index_is_passed
     noted = capsys.readouterr().err
     assert "passed over 2 file(s)" in noted and f"{DUMP}-index1.txt-p1p8.bz2" in noted
     # the folder gives the parts' documents one part after another, in page order
-    build_documents("wiki", tmp_path / "dump", tmp_path / "all", min_words=0)
+    build_documents("wiki", tmp_path / "dump", tmp_path / "all", KEEP_ALL)
     one_by_one = []
     for part in in_page_order:
-        build_documents("wiki", part, tmp_path / part.name, min_words=0)
+        build_documents("wiki", part, tmp_path / part.name, KEEP_ALL)
         one_by_one += read_documents(tmp_path / part.name)
     assert read_documents(tmp_path / "all") == one_by_one and len(one_by_one) > 20
 
@@ -494,7 +519,7 @@ def test_a_corrupt_stream_of_a_multistream_dump_loses_only_its_own_pages(tmp_pat
     pages = (tmp_path / "demo.xml.bz2").read_bytes()
     (tmp_path / "intact").mkdir()
     _multistream(tmp_path / "intact" / "enwiki-20990101-pages-articles-multistream.xml.bz2", pages, 10, drop=2)
-    build_documents("wiki", tmp_path / "intact", tmp_path / "expected", min_words=0)
+    build_documents("wiki", tmp_path / "intact", tmp_path / "expected", KEEP_ALL)
     (tmp_path / "damaged").mkdir()
     dump = tmp_path / "damaged" / "enwiki-20990101-pages-articles-multistream.xml.bz2"
     offsets = _multistream(dump, pages, 10)
@@ -502,7 +527,7 @@ def test_a_corrupt_stream_of_a_multistream_dump_loses_only_its_own_pages(tmp_pat
     middle = (offsets[2] + offsets[3]) // 2  # 20 bytes in the middle of the third page stream
     data[middle : middle + 20] = bytes(20)
     dump.write_bytes(bytes(data))
-    stats = build_documents("wiki", tmp_path / "damaged", tmp_path / "got", min_words=0)
+    stats = build_documents("wiki", tmp_path / "damaged", tmp_path / "got", KEEP_ALL)
     assert read_documents(tmp_path / "got") == read_documents(tmp_path / "expected")  # every page of the others
     assert stats["compressed_streams"] == {"read": 7, "damaged": 1, "pages_lost_estimate": 10}
     assert stats["bad_input_counts"]["corrupt_stream"] == 1
@@ -518,10 +543,9 @@ def test_a_big_multistream_dump_is_cut_into_units_and_read_the_same_by_any_numbe
     chunk = dump.stat().st_size // 5
     units = sources.plan_units("wiki", [dump], chunk, {})
     assert len(units) >= 4 and all(len(u.ranges) == 1 for u in units)
-    build_documents("wiki", dump, tmp_path / "whole", min_words=0)  # one unit: the default chunk is 64 MB
+    build_documents("wiki", dump, tmp_path / "whole", KEEP_ALL)  # one unit: the default chunk is 64 MB
     for processes in (1, 2):
-        build_documents("wiki", dump, tmp_path / f"cut-{processes}", min_words=0, chunk_bytes=chunk,
-                        processes=processes)
+        build_documents("wiki", dump, tmp_path / f"cut-{processes}", _chunked(chunk), processes=processes)
         assert [p.read_bytes() for p in sorted((tmp_path / f"cut-{processes}").glob("part-*.txt"))] == [
             p.read_bytes() for p in sorted((tmp_path / "whole").glob("part-*.txt"))]
 
@@ -540,11 +564,11 @@ def test_a_damaged_part_is_counted_and_the_other_parts_kept(tmp_path):
     damaged = in_page_order[1]
     intact = [p for p in in_page_order if p != damaged]
     damaged.write_bytes(damaged.read_bytes()[: damaged.stat().st_size // 2])  # cut in the middle
-    stats = build_documents("wiki", tmp_path / "dump", tmp_path / "all", min_words=0)
+    stats = build_documents("wiki", tmp_path / "dump", tmp_path / "all", KEEP_ALL)
     assert stats["bad_input_counts"] == {"truncated": 1}
     got = read_documents(tmp_path / "all")
     for part in intact:  # every document of the intact parts is there
-        build_documents("wiki", part, tmp_path / part.name, min_words=0)
+        build_documents("wiki", part, tmp_path / part.name, KEEP_ALL)
         assert all(document in got for document in read_documents(tmp_path / part.name))
 
 

@@ -12,6 +12,7 @@ from effbert.data.shards import build_shards
 from effbert.data.sources import build_documents
 from effbert.errors import InputError
 from effbert.locks import output_lock, writer_lock
+from effbert.pipeline_config import DocumentsSettings
 
 
 def test_a_second_writer_is_refused_naming_the_holder_and_the_lock_goes_with_it(tmp_path):
@@ -48,5 +49,5 @@ def test_a_killed_builds_half_built_output_is_removed_at_the_next_start(tmp_path
     books = tmp_path / "books"
     books.mkdir()
     (books / "a.txt").write_text("A sentence here.\nAnother one follows.\n")
-    build_documents("bookcorpus", books, tmp_path / "documents", min_words=1)
+    build_documents("bookcorpus", books, tmp_path / "documents", DocumentsSettings(min_words=1))
     assert not half.exists() and other.is_dir() and (tmp_path / "documents" / "stats.json").is_file()

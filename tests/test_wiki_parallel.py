@@ -13,6 +13,14 @@ from effbert.data import bz2_blocks, sources
 from effbert.data.sources import build_documents
 from effbert.data.wikidump import checked_pages
 from effbert.demo.wiki import write_demo_wiki
+from effbert.pipeline_config import DocumentsSettings
+
+KEEP_ALL = DocumentsSettings(min_words=0)  # every document, however short
+
+
+def _chunked(chunk_bytes: int) -> DocumentsSettings:
+    """Every document, the inputs cut into units of about chunk_bytes (chunk_mb counts MB of 2**20 bytes)."""
+    return DocumentsSettings(min_words=0, chunk_mb=chunk_bytes / 2**20)
 
 
 def _xml(tmp_path: Path, pages: int) -> bytes:
@@ -70,11 +78,10 @@ def _no_report(*args, **kwargs) -> None:
 def test_a_big_single_stream_dump_is_read_the_same_whole_and_cut_by_any_number_of_workers(tmp_path):
     dump = _single_stream(tmp_path / "dump" / "enwiki-20990101-pages-articles.xml.bz2", _xml(tmp_path, 150))
     chunk = -(-dump.stat().st_size // 3)  # three spans
-    whole = build_documents("wiki", dump, tmp_path / "whole", min_words=0)  # one unit: the default chunk is 64 MB
+    whole = build_documents("wiki", dump, tmp_path / "whole", KEEP_ALL)  # one unit: the default chunk is 64 MB
     assert whole["units"] == 1 and whole["documents"] == 150  # every page a document
     for processes in (1, 2):
-        cut = build_documents("wiki", dump, tmp_path / f"cut-{processes}", min_words=0, chunk_bytes=chunk,
-                              processes=processes)
+        cut = build_documents("wiki", dump, tmp_path / f"cut-{processes}", _chunked(chunk), processes=processes)
         assert cut["units"] == 3 and _parts(tmp_path / f"cut-{processes}") == _parts(tmp_path / "whole")
         assert cut["compressed_streams"] == whole["compressed_streams"] == {"read": 1, "damaged": 0,
                                                                             "pages_lost_estimate": 0}
@@ -88,9 +95,8 @@ def test_a_truncated_single_stream_dump_cut_in_units_reads_as_whole(tmp_path):
     data = bz2.compress(xml, 1)
     dump = tmp_path / "cut.xml.bz2"
     dump.write_bytes(data[: len(data) * 2 // 3])
-    whole = build_documents("wiki", dump, tmp_path / "whole", min_words=0)
-    cut = build_documents("wiki", dump, tmp_path / "cut", min_words=0, chunk_bytes=-(-dump.stat().st_size // 3),
-                          processes=2)
+    whole = build_documents("wiki", dump, tmp_path / "whole", KEEP_ALL)
+    cut = build_documents("wiki", dump, tmp_path / "cut", _chunked(-(-dump.stat().st_size // 3)), processes=2)
     assert whole["units"] == 1 and cut["units"] == 3
     assert _parts(tmp_path / "cut") == _parts(tmp_path / "whole")
     assert 0 < cut["documents"] == whole["documents"] < 150

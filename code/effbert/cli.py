@@ -16,8 +16,7 @@ from effbert.pipeline_config import DocumentsSettings, ListopsSettings, Pathfind
 def _documents(a: argparse.Namespace) -> None:
     from effbert.data.sources import build_documents
 
-    build_documents(a.source, a.input, a.out, min_words=a.min_words, processes=a.processes,
-                    chunk_bytes=a.chunk_mb << 20, max_sentences=a.max_sentences)
+    build_documents(a.source, a.input, a.out, _settings_of(a, DocumentsSettings), processes=a.processes)
 
 
 def _tokenizer(a: argparse.Namespace) -> None:

@@ -27,13 +27,20 @@ class _Strict(BaseModel):
 
 
 class DocumentsSettings(_Strict):
-    """`effbert documents`: raw dump -> documents."""
+    """`effbert documents`: raw dump -> documents. Passed to build_documents as one object."""
 
     min_words: int | None = Field(None, ge=0, description="drop shorter documents (default: wiki 128, realnews 1000, "
                                                           "else 0)")
-    chunk_mb: int = Field(64, ge=1, description="approximate size of a resumable work unit")
+    # a float down to one byte (2**-20 MB), so that a test can cut a small file into units
+    chunk_mb: float = Field(64, ge=2**-20, description="approximate size of a resumable work unit, in MB (2**20 "
+                                                      "bytes)")
     max_sentences: int = Field(500, ge=1, description="bookcorpus/stories: end a document after this many "
                                                        "sentences (bounded memory)")
+
+    @property
+    def chunk_bytes(self) -> int:
+        """chunk_mb in bytes; exact for any whole number of bytes, since 2**20 is a power of two."""
+        return round(self.chunk_mb * 2**20)
 
 
 class SourceConfig(DocumentsSettings):

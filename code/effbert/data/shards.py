@@ -212,19 +212,18 @@ def build_shards(
     text_dirs = [Path(d) for d in text_dirs]
     out_dir = Path(out_dir)
     recipe = recipe or ShardRecipe()
-    dev_fraction, seed, dupe_factor = recipe.dev_fraction, recipe.seed, recipe.dupe_factor
-    masked_lm_prob, short_seq_prob = recipe.masked_lm_prob, recipe.short_seq_prob
     if max_predictions is None:
-        max_predictions = round(masked_lm_prob * max_seq_len)
+        max_predictions = round(recipe.masked_lm_prob * max_seq_len)
     if sample_probs is None:
         sample_probs = [1.0] * len(text_dirs)
     sample_probs = [float(p) for p in sample_probs]
-    _check_settings(text_dirs, max_seq_len, dev_fraction, masked_lm_prob, max_predictions, short_seq_prob,
-                    dupe_factor, instances_per_shard, sample_probs, workers)  # fmt: skip
-    tokenizer_file, maker = _load_maker(tokenizer_path, max_seq_len, masked_lm_prob, max_predictions, short_seq_prob)
+    _check_settings(text_dirs, max_seq_len, recipe, max_predictions, instances_per_shard, sample_probs, workers)
+    tokenizer_file, maker = _load_maker(tokenizer_path, max_seq_len, recipe, max_predictions)
+    # in this order in the inputs key and the manifest (their bytes)
     settings = {
-        "max_seq_len": max_seq_len, "seed": seed, "dev_fraction": dev_fraction, "masked_lm_prob": masked_lm_prob,
-        "max_predictions": max_predictions, "short_seq_prob": short_seq_prob, "dupe_factor": dupe_factor,
+        "max_seq_len": max_seq_len, "seed": recipe.seed, "dev_fraction": recipe.dev_fraction,
+        "masked_lm_prob": recipe.masked_lm_prob, "max_predictions": max_predictions,
+        "short_seq_prob": recipe.short_seq_prob, "dupe_factor": recipe.dupe_factor,
         "instances_per_shard": instances_per_shard, "sample_probs": sample_probs,
     }  # fmt: skip
     files = {d: part_files(d) for d in text_dirs}
@@ -235,17 +234,16 @@ def build_shards(
 
     work = Path(f"{out_dir}.work") / f"{inputs_key[:16]}-{UNIT_SENTENCES}"
     _clear_other_work(work)
-    units, split, sources = _plan_units(files, workers, sample_probs, seed, dev_fraction)
+    units, split, sources = _plan_units(files, workers, sample_probs, recipe)
     jobs = [UnitJob(u, split[u.first : u.first + u.count], work / f"unit-{u.number:06d}") for u in units]
-    _run_units([j for j in jobs if not j.folder.is_dir()], len(jobs), str(tokenizer_file), maker, seed,
-               dupe_factor, workers)  # fmt: skip
+    _run_units([j for j in jobs if not j.folder.is_dir()], len(jobs), str(tokenizer_file), maker, recipe, workers)
     manifest = _assemble(out_dir, jobs, text_dirs, tokenizer_file, maker, inputs_key, settings, sources, split)
     shutil.rmtree(work.parent, ignore_errors=True)
     return manifest
 
 
-def _load_maker(tokenizer_path: Path, max_seq_len: int, masked_lm_prob: float, max_predictions: int,
-                short_seq_prob: float) -> tuple[Path, InstanceMaker]:  # fmt: skip
+def _load_maker(tokenizer_path: Path, max_seq_len: int, recipe: ShardRecipe,
+                max_predictions: int) -> tuple[Path, InstanceMaker]:  # fmt: skip
     """The tokenizer's file (tokenizer.json of a folder) and an InstanceMaker for its specials and vocabulary."""
     tokenizer_file = Path(tokenizer_path)
     if tokenizer_file.is_dir():
@@ -253,16 +251,17 @@ def _load_maker(tokenizer_path: Path, max_seq_len: int, masked_lm_prob: float, m
     tok = load_tokenizer(tokenizer_file)
     specials = special_tokens(tok)
     vocab_size = tok.get_vocab_size(with_added_tokens=True)
-    maker = InstanceMaker(max_seq_len, specials, vocab_size, masked_lm_prob, max_predictions, short_seq_prob)
+    maker = InstanceMaker(max_seq_len, specials, vocab_size, recipe.masked_lm_prob, max_predictions,
+                          recipe.short_seq_prob)  # fmt: skip
     return tokenizer_file, maker
 
 
-def _plan_units(files: dict[Path, list[Path]], workers: int, sample_probs: list[float], seed: int,
-                dev_fraction: float) -> tuple[list[Unit], np.ndarray, list[dict]]:  # fmt: skip
+def _plan_units(files: dict[Path, list[Path]], workers: int, sample_probs: list[float],
+                recipe: ShardRecipe) -> tuple[list[Unit], np.ndarray, list[dict]]:  # fmt: skip
     """Step 1 of the build: the work units, every document's split (0 train, 1 dev, -1 dropped), and the
     manifest's per-source entries (with how many documents sampling kept and dropped)."""
     units, positions, sources = _index(files, UNIT_SENTENCES, workers)
-    split = _assign_splits(positions, sources, sample_probs, seed, dev_fraction)
+    split = _assign_splits(positions, sources, sample_probs, recipe.seed, recipe.dev_fraction)
     for i, source in enumerate(sources):
         kept = int((split[source["first"] : source["first"] + source["documents"]] >= 0).sum())
         source.update(sample_prob=sample_probs[i], kept=kept, dropped=source["documents"] - kept)
@@ -397,10 +396,10 @@ def _assign_splits(positions: np.ndarray, sources: list[dict], sample_probs: lis
     return split
 
 
-def _run_units(jobs: list[UnitJob], total: int, tokenizer_file: str, maker: InstanceMaker, seed: int,
-               dupe_factor: int, workers: int) -> None:  # fmt: skip
+def _run_units(jobs: list[UnitJob], total: int, tokenizer_file: str, maker: InstanceMaker, recipe: ShardRecipe,
+               workers: int) -> None:  # fmt: skip
     """Run the units not yet done, in a pool or in this process; each finished unit is a folder in work/."""
-    initargs = (tokenizer_file, maker, seed, dupe_factor)
+    initargs = (tokenizer_file, maker, recipe.seed, recipe.dupe_factor)
     # fork: workers share the parent's imports (torch) instead of re-importing them; the parent has not
     # encoded anything, so tokenizers' Rust thread pool is still usable in the children
     with (tqdm(total=total, initial=total - len(jobs), desc="shards", unit="unit", disable=None) as bar,
@@ -412,17 +411,18 @@ def _run_units(jobs: list[UnitJob], total: int, tokenizer_file: str, maker: Inst
                 _after_unit(number)
 
 
-def _check_settings(text_dirs, max_seq_len, dev_fraction, masked_lm_prob, max_predictions, short_seq_prob,
-                    dupe_factor, instances_per_shard, sample_probs, workers) -> None:  # fmt: skip
+def _check_settings(text_dirs: list[Path], max_seq_len: int, recipe: ShardRecipe, max_predictions: int,
+                    instances_per_shard: int, sample_probs: list[float], workers: int) -> None:  # fmt: skip
+    """Every value, each bad one named in one line (the CLI passes the recipe unvalidated)."""
     if not text_dirs:
         raise InputError("shards: no text folders given")
     checks = [
         (max_seq_len >= 8, f"max_seq_len {max_seq_len} is below 8"),
-        (0 <= dev_fraction < 1, f"dev_fraction {dev_fraction} is not in [0, 1)"),
-        (0 < masked_lm_prob < 1, f"masked_lm_prob {masked_lm_prob} is not in (0, 1)"),
+        (0 <= recipe.dev_fraction < 1, f"dev_fraction {recipe.dev_fraction} is not in [0, 1)"),
+        (0 < recipe.masked_lm_prob < 1, f"masked_lm_prob {recipe.masked_lm_prob} is not in (0, 1)"),
         (max_predictions >= 1, f"max_predictions {max_predictions} is below 1"),
-        (0 <= short_seq_prob <= 1, f"short_seq_prob {short_seq_prob} is not in [0, 1]"),
-        (dupe_factor >= 1, f"dupe_factor {dupe_factor} is below 1"),
+        (0 <= recipe.short_seq_prob <= 1, f"short_seq_prob {recipe.short_seq_prob} is not in [0, 1]"),
+        (recipe.dupe_factor >= 1, f"dupe_factor {recipe.dupe_factor} is below 1"),
         (instances_per_shard >= 1, f"instances_per_shard {instances_per_shard} is below 1"),
         (len(sample_probs) == len(text_dirs), f"sample_probs has {len(sample_probs)} values for {len(text_dirs)} "
          "text folders (expected one per folder)"),

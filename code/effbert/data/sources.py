@@ -12,16 +12,15 @@ Lines are split into sentences (data/sentences.py); documents under min_words wh
 are skipped (DEFAULT_MIN_WORDS: 128 for Wikipedia). bookcorpus and stories also end a document at the
 line that reaches max_sentences (books_large_p1.txt has no blank lines at all).
 
-Scale: the work is cut into units (data/workfolder.py): text/jsonl files over chunk_bytes into line-aligned
-byte ranges (a cut moves to just after a blank line within BLANK_LINE_WINDOW bytes, and starts a new
-document), smaller files grouped, a Wikimedia multistream .bz2 over chunk_bytes at its streams (each holds
-whole pages; data/wikidump.py bz2_stream_cuts), any other .bz2 dump over chunk_bytes every chunk_bytes (a
-span holds the pages that start in its bzip2 blocks, read through their index: data/bz2_blocks.py), any
-other dump or .gz whole. Units run on `processes` workers
-(wiki: min(processes, units), each wikiextractor with processes // workers), each into `<out>.work/` with a
-done-marker, so a killed run resumes; `<out>` is assembled in input order, the same for any `processes`. A
-rerun with the same inputs_key (input paths, sizes, mtimes, settings) in stats.json does nothing. Memory: one
-document per worker.
+Scale: the work is cut into units (data/workfolder.py): text/jsonl files over chunk_bytes (the setting chunk_mb,
+in bytes) into line-aligned byte ranges (a cut moves to just after a blank line within BLANK_LINE_WINDOW bytes,
+and starts a new document), smaller files grouped, a Wikimedia multistream .bz2 over chunk_bytes at its streams
+(each holds whole pages; data/wikidump.py bz2_stream_cuts), any other .bz2 dump over chunk_bytes every
+chunk_bytes (a span holds the pages that start in its bzip2 blocks, read through their index:
+data/bz2_blocks.py), any other dump or .gz whole. Units run on `processes` workers (wiki: min(processes, units),
+each wikiextractor with processes // workers), each into `<out>.work/` with a done-marker, so a killed run
+resumes; `<out>` is assembled in input order, the same for any `processes`. A rerun with the same inputs_key
+(input paths, sizes, mtimes, settings) in stats.json does nothing. Memory: one document per worker.
 
 Bad input is skipped, counted and reported (stats.json "bad_input": up to BAD_INPUT_LIMIT {"file", "position",
 "error"}; "bad_input_counts" by kind; a warning on stderr each): truncated (.bz2/.gz cut or corrupt; what came
@@ -67,38 +66,29 @@ INPUT_SUFFIXES = {
     "realnews": (".jsonl", ".jsonl.gz"),
 }
 DOCUMENTS_PER_PART = 10_000
-_DEFAULTS = DocumentsSettings()  # the settings' one declaration (effbert.pipeline_config)
-DEFAULT_CHUNK_BYTES = _DEFAULTS.chunk_mb << 20
-DEFAULT_MAX_SENTENCES = _DEFAULTS.max_sentences
 BLANK_LINE_WINDOW = 1 << 20
 BAD_INPUT_LIMIT = 100  # listed in stats.json (all are counted)
 SETTINGS_VERSION = 1  # bump when a change to the readers changes what a unit writes
 
 
 @locks_output("documents build")  # one writer of out_dir at a time
-def build_documents(
-    source: str,
-    inputs: Path,
-    out_dir: Path,
-    *,
-    min_words: int | None = None,
-    processes: int = 1,
-    chunk_bytes: int = DEFAULT_CHUNK_BYTES,
-    max_sentences: int = DEFAULT_MAX_SENTENCES,
-) -> dict:
-    """Read `inputs` as `source`, write `out_dir` atomically, and return the stats written to stats.json."""
+def build_documents(source: str, inputs: Path, out_dir: Path, settings: DocumentsSettings | None = None, *,
+                    processes: int = 1) -> dict:  # fmt: skip
+    """Read `inputs` as `source`, write `out_dir` atomically, and return the stats written to stats.json.
+
+    `settings` (default: DocumentsSettings()'s declared defaults, their bounds checked there) say how; the
+    output is the same for any number of `processes`."""
     if source not in READERS:
         raise ValueError(f"unknown source {source!r}; expected one of {sorted(READERS)}")
-    if chunk_bytes < 1 or max_sentences < 1:
-        raise ValueError(f"chunk_bytes ({chunk_bytes}) and max_sentences ({max_sentences}) must be at least 1")
+    settings = settings or DocumentsSettings()
     out_dir = Path(out_dir)
     files = input_files(source, Path(inputs))
-    min_words = DEFAULT_MIN_WORDS[source] if min_words is None else min_words
-    settings = {"version": SETTINGS_VERSION, "source": source, "min_words": min_words}
+    min_words = DEFAULT_MIN_WORDS[source] if settings.min_words is None else settings.min_words
+    reading = {"version": SETTINGS_VERSION, "source": source, "min_words": min_words}  # in each unit's key
     if source in ("bookcorpus", "stories"):
-        settings["max_sentences"] = max_sentences
+        reading["max_sentences"] = settings.max_sentences
     bad_files = [f for f in files if f.stat().st_size == 0]  # of a folder: reported (alone: an InputError)
-    units = plan_units(source, [f for f in files if f.stat().st_size], chunk_bytes, settings)
+    units = plan_units(source, [f for f in files if f.stat().st_size], settings.chunk_bytes, reading)
     if not units:
         raise InputError(f"{inputs}: every {source} input file is empty")
     inputs_key = hashlib.sha256(json.dumps([[u.key for u in units], DOCUMENTS_PER_PART]).encode()).hexdigest()
@@ -109,12 +99,12 @@ def build_documents(
 
     work = out_dir.with_name(out_dir.name + ".work")
     work.mkdir(parents=True, exist_ok=True)
-    markers = _run_units(source, units, work, settings, processes)
+    markers = _run_units(source, units, work, reading, processes)
     stats = {
         "source": source,
         "inputs": [str(path) for path in files],
         "min_words": min_words,
-        **({"max_sentences": max_sentences} if "max_sentences" in settings else {}),
+        **({"max_sentences": settings.max_sentences} if "max_sentences" in reading else {}),
         "inputs_key": inputs_key,
         "units": len(units),
     }
