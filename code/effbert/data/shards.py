@@ -7,7 +7,7 @@ At scale (issue #4) the work streams in three steps, memory bounded by a unit an
    units of about UNIT_SENTENCES sentences; sampling (sample_probs) and the dev split are decided here;
 2. units: each unit is tokenised (encode_batch) and turned into instances by a pool of `workers`
    processes, into <out>.work/<inputs key>/unit-NNNNNN/ (written atomically: a present folder is a done
-   unit, so a killed run resumes there);
+   unit, so a killed run resumes there; data/work_units.py runs the pending ones);
 3. assemble: the units' instances are read in document order into shards of instances_per_shard rows.
 Since every (document, pass) has its own Generator and the order is the documents', the bytes never depend
 on the number of workers or on where a run was interrupted.
@@ -38,7 +38,7 @@ from effbert.data.shard_files import (
     shard_file,
 )
 from effbert.data.tokenizer import copy_tokenizer, load_tokenizer, special_tokens
-from effbert.data.work_units import unit_results
+from effbert.data.work_units import clear_others, pending, run_pending
 from effbert.errors import InputError
 from effbert.files import atomic_dir, sha256_file
 from effbert.locks import locks_output
@@ -233,10 +233,10 @@ def build_shards(
         return done
 
     work = Path(f"{out_dir}.work") / f"{inputs_key[:16]}-{UNIT_SENTENCES}"
-    _clear_other_work(work)
+    clear_others(work)
     units, split, sources = _plan_units(files, workers, sample_probs, recipe)
     jobs = [UnitJob(u, split[u.first : u.first + u.count], work / f"unit-{u.number:06d}") for u in units]
-    _run_units([j for j in jobs if not j.folder.is_dir()], len(jobs), str(tokenizer_file), maker, recipe, workers)
+    _run_units(jobs, str(tokenizer_file), maker, recipe, workers)
     manifest = _assemble(out_dir, jobs, text_dirs, tokenizer_file, maker, inputs_key, settings, sources, split)
     shutil.rmtree(work.parent, ignore_errors=True)
     return manifest
@@ -340,15 +340,6 @@ def _finished(out_dir: Path, inputs_key: str) -> dict | None:
     return manifest
 
 
-def _clear_other_work(work: Path) -> None:
-    # Units of other inputs (an earlier, changed corpus or setting) can never be reused.
-    if work.parent.is_dir():
-        for other in work.parent.iterdir():
-            if other != work:
-                shutil.rmtree(other, ignore_errors=True)
-    work.mkdir(parents=True, exist_ok=True)
-
-
 def _pool(workers: int, initializer=None, initargs=()):
     # fork: workers share the parent's imports (torch) instead of re-importing them; the parent has not
     # encoded anything, so tokenizers' Rust thread pool is still usable in the children.
@@ -396,19 +387,21 @@ def _assign_splits(positions: np.ndarray, sources: list[dict], sample_probs: lis
     return split
 
 
-def _run_units(jobs: list[UnitJob], total: int, tokenizer_file: str, maker: InstanceMaker, recipe: ShardRecipe,
+def _run_units(jobs: list[UnitJob], tokenizer_file: str, maker: InstanceMaker, recipe: ShardRecipe,
                workers: int) -> None:  # fmt: skip
-    """Run the units not yet done, in a pool or in this process; each finished unit is a folder in work/."""
-    initargs = (tokenizer_file, maker, recipe.seed, recipe.dupe_factor)
-    # fork: workers share the parent's imports (torch) instead of re-importing them; the parent has not
-    # encoded anything, so tokenizers' Rust thread pool is still usable in the children
-    with (tqdm(total=total, initial=total - len(jobs), desc="shards", unit="unit", disable=None) as bar,
-          unit_results(_run_unit, jobs, workers=workers, start_method="fork", initializer=_init_worker,
-                       initargs=initargs) as results):
-        for number, _ in results:
+    """Run the units not yet done, in a pool or in this process; a unit's finished folder is its done-marker."""
+    todo = pending(jobs, lambda job: job.folder.is_dir())
+    with tqdm(total=len(jobs), initial=len(jobs) - len(todo), desc="shards", unit="unit", disable=None) as bar:
+
+        def finished(job: UnitJob, _: tuple[int, int]) -> None:
             bar.update(1)
             if _after_unit is not None:
-                _after_unit(number)
+                _after_unit(job.unit.number)
+
+        # fork: workers share the parent's imports (torch) instead of re-importing them; the parent has not
+        # encoded anything, so tokenizers' Rust thread pool is still usable in the children
+        run_pending(todo, run_unit=_run_unit, workers=workers, start_method="fork", initializer=_init_worker,
+                    initargs=(tokenizer_file, maker, recipe.seed, recipe.dupe_factor), on_done=finished)
 
 
 def _check_settings(text_dirs: list[Path], max_seq_len: int, recipe: ShardRecipe, max_predictions: int,

@@ -49,7 +49,7 @@ from effbert.data import workfolder
 from effbert.data.sentences import Document, paragraphs_to_sentences, split_sentences
 from effbert.data.wiki_files import wiki_inputs
 from effbert.data.wikidump import bz2_stream_cuts, cut_at_streams, read_wiki
-from effbert.data.work_units import unit_results
+from effbert.data.work_units import pending, run_pending
 from effbert.data.workfolder import Range, Unit
 from effbert.errors import InputError
 from effbert.files import atomic_dir, write_json
@@ -205,33 +205,30 @@ def _read_stats(out_dir: Path) -> dict | None:
 
 def _run_units(source: str, units: list[Unit], work: Path, settings: dict, processes: int) -> list[dict]:
     """Each unit's marker, running the units without one (in worker processes when processes > 1)."""
-    markers: dict[str, dict] = {}
-    for unit in units:
-        marker = workfolder.load_marker(work, unit)
-        if marker is not None:
-            markers[unit.key] = marker
-    pending = [unit for unit in units if unit.key not in markers]
-    if len(markers):
-        print(f"documents ({source}): {len(markers)} of {len(units)} units already done in {work}", file=sys.stderr)
-    workers = max(1, min(processes, len(pending)))
+    todo = pending(units, lambda unit: workfolder.unit_done(work, unit))
+    if len(todo) < len(units):
+        print(f"documents ({source}): {len(units) - len(todo)} of {len(units)} units already done in {work}",
+              file=sys.stderr)  # fmt: skip
+    workers = max(1, min(processes, len(todo)))
     wiki_processes = max(1, processes // workers)
-    # in this process, a unit (a whole dump) shows its documents as they come; workers only finish units
-    jobs = [(source, unit, work, settings, wiki_processes, workers == 1) for unit in pending]
-    with tqdm(total=sum(u.size for u in units), initial=sum(u.size for u in units if u.key in markers),
-              desc=f"documents ({source})", unit="B", unit_scale=True, disable=None) as bar:  # fmt: skip
-        by_key = {unit.key: unit for unit in pending}
-        with unit_results(_run_unit, jobs, workers=workers, start_method="spawn") as results:
-            for key, marker in results:
-                markers[key] = marker
-                for bad in marker["bad_input"]:  # a line number counts from the start of its range
-                    line = bad["line"] if by_key[key].ranges[bad["range"]].start == 0 else None
-                    print(f"warning: documents ({source}): {bad['file']}: {_position(line, bad['byte'])}: "
-                          f"{bad['error']}", file=sys.stderr)  # fmt: skip
-                bar.update(by_key[key].size)
-    return [markers[unit.key] for unit in units]
+    total = sum(u.size for u in units)
+    with tqdm(total=total, initial=total - sum(u.size for u in todo), desc=f"documents ({source})", unit="B",
+              unit_scale=True, disable=None) as bar:  # fmt: skip
+
+        def finished(unit: Unit, marker: dict) -> None:
+            for bad in marker["bad_input"]:  # a line number counts from the start of its range
+                line = bad["line"] if unit.ranges[bad["range"]].start == 0 else None
+                print(f"warning: documents ({source}): {bad['file']}: {_position(line, bad['byte'])}: "
+                      f"{bad['error']}", file=sys.stderr)  # fmt: skip
+            bar.update(unit.size)
+
+        show_documents = workers == 1  # in this process, a unit (a whole dump) shows its documents as they come
+        run_pending(todo, run_unit=_run_unit, workers=workers, start_method="spawn", on_done=finished,
+                    job=lambda unit: (source, unit, work, settings, wiki_processes, show_documents))  # fmt: skip
+    return [workfolder.load_marker(work, unit) for unit in units]
 
 
-def _run_unit(job: tuple) -> tuple[str, dict]:
+def _run_unit(job: tuple) -> dict:
     """Read one unit and write its documents and marker; the marker's counts."""
     source, unit, work, settings, wiki_processes, show_documents = job
     min_words = settings["min_words"]
@@ -258,7 +255,7 @@ def _run_unit(job: tuple) -> tuple[str, dict]:
     with (tqdm(desc="documents", unit=" doc", leave=False, disable=None if show_documents else True) as bar,
           contextlib.closing(kept_documents()) as documents):
         workfolder.write_unit(work, unit, _counted(documents, bar), counts)
-    return unit.key, json.loads(json.dumps(counts))
+    return json.loads(json.dumps(counts))
 
 
 def _counted(documents: Iterator[Document], bar: tqdm) -> Iterator[Document]:

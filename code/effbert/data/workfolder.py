@@ -4,8 +4,8 @@ The inputs are cut into work units (a large file into line-aligned byte ranges, 
 unit). Each unit writes `<out>.work/unit-<key>.txt` (its documents, each ending in a blank line) and then,
 last and atomically, the done-marker `unit-<key>.json` (its counts). The key hashes what the unit's output
 depends on: each range's path, size, mtime_ns and byte range, and the stage's settings. A rerun skips the
-units whose marker exists, so a killed run goes on where it stopped; the final folder is assembled from the
-units in input order, so it does not depend on how many processes made them.
+units whose marker exists (data/work_units.py runs the others), so a killed run goes on where it stopped; the
+final folder is assembled from the units in input order, so it does not depend on how many processes made them.
 """
 
 from __future__ import annotations
@@ -87,12 +87,15 @@ def unit_paths(work: Path, unit: Unit) -> tuple[Path, Path]:
     return work / f"unit-{unit.key}.txt", work / f"unit-{unit.key}.json"
 
 
-def load_marker(work: Path, unit: Unit) -> dict | None:
-    """The done-marker's counts, or None when the unit has not finished."""
+def unit_done(work: Path, unit: Unit) -> bool:
+    """The unit's done-marker (work_units.py's rule): its marker, written last, is there (and its text)."""
     text_path, marker_path = unit_paths(work, unit)
-    if not (marker_path.is_file() and text_path.is_file()):
-        return None
-    return json.loads(marker_path.read_text(encoding="utf-8"))
+    return marker_path.is_file() and text_path.is_file()
+
+
+def load_marker(work: Path, unit: Unit) -> dict:
+    """A done unit's counts, from its marker."""
+    return json.loads(unit_paths(work, unit)[1].read_text(encoding="utf-8"))
 
 
 def write_unit(work: Path, unit: Unit, documents: Iterable[list[str]], counts: dict) -> None:
