@@ -157,10 +157,7 @@ def _pretrain(model_dir: Path, shards_dir: Path, cfg: Config, manifest: dict, vo
     begin = _start(model_dir, identity, run, rank)
     resume = begin.state
     if resume is None and source is not None:
-        if not source.is_file():
-            raise InputError(f"{model_dir}/config.json: from_cp: no checkpoint at {source}")
-        log = tqdm.write if rank == 0 else (lambda _: None)
-        initialise_from(model, read_checkpoint(source)["model"], log=log, source=str(source))
+        _start_from(model, model_dir, source, rank)
 
     def save(step: int, state: dict) -> None:  # the loop's state, and what this run is (over a resumed file's)
         save_checkpoint(model_dir / CHECKPOINT_DIR / checkpoint_name(step), **{
@@ -183,10 +180,9 @@ def _pretrain(model_dir: Path, shards_dir: Path, cfg: Config, manifest: dict, vo
                             rank=rank, world=world)
     start = time.perf_counter()
     records = fit(
-        model, _loss, batches, Optimisation(
-            steps=run.steps, lr=run.lr, weight_decay=run.weight_decay, warmup_steps=run.warmup_steps,
-            schedule=run.schedule, grad_clip=run.grad_clip,
-        ),
+        model, _loss, batches, Optimisation(steps=run.steps, lr=run.lr, weight_decay=run.weight_decay,
+                                            warmup_steps=run.warmup_steps, schedule=run.schedule,
+                                            grad_clip=run.grad_clip),
         execution=Execution(precision=run.precision, attention_fp32=run.attention_fp32, compile=run.compile),
         report=Reporting(
             log_every=run.log_every, metrics_path=model_dir / PRETRAIN_LOG,
@@ -207,6 +203,14 @@ def _pretrain(model_dir: Path, shards_dir: Path, cfg: Config, manifest: dict, vo
                        identity, begin.history, world, dev)
     write_json(model_dir / PRETRAIN_SUMMARY, summary)
     return summary
+
+
+def _start_from(model: torch.nn.Module, model_dir: Path, source: Path, rank: int) -> None:
+    """A new run of a folder with from_cp: the weights of that checkpoint (train/initialise.py says what fits)."""
+    if not source.is_file():
+        raise InputError(f"{model_dir}/config.json: from_cp: no checkpoint at {source}")
+    log = tqdm.write if rank == 0 else (lambda _: None)
+    initialise_from(model, read_checkpoint(source)["model"], log=log, source=str(source))
 
 
 def _check_batch_size(model_dir: Path, shards_dir: Path, run: PretrainConfig, examples: int, world: int) -> None:
