@@ -197,3 +197,32 @@ def test_every_token_real_means_mask_none(monkeypatch: pytest.MonkeyPatch) -> No
             "heads": 2, "head_dim": 8, "max_len": 16, "repeats": 1, "warmup": 1, "seed": 0, "part": "time"}
     assert attention.measure(spec)["ms"] > 0
     assert len(seen) == 3 and all(mask is None for mask in seen)  # the shape call, the warm-up, the timed call
+
+
+def test_q_k_v_come_in_the_encoders_layout(monkeypatch: pytest.MonkeyPatch) -> None:
+    # what a mechanism is given in training (model/encoder.py SelfAttention) is the truth the bench must copy:
+    # same shapes and memory layout, so that layout copies the encoder never makes are not timed
+    from effbert.bench import attention
+    from effbert.model.encoder import SelfAttention
+
+    seen: dict[str, list] = {"encoder": [], "bench": []}
+
+    class Spy(torch.nn.Module):
+        def __init__(self, key: str):
+            super().__init__()
+            self.key = key
+
+        def forward(self, q, k, v, mask):
+            seen[self.key] += [(t.shape, t.stride()) for t in (q, k, v)]
+            return v * 1.0
+
+    cfg = attention._model_config("softmax", {}, 2, 8, 16)
+    layer = SelfAttention(cfg, {})
+    layer.mechanism = Spy("encoder")
+    layer(torch.randn(1, 16, 16), None)
+    monkeypatch.setattr(attention, "_build", lambda *args, **kwargs: (Spy("bench"), {}))
+    spec = {"device": "cpu", "dtype": "float32", "mechanism": "softmax", "options": {}, "n": 16, "batch": 1,
+            "heads": 2, "head_dim": 8, "max_len": 16, "repeats": 1, "warmup": 0, "seed": 0, "part": "time"}
+    attention.measure(spec)
+    assert seen["bench"][:3] == seen["encoder"]
+    assert seen["encoder"][0][1] != torch.empty(seen["encoder"][0][0]).stride()  # not contiguous (B, H, N, D)

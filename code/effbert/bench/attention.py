@@ -1,7 +1,8 @@
 """Time and peak memory of one attention instance, forward + backward, against sequence length.
 
 The setting follows the Nystromformer paper's Table 1 ("one instance" of self-attention, memory MB and
-time ms per n): inputs q, k, v of shape (batch, heads, n, head_dim) with requires_grad, a padding mask
+time ms per n): inputs q, k, v of shape (batch, heads, n, head_dim) with requires_grad (laid out as the encoder's
+projections give them: heads transposed as a view of (batch, n, heads, head_dim)), a padding mask
 with every token real, one forward and one backward against a fixed random output gradient. A
 mechanism with `mixes_hidden_states` (FNet) gets x: (batch, n, heads * head_dim) instead. Every
 mechanism of effbert.attention.REGISTRY is built with its Options defaults and attention dropout 0, in
@@ -21,6 +22,8 @@ does the same work. Without transformers, or where a peer cannot run (transforme
 CUDA kernels), the peer's rows carry the error.
 
 Time: the median of `repeats` forward+backward calls after `warmup` calls (CUDA synchronised around each).
+On the CPU its process keeps freed memory for reuse, as training on the CPU does
+(effbert.train.device.reuse_freed_cpu_memory), so that a step does not pay to map its tensors' pages again.
 
 Peak memory (MiB, 2^20 bytes): what one forward+backward needs beyond what existed before it (inputs,
 output gradient, parameters); the input gradients it creates count.
@@ -265,12 +268,17 @@ def measure(spec: dict) -> dict:
 def _random_inputs(module: nn.Module, b: int, h: int, n: int, d: int, device: torch.device, dtype: torch.dtype, *,
                    amp: bool, layer: bool) -> list[torch.Tensor]:  # fmt: skip
     """The call's inputs, requiring gradients: x (B, N, h * d) for a layer (float32 under autocast: the residual
-    stream) or a mechanism that mixes hidden states (FNet); else q, k, v (B, h, N, d), drawn in that order."""
+    stream) or a mechanism that mixes hidden states (FNet); else q, k, v (B, h, N, d), drawn in that order.
+
+    q, k and v are laid out as the encoder hands them over: (B, N, h, d) in memory, the heads split off the
+    projections' output and transposed as a view (model/encoder.py). Their gradients keep that layout, as
+    in training; contiguous (B, h, N, d) leaves would add a layout copy of each gradient that runs never make.
+    """
     if layer:
         return [torch.randn(b, n, h * d, device=device, dtype=torch.float32 if amp else dtype, requires_grad=True)]
     if getattr(module, "mixes_hidden_states", False):
         return [torch.randn(b, n, h * d, device=device, dtype=dtype, requires_grad=True)]
-    return [torch.randn(b, h, n, d, device=device, dtype=dtype, requires_grad=True) for _ in range(3)]
+    return [torch.randn(b, n, h, d, device=device, dtype=dtype).transpose(1, 2).requires_grad_() for _ in range(3)]
 
 
 def _cpu_peak_mb(module: nn.Module, inputs: list[torch.Tensor], mask: torch.Tensor | None, n: int,
@@ -350,6 +358,10 @@ def _worker(spec: dict, send: Connection) -> None:
     torch.set_num_threads(spec["threads"])
     if spec["part"] == "memory":
         _return_large_frees_to_the_os()
+    else:  # time as training runs on the CPU (train/loop.py): freed blocks kept for the next step
+        from effbert.train.device import reuse_freed_cpu_memory
+
+        reuse_freed_cpu_memory()
     try:
         result = measure(spec)
     except Exception as e:  # a failing mechanism is a result (an error row), not a crash of the benchmark

@@ -43,7 +43,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from effbert.errors import InputError
-from effbert.train.device import peak_flops
+from effbert.train.device import peak_flops, reuse_freed_cpu_memory
 
 Metrics = dict[str, float | torch.Tensor]
 # loss: a scalar mean over the batch's rows, or {term: sum over the batch} normalised by `counts`
@@ -293,6 +293,8 @@ class _Trainer:
         self.model, self.batches, self.optimisation = model, batches, optimisation
         self.rank, self.world = _world()
         self.device = next(model.parameters()).device
+        if self.device.type == "cpu":
+            reuse_freed_cpu_memory()  # each step's tensors are the last step's sizes: keep their pages mapped
         self.amp_dtype = autocast_dtype(execution.precision, self.device)
         if execution.attention_fp32 and self.amp_dtype is not None:
             keep_attention_fp32(model, self.device.type)
