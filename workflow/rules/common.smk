@@ -124,6 +124,8 @@ RESOURCES = {
     "generate_listops": {"mem_mb": 8_000, "runtime": 2 * 60},
     "generate_pathfinder": {"mem_mb": 8_000, "runtime": 12 * 60},
     "generate_pathx": {"mem_mb": 8_000, "runtime": 12 * 60},
+    "bench_attention": {"mem_mb": 16_000, "runtime": 2 * 60},  # naive softmax's n x n matrices at the longest n
+    "swap_eval": {"mem_mb": 16_000, "runtime": 6 * 60},  # a BERT-base per variant, adaptation steps on the CPU
 }
 
 
