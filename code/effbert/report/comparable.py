@@ -19,16 +19,15 @@ from dataclasses import dataclass
 
 from effbert.config import Config
 from effbert.report.published import ANCHORS, GLUE_TABLE2_SETUP, LRA_PROTOCOL_KEYS, Anchor
-from effbert.train.lra_protocol import PROTOCOLS, task_protocol
+from effbert.train.lra_protocol import POOLING, PROTOCOLS, SCHEDULE, task_protocol
 
 DEMO_SHARE = 0.02
 # the settings whose product is a run's training budget, per benchmark
 BUDGET_KEYS = {"lra": ("steps", "batch_size", "max_len"),
                "glue": ("pretraining.steps", "pretraining.batch_size", "model.max_seq_len")}
 SHOWN_DIFFERENCES = 4  # a reason lists this many differences, then how many more
-# facts of our LRA training (effbert.train.lra: mean over real tokens, linear warmup then linear decay) that the
-# protocol row does not record
-LRA_FIXED = {"pooling": "mean", "schedule": "linear"}
+# facts of our LRA training that the protocol row does not record (effbert.train.lra_protocol declares them)
+LRA_FIXED = {"pooling": POOLING, "schedule": SCHEDULE}
 GLUE_MODEL_KEYS = ("hidden_size", "num_layers", "num_heads", "ffn_size", "max_seq_len")
 
 

@@ -35,7 +35,7 @@ class Anchor:
 LRA_PROTOCOL_KEYS = ("num_layers", "hidden_size", "num_heads", "ffn_size", "max_len", "batch_size", "lr", "steps",
                      "self_pretrain_steps")
 LRA_TABLE3 = {task: {key: getattr(PROTOCOLS[task], key) for key in LRA_PROTOCOL_KEYS}
-              | {"pooling": "mean", "schedule": "linear"}
+              | {"pooling": "mean", "schedule": "linear"}  # the paper's, as its code ran: ours may differ
               for task in PROTOCOLS if PROTOCOLS[task].published}
 LRA_SOURCE = "Nystromformer paper (AAAI 2021), Table 3 (PyTorch LRA)"
 _NYSTROM_64 = {"type": "nystrom", "num_landmarks": 64, "conv_kernel": 35, "pinv_iterations": 6, "pinv_init": "original"}

@@ -53,7 +53,7 @@ from effbert.model.task_models import LraClassifier, MaskedLm, input_keys
 from effbert.train.device import pick_device, seed_everything
 from effbert.train.identity import lra_run_settings
 from effbert.train.loop import Execution, Optimisation, Reporting, SeededBatches, fit, run_evaluation
-from effbert.train.lra_protocol import PROTOCOLS, LraProtocol, task_protocol
+from effbert.train.lra_protocol import PROTOCOLS, SCHEDULE, LraProtocol, task_protocol
 
 assert set(LRA_TASKS) == set(PROTOCOLS), "config.LRA_TASKS and protocol.PROTOCOLS must name the same tasks"
 TASKS = tuple(PROTOCOLS)
@@ -190,7 +190,7 @@ def self_pretrain(encoder: Encoder, train: LraSplit, protocol: LraProtocol, *, m
         steps=steps, lr=protocol.lr, weight_decay=protocol.weight_decay,
         warmup_steps=min(protocol.warmup_steps, steps // 10),
         # the classification training's schedule and clipping (see _train_classifier), for the same reasons
-        schedule="linear", grad_clip=1.0,
+        schedule=SCHEDULE, grad_clip=1.0,
     )
     report = Reporting(log_every=max(1, min(50, steps)), metrics_path=metrics_path,
                        desc=f"lra {protocol.task} self-pretrain")
@@ -309,7 +309,7 @@ def _train_classifier(model: nn.Module, task: str, splits: dict[str, LraSplit], 
 
     optimisation = Optimisation(
         steps=protocol.steps, lr=protocol.lr, weight_decay=protocol.weight_decay, warmup_steps=protocol.warmup_steps,
-        schedule="linear",  # the published protocol: linear warmup then linear decay (effbert.train.lra_protocol)
+        schedule=SCHEDULE,  # the published protocol: linear warmup then linear decay (effbert.train.lra_protocol)
         grad_clip=1.0,  # not part of the published protocol table: the loop's default until now, kept
     )
     report = Reporting(log_every=min(50, protocol.eval_every), metrics_path=metrics_path,

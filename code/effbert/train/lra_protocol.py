@@ -18,6 +18,11 @@ from dataclasses import dataclass
 
 from effbert.config import LraConfig, LraTaskConfig
 
+# the protocol's pooling and schedule for every task: the head pools the mean over real tokens
+# (model/task_models.py), the learning rate warms up linearly, then decays linearly (train/lra.py)
+POOLING = "mean"
+SCHEDULE = "linear"
+
 
 @dataclass(frozen=True)
 class LraProtocol:
