@@ -44,7 +44,6 @@ after running out of memory or time, the longer lengths of that mechanism are no
 
 from __future__ import annotations
 
-import ctypes
 import json
 import math
 import multiprocessing
@@ -207,16 +206,6 @@ def _prime(module: nn.Module, inputs: list[torch.Tensor], mask: torch.Tensor | N
     module.zero_grad(set_to_none=True)
 
 
-def _return_large_frees_to_the_os() -> None:
-    """glibc: serve every allocation of 1 MiB or more by its own mmap, given back on free, so that the
-    resident set follows the live tensors. By default the threshold moves up to 32 MiB as blocks are
-    freed, and freed heap blocks stay resident, fragmenting and overstating peaks of mid-sized tensors."""
-    try:
-        ctypes.CDLL("libc.so.6").mallopt(-3, 1 << 20)  # M_MMAP_THRESHOLD (fixing it also stops the moving)
-    except (OSError, AttributeError):
-        pass
-
-
 def measure(spec: dict) -> dict:
     """Median ms and peak MiB of forward+backward for one (mechanism, n); raises what the mechanism raises.
 
@@ -356,11 +345,11 @@ def _measure_isolated(spec: dict, timeout_s: float | None, preload: list[str]) -
 
 def _worker(spec: dict, send: Connection) -> None:
     torch.set_num_threads(spec["threads"])
-    if spec["part"] == "memory":
-        _return_large_frees_to_the_os()
-    else:  # time as training runs on the CPU (train/loop.py): freed blocks kept for the next step
-        from effbert.train.device import reuse_freed_cpu_memory
+    from effbert.train.device import return_large_frees_to_the_os, reuse_freed_cpu_memory
 
+    if spec["part"] == "memory":
+        return_large_frees_to_the_os()
+    else:  # time as training runs on the CPU (train/loop.py): freed blocks kept for the next step
         reuse_freed_cpu_memory()
     try:
         result = measure(spec)

@@ -34,17 +34,30 @@ def set_threads(threads: int | None) -> None:
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
 
 
+def _mallopt(*settings: tuple[int, int]) -> bool:
+    """glibc's mallopt for each (parameter, value); False where the C library is not glibc or refuses one."""
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        return all([bool(libc.mallopt(parameter, value)) for parameter, value in settings])
+    except (OSError, AttributeError):
+        return False
+
+
 def reuse_freed_cpu_memory() -> bool:
     """Have glibc keep freed blocks below 256 MiB for reuse (and up to 1 GiB free at the heap's top): a training
     step frees and allocates the same tensors every step. By default a block of a few MiB is an mmap of its own,
     returned to the system on free, so the next step's tensor of that size faults its pages in again: zeroing a
     fresh 4 MiB tensor then takes ~2.7 ms against ~0.1 ms for one already mapped (one core of this project's VM).
     The resident set stays at the run's peak rather than dropping between steps. False where it is not glibc."""
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-        return bool(libc.mallopt(_M_MMAP_THRESHOLD, 256 << 20)) and bool(libc.mallopt(_M_TRIM_THRESHOLD, 1 << 30))
-    except (OSError, AttributeError):
-        return False
+    return _mallopt((_M_MMAP_THRESHOLD, 256 << 20), (_M_TRIM_THRESHOLD, 1 << 30))
+
+
+def return_large_frees_to_the_os() -> bool:
+    """The opposite, for measuring memory: glibc serves every allocation of 1 MiB or more by its own mmap, given
+    back on free, so that the resident set follows the live tensors. By default the threshold moves up to 32 MiB
+    as blocks are freed, and freed heap blocks stay resident, fragmenting and overstating peaks of mid-sized
+    tensors (fixing the threshold also stops the moving)."""
+    return _mallopt((_M_MMAP_THRESHOLD, 1 << 20))
 
 
 # Dense (no sparsity) bf16/fp16 tensor-core peak FLOP/s by GPU name, from the vendors' data sheets
