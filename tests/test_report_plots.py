@@ -156,6 +156,8 @@ def counted_flops(options: dict, n: int, hidden: int, heads: int) -> tuple[float
                                                                       "conv_kernel": 9, "pinv_iterations": 3},
     {"type": "linformer", "k": 64}, {"type": "reformer", "num_hashes": 2, "bucket_size": 32},
     {"type": "local", "window": 32}, {"type": "yoso", "expectation": True},
+    {"type": "slab_linear"}, {"type": "slab_linear", "conv_kernel": None}, {"type": "norm_linear"},
+    {"type": "block_softmax", "block_size": 48},  # 512 tokens: 10 whole blocks and one padded
 ])
 def test_attention_cost_is_the_flop_count_of_the_mechanism(options):
     counted, formula = counted_flops(options, n=512, hidden=64, heads=2)

@@ -128,12 +128,60 @@ class LocalOptions(_Section):
     window: int = Field(64, ge=1)
 
 
+class SlabLinearOptions(_ConvSkip):
+    """SLAB's simplified linear attention (Guo et al., ICML 2024): ReLU features, normalised, plus a depthwise
+    convolution on V (one filter per head-dim channel, shared by the heads, with a bias)."""
+
+    type: Literal["slab_linear"] = "slab_linear"
+    conv_kernel: int | None = Field(
+        5, ge=1, description="odd kernel size of the depthwise convolution on V (the authors' 5, over 5 x 5 image "
+        "patches; here over 5 tokens); null: none (plain ReLU linear attention)"
+    )
+
+
+class NormLinearOptions(_Section):
+    """TransNormer's NormAttention (Qin et al., EMNLP 2022): phi(Q) (phi(K)^T V) without the 1/rowsum scaling,
+    a norm over each token's heads instead."""
+
+    type: Literal["norm_linear"] = "norm_linear"
+    kernel: Literal["1+elu", "elu"] = Field(
+        "1+elu", description="feature map phi: '1+elu' (the authors' TransNormer T2) or 'elu' (T1)")
+    norm: Literal["srmsnorm", "layernorm"] = Field(
+        "srmsnorm", description="the norm over the concatenated heads: 'srmsnorm' x / (rms(x) + 1e-8), no weights "
+        "(the authors' SimpleRMSNorm); 'layernorm' LayerNorm with weight and bias")
+
+
+class BlockSoftmaxOptions(_Section):
+    """TransNormer's DiagAttention: softmax attention within non-overlapping blocks of block_size tokens."""
+
+    type: Literal["block_softmax"] = "block_softmax"
+    block_size: int = Field(64, ge=1, description="tokens per block (the authors' chunk size: 64)")
+    norm: Literal["none", "srmsnorm", "layernorm"] = Field(
+        "none", description="a norm over the concatenated heads after the attention, as norm_linear's; the "
+        "authors' code applies one ('srmsnorm' in their later settings); 'none': plain block softmax")
+
+
 AttentionConfig = Annotated[
     SoftmaxOptions | NystromOptions | YosoOptions | LinformerOptions | PerformerOptions | ReformerOptions
-    | FnetOptions | LinearOptions | LocalOptions,
+    | FnetOptions | LinearOptions | LocalOptions | SlabLinearOptions | NormLinearOptions | BlockSoftmaxOptions,
     Field(discriminator="type"),
 ]
 ATTENTION_TYPES = tuple(options.model_fields["type"].default for options in get_args(get_args(AttentionConfig)[0]))
+
+
+class LayerAttention(_Section):
+    """One entry of model.layer_attention: an attention for the layers from..to (0-based, inclusive)."""
+
+    layers: list[Annotated[int, Field(ge=0)]] = Field(
+        ..., min_length=2, max_length=2, description="[from, to], 0-based and inclusive: [10, 11] is the last two "
+        "layers of 12")
+    attention: AttentionConfig
+
+    @model_validator(mode="after")
+    def _ordered(self) -> LayerAttention:
+        if self.layers[0] > self.layers[1]:
+            raise ValueError(f"layers must be [from, to] with from <= to (got {self.layers})")
+        return self
 
 
 class ModelConfig(_Section):
@@ -147,17 +195,29 @@ class ModelConfig(_Section):
     attention_dropout: float = Field(
         0.1, ge=0.0, lt=1.0, description="on attention weights, where a mechanism has them"
     )
-    norm: Literal["post", "pre", "pre_rmsnorm", "pre_crmsnorm", "peri"] = Field(
+    norm: Literal["post", "pre", "pre_rmsnorm", "pre_crmsnorm", "peri", "pre_batchnorm"] = Field(
         "post", description="post: BERT's LayerNorm after each residual sum; pre: LayerNorm on each sublayer's input "
         "and a final one; pre_rmsnorm, pre_crmsnorm: pre with RMSNorm, or with CRMSNorm on a residual stream "
         "stored as d-1 entries (Jiang et al. 2023; effbert convert-norm makes them from a pre model); peri: "
-        "LayerNorm on each sublayer's input and output (Peri-LN). See effbert.model.norms")
+        "LayerNorm on each sublayer's input and output (Peri-LN); pre_batchnorm: pre with SLAB's progressive "
+        "re-parameterised BatchNorm (PRepBN, Guo et al. 2024) in place of every LayerNorm but the embeddings'. "
+        "See effbert.model.norms")
     norm_scaling: bool = Field(
         False, description="LayerNorm Scaling (Sun et al. 2025): the input norms of layer l (1-based) scaled by "
         "1/sqrt(l); not with norm 'post'")
     layer_norm_eps: float = Field(1e-12, gt=0.0)
+    batchnorm_warmup: int = Field(
+        0, ge=0, description="pre_batchnorm: optimizer steps of plain LayerNorm before the decay starts "
+        "(the authors' `warm`, 0 in their code)")
+    batchnorm_decay_steps: int = Field(
+        300000, ge=1, description="pre_batchnorm: optimizer steps over which the LayerNorm share gamma falls "
+        "linearly from 1 to 0, after which every norm is RepBN alone (the authors' `step`, 300000 in their code)")
     type_vocab_size: int = Field(2, ge=1)
     attention: AttentionConfig = SoftmaxOptions()
+    layer_attention: list[LayerAttention] = Field(
+        [], description="a per-layer schedule over model.attention: each entry's attention (a whole attention "
+        "with its \"type\", as model.attention) in the 0-based layers from..to (inclusive); layers no entry names "
+        "keep model.attention. E.g. [{\"layers\": [10, 11], \"attention\": {\"type\": \"softmax\"}}]")
 
     @model_validator(mode="after")
     def _settings_fit(self) -> ModelConfig:
@@ -170,11 +230,51 @@ class ModelConfig(_Section):
                              "set norm to 'pre', 'pre_rmsnorm', 'pre_crmsnorm' or 'peri', or norm_scaling to false")
         if self.norm == "pre_crmsnorm" and self.hidden_size < 2:
             raise ValueError("norm 'pre_crmsnorm' stores hidden_size - 1 entries: hidden_size must be at least 2")
+        self._schedule_fits()
         return self
+
+    def _schedule_fits(self) -> None:
+        taken: dict[int, int] = {}  # layer -> the entry that names it
+        for i, entry in enumerate(self.layer_attention):
+            first, last = entry.layers
+            if last >= self.num_layers:
+                raise ValueError(f"layer_attention[{i}].layers: {entry.layers} goes past the last layer "
+                                 f"{self.num_layers - 1} (layers are 0-based, num_layers {self.num_layers})")
+            clash = sorted({taken[layer] for layer in range(first, last + 1) if layer in taken})
+            if clash:
+                raise ValueError(f"layer_attention[{i}].layers: {entry.layers} overlaps layer_attention{clash}")
+            taken |= dict.fromkeys(range(first, last + 1), i)
 
     @property
     def head_dim(self) -> int:
         return self.hidden_size // self.num_heads
+
+    def layer_attentions(self) -> list[AttentionConfig]:
+        """The attention of each layer (0-based): model.attention, with layer_attention's entries over it."""
+        found = [self.attention] * self.num_layers
+        for entry in self.layer_attention:
+            first, last = entry.layers
+            found[first:last + 1] = [entry.attention] * (last - first + 1)
+        return found
+
+    def for_layer(self, layer: int) -> ModelConfig:
+        """This config with layer `layer`'s (0-based) attention as model.attention: what a mechanism reads."""
+        attention = self.layer_attentions()[layer]
+        return self if attention == self.attention else self.model_copy(update={"attention": attention})
+
+    @property
+    def attention_name(self) -> str:
+        """The mechanism's name for tables: its type, or each run of layers' type under a schedule
+        ("nystrom[0-9]+softmax[10-11]")."""
+        kinds = [a.type for a in self.layer_attentions()]
+        if len(set(kinds)) == 1 and not self.layer_attention:
+            return kinds[0]
+        runs, start = [], 0
+        for i in range(1, len(kinds) + 1):
+            if i == len(kinds) or kinds[i] != kinds[start]:
+                runs.append(f"{kinds[start]}[{start}]" if i - 1 == start else f"{kinds[start]}[{start}-{i - 1}]")
+                start = i
+        return "+".join(runs)
 
 
 class PretrainConfig(_Section):

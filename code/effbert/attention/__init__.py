@@ -21,14 +21,17 @@ from __future__ import annotations
 
 from torch import nn
 
+from effbert.attention.block_softmax import BlockSoftmaxAttention
 from effbert.attention.fnet import FnetMixing
 from effbert.attention.linear import LinearAttention
 from effbert.attention.linformer import LinformerAttention
 from effbert.attention.local import LocalAttention
 from effbert.attention.masks import full_mask, padding_mask
+from effbert.attention.norm_linear import NormLinearAttention
 from effbert.attention.nystrom import NystromAttention
 from effbert.attention.performer import PerformerAttention
 from effbert.attention.reformer import ReformerAttention
+from effbert.attention.slab_linear import SlabLinearAttention
 from effbert.attention.softmax import SoftmaxAttention
 from effbert.attention.yoso import YosoAttention
 from effbert.config import ModelConfig
@@ -45,6 +48,9 @@ REGISTRY: dict[str, type[nn.Module]] = {
     "fnet": FnetMixing,
     "linear": LinearAttention,
     "local": LocalAttention,
+    "slab_linear": SlabLinearAttention,
+    "norm_linear": NormLinearAttention,
+    "block_softmax": BlockSoftmaxAttention,
 }
 
 

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import json
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from effbert.attention import build_attention, padding_mask
 from effbert.config import ModelConfig
-from effbert.model.norms import block_norm, embedding_output, final_norm, stream_width
+from effbert.model.norms import apply_norm, block_norm, embedding_output, final_norm, stream_width
 
 
 class Embeddings(nn.Module):
@@ -45,7 +47,7 @@ class SelfAttention(nn.Module):
     def __init__(self, cfg: ModelConfig, shared: dict):
         super().__init__()
         self.num_heads = cfg.num_heads
-        self.mechanism = build_attention(cfg, shared)
+        self.mechanism = build_attention(cfg, shared)  # cfg.attention: this layer's (ModelConfig.for_layer)
         self.projected = not getattr(self.mechanism, "mixes_hidden_states", False)
         if self.projected:
             width, inner = stream_width(cfg), cfg.hidden_size
@@ -73,7 +75,7 @@ class SelfAttention(nn.Module):
 class Block(nn.Module):
     """One layer; model.norm places its norms (effbert.model.norms). `layer` is its 1-based depth: LayerNorm
     Scaling (model.norm_scaling; Sun et al., "The Curse of Depth in LLMs") multiplies its input norms'
-    output by 1/sqrt(layer)."""
+    output by 1/sqrt(layer). Its attention is cfg.attention: the Encoder hands each block its layer's config."""
 
     def __init__(self, cfg: ModelConfig, shared: dict, layer: int = 1):
         super().__init__()
@@ -93,18 +95,19 @@ class Block(nn.Module):
     def _ffn(self, x: torch.Tensor) -> torch.Tensor:
         return self.ffn_out(F.gelu(self.ffn_in(x)))
 
-    def _normed(self, norm: nn.Module, x: torch.Tensor) -> torch.Tensor:
-        return norm(x) if self.scale == 1.0 else norm(x) * self.scale
+    def _normed(self, norm: nn.Module, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+        y = apply_norm(norm, x, mask)
+        return y if self.scale == 1.0 else y * self.scale
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
         if self.placement == "post":  # as BERT: LayerNorm after each residual sum
             x = self.attention_norm(x + self.dropout(self.attention(x, mask)))
             return self.ffn_norm(x + self.dropout(self._ffn(x)))
-        attended = self.attention(self._normed(self.attention_norm, x), mask)
+        attended = self.attention(self._normed(self.attention_norm, x, mask), mask)
         if self.placement == "peri":
             attended = self.attention_out_norm(attended)
         x = x + self.dropout(attended)
-        fed = self._ffn(self._normed(self.ffn_norm, x))
+        fed = self._ffn(self._normed(self.ffn_norm, x, mask))
         if self.placement == "peri":
             fed = self.ffn_out_norm(fed)
         return x + self.dropout(fed)
@@ -115,8 +118,9 @@ class Encoder(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.embeddings = Embeddings(cfg, vocab_size)
-        shared: dict = {}  # parameters a mechanism ties across layers (Linformer's share="layers")
-        self.blocks = nn.ModuleList(Block(cfg, shared, layer) for layer in range(1, cfg.num_layers + 1))
+        shared: dict = {}  # per attention: the parameters its mechanism ties across layers (_shared_by)
+        layers = [cfg.for_layer(i) for i in range(cfg.num_layers)]  # model.attention, or layer_attention's
+        self.blocks = nn.ModuleList(Block(c, _shared_by(c, shared), i + 1) for i, c in enumerate(layers))
         self.final_norm = final_norm(cfg)  # none under post; under pre_crmsnorm it widens d - 1 back to d
         self.apply(init_weights)
 
@@ -130,7 +134,15 @@ class Encoder(nn.Module):
         x = self.embeddings(input_ids, token_type_ids)  # (B, N, H), or (B, N, H - 1) under pre_crmsnorm
         for block in self.blocks:
             x = block(x, mask)
-        return self.final_norm(x) if self.final_norm is not None else x
+        return apply_norm(self.final_norm, x, mask) if self.final_norm is not None else x
+
+
+def _shared_by(cfg: ModelConfig, shared: dict) -> dict:
+    """The dict in which cfg.attention's mechanism ties parameters across layers (Linformer's share="layers"):
+    one per distinct attention, so that under model.layer_attention only layers of the same mechanism and
+    options share them."""
+    key = json.dumps(cfg.attention.model_dump(mode="json"), sort_keys=True)
+    return shared.setdefault(key, {})
 
 
 def init_weights(module: nn.Module) -> None:

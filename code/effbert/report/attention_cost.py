@@ -27,6 +27,12 @@ input; LRA batches are padded to their longest example only), d the head size, h
     linear              4 n d^2 + 3 n d                      phi(K)^T V, phi(Q) (...), normaliser
     local (w)           12 n c d, c = min(w, n)              each chunk of c queries against its own chunk and the two
                                                              beside it (the window is masked inside those 3c keys)
+    slab_linear         4 n d^2 + 2 n d                      relu(K)^T V, relu(Q) (...), the normaliser relu(Q) sum_j
+                                                             relu(k_j); + the depthwise convolution on V (conv_kernel)
+    norm_linear         4 n d^2                              phi(K)^T V, phi(Q) (...); no normaliser (the norm is
+                                                             elementwise)
+    block_softmax (b)   4 n' c d, c = min(b, n)              each block of c queries against its own c keys; n' = n
+                                                             rounded up to whole blocks
     reformer (r, c)     r (4 n min(2c, n) d + n d b)         per round: each chunk against itself and the one before,
                                                              and the rotations of the angular hash (b buckets)
     fnet                5 n D (log2 n + log2 D) per layer    the 2-D FFT over (sequence, hidden D), radix-2 count
@@ -74,6 +80,13 @@ def head_flops(kind: str, n: int, d: int, options: dict) -> float:
         return 4.0 * n * d * d + 3.0 * n * d
     if kind == "local":
         return 12.0 * n * min(options["window"], n) * d
+    if kind == "slab_linear":
+        return 4.0 * n * d * d + 2.0 * n * d + _conv(n, d, options)
+    if kind == "norm_linear":
+        return 4.0 * n * d * d
+    if kind == "block_softmax":
+        c = min(options["block_size"], n)
+        return 4.0 * math.ceil(n / c) * c * c * d
     if kind == "reformer":
         c, rounds = options["bucket_size"], options["num_hashes"]
         return rounds * (4.0 * n * min(2 * c, n) * d + n * d * num_buckets_for(n, c))
@@ -82,7 +95,12 @@ def head_flops(kind: str, n: int, d: int, options: dict) -> float:
 
 def attention_flops(setup: dict[str, object]) -> float:
     """Forward FLOPs of a model's attention per example, from a result's setup (comparable.lra_setup's keys:
-    attention.<option>, hidden_size, num_heads, num_layers, max_len)."""
+    attention.<option>, hidden_size, num_heads, num_layers, max_len; and layer_attention under a schedule)."""
+    per_layer = setup.get("layer_attention")
+    if per_layer:  # model.layer_attention: each layer at its own mechanism's cost
+        one = {k: v for k, v in setup.items() if not k.startswith("attention.") and k != "layer_attention"}
+        return sum(attention_flops(one | {"num_layers": 1} | {f"attention.{k}": v for k, v in options.items()})
+                   for options in per_layer)
     options = {key.split(".", 1)[1]: value for key, value in setup.items() if key.startswith("attention.")}
     n, hidden, heads, layers = (int(setup[k]) for k in ("max_len", "hidden_size", "num_heads", "num_layers"))
     if options["type"] == "fnet":  # no heads: one 2-D FFT over the hidden states

@@ -17,7 +17,7 @@ import dataclasses
 import math
 from dataclasses import dataclass
 
-from effbert.config import Config
+from effbert.config import Config, ModelConfig
 from effbert.report.published import ANCHORS, GLUE_TABLE2_SETUP, LRA_PROTOCOL_KEYS, Anchor
 from effbert.train.lra_protocol import POOLING, PROTOCOLS, SCHEDULE, task_protocol
 
@@ -49,12 +49,23 @@ def lra_setup(cfg: Config, task: str, result: dict) -> dict[str, object]:
     attention = cfg.lra_attention(task).model_dump()
     saved = result.get("attention") or {}
     attention = (attention | saved) if saved.get("type", attention["type"]) == attention["type"] else saved
-    return _attention(attention) | {key: protocol.get(key) for key in LRA_PROTOCOL_KEYS} | LRA_FIXED
+    model = cfg.model.model_copy(update={"attention": cfg.lra_attention(task), "num_layers": protocol["num_layers"]})
+    return (_attention(attention) | _schedule(model) | {key: protocol.get(key) for key in LRA_PROTOCOL_KEYS}
+            | LRA_FIXED)
+
+
+def _schedule(model: ModelConfig) -> dict[str, object]:
+    """Under model.layer_attention the mechanism is the schedule ("nystrom[0-9]+softmax[10-11]"), which no
+    published row of one mechanism matches; "layer_attention" lists each layer's options (for its cost)."""
+    if not model.layer_attention:
+        return {}
+    return {"attention.type": model.attention_name,
+            "layer_attention": [a.model_dump(mode="json") for a in model.layer_attentions()]}
 
 
 def glue_setup(cfg: Config, pretrain_summary: dict | None = None) -> dict[str, object]:
     """What a model's GLUE results stand on: its shape, attention and pretraining (steps as run, where recorded)."""
-    setup = _attention(cfg.model.attention.model_dump())
+    setup = _attention(cfg.model.attention.model_dump()) | _schedule(cfg.model)
     setup |= {f"model.{key}": getattr(cfg.model, key) for key in GLUE_MODEL_KEYS}
     if cfg.import_hf:
         setup["pretraining"] = f"imported from {cfg.import_hf}"

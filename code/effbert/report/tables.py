@@ -66,7 +66,7 @@ def _task_rows(model_dirs: list[Path], folder: str, score_key: str, benchmark: s
                     found.append((column, key, r["metrics"][key], r.get("metrics_std", {}).get(key)))
             for task, metric, score, std in found:
                 match = compare(benchmark, task, setup)
-                rows.append({"model": d.name, "attention": cfg.model.attention.type, "task": task, "metric": metric,
+                rows.append({"model": d.name, "attention": cfg.model.attention_name, "task": task, "metric": metric,
                              "score": float(score), "std": None if std is None else float(std), "seeds": seeds,
                              "published": match.published, "published source": match.source,
                              "not comparable": match.reason, "demo scale": match.demo})

@@ -45,9 +45,11 @@ def convert_state(state: dict[str, torch.Tensor], cfg: ModelConfig, to: str, pre
         raise InputError(f"model.norm is {cfg.norm!r}: convert-norm converts a Pre-LN model (norm 'pre')")
     if to not in TARGETS:
         raise InputError(f"convert-norm makes one of {list(TARGETS)}, not {to!r}")
-    if f"{prefix}blocks.0.attention.output.weight" not in state:
-        raise InputError(f"attention {cfg.attention.type!r} writes the residual stream without an output "
-                         "projection, so its output cannot be made zero-mean: no exact conversion")
+    bare = [i for i in range(cfg.num_layers) if f"{prefix}blocks.{i}.attention.output.weight" not in state]
+    if bare:  # every layer is checked: under model.layer_attention the layers' mechanisms differ
+        raise InputError(f"attention {cfg.layer_attentions()[bare[0]].type!r} (layer {bare[0]}) writes the residual "
+                         "stream without an output projection, so its output cannot be made zero-mean: no exact "
+                         "conversion")
     out = dict(state)
     work = {k: v.double() for k, v in state.items() if k.startswith(f"{prefix}blocks.") and v.is_floating_point()}
     for layer in range(cfg.num_layers):

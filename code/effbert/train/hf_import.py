@@ -149,6 +149,10 @@ def import_hf_bert(
 def _import(hf_dir: Path, model_dir: Path, attention: dict | None, log: Callable[[str], None]) -> Path:
     config_path = model_dir / CONFIG_FILE
     existing = load_config(config_path) if config_path.is_file() else None
+    if existing is not None and existing.model.layer_attention:
+        raise InputError(f"{config_path}: model.layer_attention: an import puts one attention (model.attention) in "
+                         "every layer of the BERT; remove layer_attention here, and give the schedule to a folder "
+                         "that pretrains with from_cp naming this one's checkpoints/cp-0000.pt")
     if attention is None and existing is not None:
         attention = existing.model.attention.model_dump(mode="json")
     model_cfg = hf_model_config(read_hf_config(hf_dir), str(hf_dir / "config.json"), attention)

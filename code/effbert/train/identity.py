@@ -10,8 +10,9 @@ files) and compare it before reusing anything.
   it runs and recorded in every checkpoint.
 - a GLUE run: its starting point (the pretraining settings, or the imported BERT), task, grid point, seed
   and the glue settings it uses; recorded with the identity of the checkpoint it read.
-- an LRA run: the task's attention (lra.<task>.attention over model.attention), its resolved protocol and
-  the seed. LRA trains from scratch, so folders with the same attention share their LRA runs.
+- an LRA run: the task's attention (lra.<task>.attention over model.attention), model.layer_attention when
+  set, its resolved protocol and the seed. LRA trains from scratch, so folders with the same attention share
+  their LRA runs.
 """
 
 from __future__ import annotations
@@ -38,7 +39,8 @@ def digest(identity: object) -> str:
 # pretraining and model keys added after runs existed, with their defaults: a key at its default is left out
 # of the identity, so that adding it changes no existing run's identity (and restarts nothing)
 LATER_KEYS = {"masking": "static"}
-LATER_MODEL_KEYS = {"norm_scaling": False}
+LATER_MODEL_KEYS = {"norm_scaling": False, "batchnorm_warmup": 0, "batchnorm_decay_steps": 300000,
+                    "layer_attention": []}
 
 
 def _without_later_defaults(settings: dict, later: dict) -> dict:
@@ -91,8 +93,10 @@ def glue_run_identity(cfg: Config, task: str, run: GlueRun, checkpoint: dict) ->
 
 def lra_run_settings(cfg: Config, task: str, seed: int) -> dict:
     protocol = task_protocol(cfg.lra, task)
+    schedule = cfg.model.model_dump(mode="json")["layer_attention"]  # named only when set: older runs keep theirs
     return as_recorded({"task": task, "attention": cfg.lra_attention(task).model_dump(mode="json"),
-                        "protocol": dataclasses.asdict(protocol), "seed": seed})
+                        "protocol": dataclasses.asdict(protocol), "seed": seed}
+                       | ({"layer_attention": schedule} if schedule else {}))
 
 
 def as_recorded(identity: dict) -> dict:

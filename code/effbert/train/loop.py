@@ -43,6 +43,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from effbert.errors import InputError
+from effbert.model.norms import advance_norm_schedule
 from effbert.train.device import peak_flops, reuse_freed_cpu_memory
 
 Metrics = dict[str, float | torch.Tensor]
@@ -377,6 +378,7 @@ class _Trainer:
         self.scaler.update()
         self.optimizer.zero_grad(set_to_none=True)
         self.scheduler.step()
+        advance_norm_schedule(self.model)  # pre_batchnorm's LayerNorm share follows the optimizer steps
 
     def _step_counts(self, micro: list[dict], counts: CountFn | None
                      ) -> tuple[list[str], torch.Tensor, dict[str, torch.Tensor]]:

@@ -246,7 +246,7 @@ def _summary(model_dir: Path, shards_dir: Path, cfg: Config, records: list[dict]
     trained = next((r for r in reversed(records) if r["split"] == "train"), None)
     return {
         "model": model_dir.name,
-        "attention": cfg.model.attention.type,
+        "attention": cfg.model.attention_name,  # the type, or the per-layer schedule's
         "steps": run.steps,
         "mlm_loss": final["mlm_loss"],
         "mlm_accuracy": final["mlm_accuracy"],

@@ -29,7 +29,8 @@ from effbert.train.identity import as_recorded, changes, checkpoint_identity, de
 
 # changes a continued run cannot absorb: the weights (or the vocabulary they index) would be another model's
 _FIXED = ("model.", "pretraining.tokenizer", "pretraining.sop", "data.tokenizer")
-_FREE_IN_MODEL = ("model.dropout", "model.attention_dropout")
+# (pre_batchnorm's schedule too: its norms keep their step count and follow the new gamma from there)
+_FREE_IN_MODEL = ("model.dropout", "model.attention_dropout", "model.batchnorm_warmup", "model.batchnorm_decay_steps")
 
 
 @dataclass
