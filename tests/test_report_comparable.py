@@ -82,6 +82,7 @@ CHANGED = [
     ("glue", "MRPC", NYSTROM_64, "pretraining.steps", 100000, "pretraining steps 100000 (paper 500000)"),
     ("glue", "MRPC", NYSTROM_64, "pretraining.sop", False, "pretraining MLM (paper MLM+SOP)"),
     ("glue", "SST-2", {"type": "softmax"}, "pretraining.batch_size", 64, "pretraining batch_size 64 (paper 256)"),
+    ("glue", "SST-2", {"type": "softmax"}, "model.norm", "pre_rmsnorm", "norm pre_rmsnorm (paper post)"),
 ]
 
 

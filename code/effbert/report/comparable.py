@@ -28,7 +28,7 @@ BUDGET_KEYS = {"lra": ("steps", "batch_size", "max_len"),
 SHOWN_DIFFERENCES = 4  # a reason lists this many differences, then how many more
 # facts of our LRA training that the protocol row does not record (effbert.train.lra_protocol declares them)
 LRA_FIXED = {"pooling": POOLING, "schedule": SCHEDULE}
-GLUE_MODEL_KEYS = ("hidden_size", "num_layers", "num_heads", "ffn_size", "max_seq_len")
+GLUE_MODEL_KEYS = ("hidden_size", "num_layers", "num_heads", "ffn_size", "max_seq_len", "norm")
 
 
 @dataclass(frozen=True)
