@@ -14,6 +14,7 @@ import pytest
 from effbert.cli import main
 from effbert.data import sources
 from effbert.data.sources import build_documents, split_sentences
+from effbert.data.wikidump import checked_pages
 from effbert.demo.wiki import DEMO_WIKI_NAME, STUB_EVERY, write_demo_wiki
 from effbert.errors import InputError
 from effbert.pipeline_config import DocumentsSettings
@@ -270,6 +271,22 @@ def test_split_sentences_keeps_abbreviations_and_initials():
         "3 left.",
     ]
 
+
+
+def test_split_sentences_reads_any_white_space_as_one_space():
+    spaced = "It\u00a0rained  (a\tlot).\u2009\u2009Then?\x1c Yes!\u3000\n3 left. "
+    assert split_sentences(spaced) == ["It rained (a lot).", "Then?", "Yes!", "3 left."]
+    assert split_sentences(spaced) == split_sentences(re.sub(r"\s+", " ", spaced))
+
+
+def test_section_headings_are_removed_line_by_line(tmp_path):
+    page = ("<page><title>T</title><ns>0</ns><id>1</id><revision><text>Intro\n== One ==\n=== Two ===  \r\n"
+            "Body\n==\nx == y ==\n= Z =</text></revision></page>")  # fmt: skip
+    dump = tmp_path / "dump.xml"
+    dump.write_text(f"<mediawiki>\n{page}\n</mediawiki>\n", encoding="utf-8")
+    text = b"".join(checked_pages(dump, lambda *a, **k: None)).decode("utf-8")
+    # each heading line becomes an empty line; "==" alone, "x == y ==" and the last line (no newline) stay
+    assert text == page.replace("== One ==\n=== Two ===  \r\n", "\n\n").join(["<mediawiki>\n", "\n</mediawiki>\n"])
 
 # ---- scale: chunks, processes, resuming, bounded documents -------------------------------------------------
 

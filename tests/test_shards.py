@@ -342,3 +342,29 @@ def test_real_bert_vocabulary_gives_narrow_dtypes_and_long_batches(tmp_path):
     batch = ShardDataset(tmp_path / "out", "train").batch(np.arange(3))
     assert str(batch["input_ids"].dtype) == "torch.int64" and str(batch["mlm_labels"].dtype) == "torch.int64"
     assert np.array_equal(batch["mlm_labels"].numpy(), rows["mlm_labels"][:3])
+
+
+def _truncate_one_token_at_a_time(a: list[int], b: list[int], max_tokens: int, coins: np.ndarray) -> tuple:
+    """ALBERT's truncate_seq_pair as written there: while the pair is too long, take one token from the longer
+    segment (B on a tie), from its front when the coin is below 0.5, else from its back."""
+    a, b, coins = list(a), list(b), iter(coins)
+    while len(a) + len(b) > max_tokens:
+        longer = a if len(a) > len(b) else b
+        del longer[0 if next(coins) < 0.5 else -1]
+    return a, b
+
+
+def test_truncation_is_albert_one_token_at_a_time():
+    from effbert.data.instances import InstanceMaker
+    from effbert.data.tokenizer import SpecialTokens
+
+    maker = InstanceMaker(16, SpecialTokens(pad=0, cls=1, sep=2, mask=3, unk=4), 100)
+    draws = np.random.default_rng(0)
+    for case in range(2000):
+        a = np.arange(int(draws.integers(1, 40)), dtype=np.int32) + 100
+        b = np.arange(int(draws.integers(1, 40)), dtype=np.int32) + 200
+        got = maker._truncate(a, b, np.random.default_rng(case))
+        excess = max(0, len(a) + len(b) - maker.max_tokens)
+        want = _truncate_one_token_at_a_time(a.tolist(), b.tolist(), maker.max_tokens,
+                                             np.random.default_rng(case).random(excess) if excess else [])  # fmt: skip
+        assert (got[0].tolist(), got[1].tolist()) == want, (len(a), len(b))

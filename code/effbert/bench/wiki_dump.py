@@ -4,8 +4,8 @@ A multistream dump as Wikimedia writes one (its header in a stream of its own, 1
 footer last), or with --single_stream the plain file (one bz2 stream, cut into units at its blocks), is
 generated at each size from the demo's article generator, its pages repeated under new ids and titles until
 the XML reaches the size. `effbert documents` then runs on it in a fresh process for
-every (size, workers), and the shards stage once per size on its documents; each reports wall time, raw
-XML MB/s per worker and peak RSS (the main process and its largest child).
+every (size, workers), and the shards stage once per size on its documents; each reports wall time, CPU time,
+raw XML MB/s per worker and per CPU second, and peak RSS (the main process and its largest child).
 
     python -m effbert.bench.wiki_dump OUT [--sizes_mb 200 400] [--workers 1 2] [--single_stream]
 """
@@ -58,11 +58,14 @@ def write_dump(path: Path, megabytes: int, seed: int = 0, single_stream: bool = 
 
 
 def _run(command: list[str]) -> dict:
-    """Wall seconds and peak RSS (MB) of a command in a fresh process: its own and its largest child's."""
+    """Wall seconds, CPU seconds (user + system, the command and every process it waited for) and peak RSS
+    (MB) of a command in a fresh process: its own and its largest child's. CPU seconds barely move with other
+    load on the machine, where wall seconds do."""
     probe = ("import resource, subprocess, sys, time, json; t = time.perf_counter(); "
              "subprocess.run(sys.argv[1:], check=True, stdout=subprocess.DEVNULL); "
-             "print(json.dumps({'seconds': time.perf_counter() - t, "
-             "'child_peak_mb': resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024}))")
+             "r = resource.getrusage(resource.RUSAGE_CHILDREN); "
+             "print(json.dumps({'seconds': time.perf_counter() - t, 'cpu_seconds': r.ru_utime + r.ru_stime, "
+             "'child_peak_mb': r.ru_maxrss / 1024}))")
     done = subprocess.run([sys.executable, "-c", probe, *command], check=True, capture_output=True, text=True)
     return json.loads(done.stdout.strip().splitlines()[-1])
 
@@ -83,7 +86,8 @@ def bench(out: Path, sizes_mb: list[int], workers: list[int], vocab: Path | None
                              "--processes", str(n), "--chunk_mb", str(chunk_mb)])
             rows.append({"stage": "documents", "xml_mb": round(xml_mb), "workers": n, **measured,
                          "mb_per_s": xml_mb / measured["seconds"],
-                         "mb_per_s_per_core": xml_mb / measured["seconds"] / n})
+                         "mb_per_s_per_core": xml_mb / measured["seconds"] / n,
+                         "mb_per_cpu_s": xml_mb / measured["cpu_seconds"]})
         tok = out / "tokenizer"
         if not tok.exists():
             tokenizer = ["--from", str(vocab)] if vocab else ["--kind", "wordpiece", "--vocab_size", "30522",
@@ -92,7 +96,8 @@ def bench(out: Path, sizes_mb: list[int], workers: list[int], vocab: Path | None
         measured = _run([*effbert, "shards", "--text", str(docs), "--tokenizer", str(tok / "tokenizer.json"),
                          "--out", str(out / f"shards-{megabytes}"), "--max_seq_len", "512"])
         rows.append({"stage": "shards", "xml_mb": round(xml_mb), "workers": 1, **measured,
-                     "mb_per_s": xml_mb / measured["seconds"], "mb_per_s_per_core": xml_mb / measured["seconds"]})
+                     "mb_per_s": xml_mb / measured["seconds"], "mb_per_s_per_core": xml_mb / measured["seconds"],
+                     "mb_per_cpu_s": xml_mb / measured["cpu_seconds"]})
     return pd.DataFrame(rows)
 
 

@@ -11,6 +11,7 @@ with the tokenizer's own CLS/SEP/PAD ids (so <s> A </s> B </s> for RoBERTa's spe
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
@@ -52,58 +53,65 @@ class InstanceMaker:
         return self.max_tokens
 
     def from_document(self, segments: list[list[int]], rng: np.random.Generator) -> Iterator[Instance]:
-        """Pack the document's tokenised sentences into chunks near a target length, one instance each."""
-        segments = [s for s in segments if s]
+        """Pack the document's tokenised sentences into chunks near a target length, one instance each.
+        The sentences are held as one flat array and their ends, so a chunk, its halves and their truncation
+        are slices, never a Python loop over tokens; the draws are the same, in the same order, as packing
+        lists of tokens would make."""
+        lengths = [len(s) for s in segments if s]
+        ids = np.fromiter(itertools.chain.from_iterable(segments), dtype=np.int32, count=sum(lengths))
+        ends = list(itertools.accumulate(lengths, initial=0))  # sentence i is ids[ends[i]:ends[i + 1]]
         target = self._target_length(rng)
-        chunk: list[list[int]] = []
-        length = 0
-        for i, segment in enumerate(segments):
-            chunk.append(segment)
-            length += len(segment)
-            if i == len(segments) - 1 or length >= target:
-                pair = self._split(chunk, rng)
+        first, length = 0, 0  # the chunk: sentences first..i
+        for i, n in enumerate(lengths):
+            length += n
+            if i == len(lengths) - 1 or length >= target:
+                pair = self._split(ids, ends[first : i + 2], rng)
                 if pair is not None:
                     yield self._instance(*pair, rng)
-                chunk, length = [], 0
+                first, length = i + 1, 0
                 target = self._target_length(rng)
 
     @staticmethod
-    def _split(chunk: list[list[int]], rng: np.random.Generator) -> tuple[list[int], list[int]] | None:
-        """A and B: the chunk cut at a random sentence boundary; a one-sentence chunk is cut in the middle
-        of its tokens (so single-sentence documents still teach MLM and SOP); None below two tokens."""
-        if len(chunk) >= 2:
-            a_end = int(rng.integers(1, len(chunk)))
-            return [t for s in chunk[:a_end] for t in s], [t for s in chunk[a_end:] for t in s]
-        tokens = chunk[0]
-        if len(tokens) < 2:
+    def _split(ids: np.ndarray, ends: list[int], rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray] | None:
+        """A and B: the chunk (the sentences that end at ends[1:]) cut at a random sentence boundary; a
+        one-sentence chunk is cut in the middle of its tokens (so single-sentence documents still teach MLM
+        and SOP); None below two tokens."""
+        if len(ends) >= 3:
+            cut = ends[int(rng.integers(1, len(ends) - 1))]
+            return ids[ends[0] : cut], ids[cut : ends[-1]]
+        if ends[1] - ends[0] < 2:
             return None
-        middle = len(tokens) // 2
-        return tokens[:middle], tokens[middle:]
+        middle = ends[0] + (ends[1] - ends[0]) // 2
+        return ids[ends[0] : middle], ids[middle : ends[1]]
 
-    def _instance(self, a: list[int], b: list[int], rng: np.random.Generator) -> Instance:
+    def _instance(self, a: np.ndarray, b: np.ndarray, rng: np.random.Generator) -> Instance:
         swapped = bool(rng.random() < 0.5)
         if swapped:
             a, b = b, a
         a, b = self._truncate(a, b, rng)
         s = self.specials
-        tokens = np.array([s.cls, *a, s.sep, *b, s.sep], dtype=np.int32)
+        tokens = np.empty(len(a) + len(b) + 3, dtype=np.int32)  # CLS A SEP B SEP
+        tokens[0], tokens[len(a) + 1], tokens[-1] = s.cls, s.sep, s.sep
+        tokens[1 : len(a) + 1], tokens[len(a) + 2 : -1] = a, b
         masked, labels = self.mask(tokens, rng)
         return Instance(masked, labels, len(a) + 2, swapped)
 
-    def _truncate(self, a: list[int], b: list[int], rng: np.random.Generator) -> tuple[list[int], list[int]]:
-        """Drop tokens from the longer segment, at its front or back at random, until the pair fits
-        (ALBERT's truncate_seq_pair), so neither segment always loses the same end."""
+    def _truncate(self, a: np.ndarray, b: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+        """Drop tokens from the longer segment (B on a tie), one at a time, at its front or back by a coin
+        each (ALBERT's truncate_seq_pair), until the pair fits, so neither segment always loses the same end.
+        Which segment loses each token follows from the lengths alone: the longer one until they are even,
+        then B, A, B, ... in turn; so the coins are counted per segment at once."""
         excess = len(a) + len(b) - self.max_tokens
         if excess <= 0:
             return a, b
-        bounds = [[0, len(a)], [0, len(b)]]
-        for coin in rng.random(excess):
-            longer = bounds[0] if bounds[0][1] - bounds[0][0] > bounds[1][1] - bounds[1][0] else bounds[1]
-            if coin < 0.5:
-                longer[0] += 1
-            else:
-                longer[1] -= 1
-        return a[bounds[0][0] : bounds[0][1]], b[bounds[1][0] : bounds[1][1]]
+        coins = rng.random(excess)
+        gap = abs(len(a) - len(b))
+        from_a = np.arange(excess) % 2 == 1  # after the gap: B, A, B, ...
+        from_a = np.concatenate([np.full(min(gap, excess), len(a) > len(b)), from_a[: max(0, excess - gap)]])
+        front = coins < 0.5
+        a_front, b_front = int((front & from_a).sum()), int((front & ~from_a).sum())
+        a_back, b_back = int(from_a.sum()) - a_front, excess - int(from_a.sum()) - b_front
+        return a[a_front : len(a) - a_back], b[b_front : len(b) - b_back]
 
     def mask(self, tokens: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
         """BERT's masking of one row, CLS A SEP B SEP unpadded: masked_lm_prob of its ordinary tokens (at most
@@ -119,10 +127,12 @@ class InstanceMaker:
         if len(candidates) == 0:
             return masked, labels
         count = min(self.max_predictions, max(1, round(len(candidates) * self.masked_lm_prob)))
-        chosen = np.sort(rng.choice(candidates, size=count, replace=False))
+        # rng.choice over indices and integers over random_ids draw exactly what rng.choice over the arrays
+        # themselves would, without its per-call checks of the array (a third of this function's time)
+        chosen = np.sort(candidates[rng.choice(len(candidates), size=count, replace=False)])
         labels[chosen] = tokens[chosen]
         fate = rng.random(count)
         masked[chosen[fate < 0.8]] = self.specials.mask
         replaced = chosen[(fate >= 0.8) & (fate < 0.9)]
-        masked[replaced] = rng.choice(self.random_ids, size=len(replaced))
+        masked[replaced] = self.random_ids[rng.integers(0, len(self.random_ids), size=len(replaced))]
         return masked, labels  # the remaining 10% keep their token but are still predicted

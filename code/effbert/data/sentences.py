@@ -3,6 +3,7 @@ quote; common abbreviations and initials do not end a sentence."""
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Iterable
 
@@ -14,16 +15,15 @@ _ABBREVIATIONS = frozenset(
 )
 # end punctuation (+ closing quotes/brackets), whitespace, then what may open a sentence
 _BOUNDARY = re.compile(r"""([.!?]+["'\u201d\u2019)\]]*)\s+(?=["'\u201c\u2018(\[]?[A-Z0-9])""")
-_SPACES = re.compile(r"\s+")
 
 
 def split_sentences(text: str) -> list[str]:
     """Split one paragraph into sentences."""
-    text = _SPACES.sub(" ", text).strip()
+    text = " ".join(text.split())  # runs of white space as one space: str.split's white space is re's \s
     sentences, start = [], 0
     for m in _BOUNDARY.finditer(text):
-        words = text[start : m.start(1) + 1].split()
-        if not words or _is_abbreviation(words[-1]):
+        end = m.start(1) + 1  # the word before the boundary ends with its first mark, after a space or at start
+        if _is_abbreviation(text[max(start, text.rfind(" ", start, end) + 1) : end]):
             continue
         sentences.append(text[start : m.end(1)])
         start = m.end()
@@ -32,6 +32,7 @@ def split_sentences(text: str) -> list[str]:
     return sentences
 
 
+@functools.lru_cache(maxsize=1 << 16)  # words recur; bounded, so memory stays flat on any corpus
 def _is_abbreviation(token: str) -> bool:
     """'Dr.', 'U.S.', 'e.g.' or an initial 'J.': a full stop that does not end the sentence."""
     if not token.endswith("."):

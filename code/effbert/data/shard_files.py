@@ -17,14 +17,17 @@ import errno
 import json
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 from tqdm.auto import tqdm
 
 from effbert.constants import IGNORE
 from effbert.errors import InputError
 from effbert.files import read_json, sha256_file, write_json
+
+if TYPE_CHECKING:
+    import torch
 
 # The widest dtype of each field; field_dtypes narrows the ids for vocabularies that fit (the manifest says).
 FIELDS = {
@@ -263,6 +266,7 @@ class ShardDataset:
 
     def batch(self, indices: np.ndarray) -> dict[str, torch.Tensor]:
         """input_ids, mlm_labels, token_type_ids (B, L), sop_labels (B,) as long; attention_mask (B, L) bool."""
+        import torch  # here, not at the top: the shards stage writes shards without torch (seconds of import)
         indices = np.asarray(indices, dtype=np.int64).reshape(-1)
         if len(indices) and (indices.min() < 0 or indices.max() >= len(self)):
             raise IndexError(f"instance index out of range 0..{len(self) - 1} ({self.out_dir}, {self.split})")

@@ -15,6 +15,7 @@ on the number of workers or on where a run was interrupted.
 
 from __future__ import annotations
 
+import concurrent.futures
 import hashlib
 import json
 import multiprocessing
@@ -144,8 +145,7 @@ def _run_unit(job: UnitJob) -> tuple[int, int]:
         if job.split[number] >= 0
     )
     kept = 0
-    for _, batch in _batches(documents, ENCODE_SENTENCES):
-        encoded = _encode(_worker["tok"], [sentences for _, sentences in batch], _worker["structural"])
+    for batch, encoded in _encoded_batches(documents, _worker["tok"], _worker["structural"]):
         for (number, _), segments in zip(batch, encoded, strict=True):
             split = SPLITS[job.split[number]]
             for dupe in range(dupe_factor if split == "train" else 1):
@@ -440,6 +440,21 @@ def _batches(documents: Iterator, sentences: int) -> Iterator[tuple[int, list]]:
             batch, size = [], 0
     if batch:
         yield start, batch
+
+
+def _encoded_batches(documents: Iterator, tok, structural: frozenset[int]) -> Iterator[tuple[list, list]]:
+    """(batch, its token ids) for batches of about ENCODE_SENTENCES sentences of the (key, sentences) items, in
+    order; the next batch is tokenised in a thread (the Rust encoder releases the GIL) while the caller turns
+    this one into instances, so the two overlap on a machine with cores to spare."""
+    with concurrent.futures.ThreadPoolExecutor(1) as encoder:
+        ahead = None
+        for _, batch in _batches(documents, ENCODE_SENTENCES):
+            encoding = encoder.submit(_encode, tok, [sentences for _, sentences in batch], structural)
+            if ahead is not None:
+                yield ahead[0], ahead[1].result()
+            ahead = batch, encoding
+        if ahead is not None:
+            yield ahead[0], ahead[1].result()
 
 
 def _encode(tok, documents: list[list[str]], structural: frozenset[int]) -> list[list[list[int]]]:

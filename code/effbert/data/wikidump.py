@@ -44,11 +44,12 @@ _CHUNK = 1 << 20
 _SITEINFO_SCAN_LIMIT = 1 << 24
 _TEMPLATE_NAMESPACE = b'<namespaces>\n<namespace key="10" case="first-letter">Template</namespace>\n</namespaces>\n'
 _MINIMAL_SITEINFO = b"<siteinfo>\n" + _TEMPLATE_NAMESPACE + b"</siteinfo>\n"
-# a section heading of the wikitext, '== History ==' (its text is not prose; wikiextractor would keep it)
-_HEADING_LINE = re.compile(rb"^[ \t]*(={1,6})[^=\n].*?\1[ \t]*\r?\n", re.MULTILINE)
+# a section heading of the wikitext, '== History ==' (its text is not prose; wikiextractor would keep it): the
+# newline before it and the line up to its own newline, which stays to start the next match (a page opens with
+# <page>, so a heading always follows a newline). The leading newline lets the search jump from line to line.
+_HEADING_LINE = re.compile(rb"\n[ \t]*(={1,6})[^=\n].*?\1[ \t]*\r?(?=\n)")
 _EMPTY_BRACKETS = re.compile(r"\(\s*[,;:]?\s*\)")  # what a dropped template leaves: "( )", "(; )"
-_SPACE_BEFORE_PUNCTUATION = re.compile(r"\s+([,.;:!?])")
-_SPACES = re.compile(r"\s+")
+_SPACE_BEFORE_PUNCTUATION = re.compile(r" ([,.;:!?])")  # after white space is made single spaces
 _LEFTOVER_TAG = re.compile(r"</?[A-Za-z][\w:-]*(\s[^<>]*)?/?>")
 _OPEN, _CLOSE = b"<page>", b"</page>"
 
@@ -112,8 +113,11 @@ def _wiki_document(text: str) -> Document:
 
 def _tidy(paragraph: str) -> str:
     """Drop what wikiextractor leaves of markup: stray tags such as <onlyinclude>, brackets emptied of templates."""
-    paragraph = _EMPTY_BRACKETS.sub("", _LEFTOVER_TAG.sub("", paragraph))
-    paragraph = _SPACES.sub(" ", paragraph).strip()
+    if "<" in paragraph:
+        paragraph = _LEFTOVER_TAG.sub("", paragraph)
+    if "(" in paragraph:
+        paragraph = _EMPTY_BRACKETS.sub("", paragraph)
+    paragraph = " ".join(paragraph.split())  # white space in runs as one space (str.split's is re's \s)
     return _SPACE_BEFORE_PUNCTUATION.sub(r"\1", paragraph)
 
 
