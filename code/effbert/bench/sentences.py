@@ -1,7 +1,10 @@
 """Sentence splitters side by side: our regex splitter (effbert.data.sentences) against blingfire and syntok.
 
 Agreement: exact sentence boundaries on sentence_gold.txt, 31 Wikipedia-style paragraphs written and split by
-hand for the cases that trouble splitters (abbreviations, initials, decimals, quotes, brackets, units).
+hand for the cases that trouble splitters (abbreviations, initials, decimals, quotes, brackets, units); and,
+where this checkout has ../shared/fixtures, boundary precision and recall on real text: five enwiki articles
+and five RealNews records, about 750 boundaries checked by hand (sentence_gold_fixtures.json holds their
+offsets and the texts' hashes, not the texts).
 Speed: sentences per second on the text of a Wikipedia dump (../shared/fixtures' real export when this
 checkout has it, else the demo's generated one), each splitter on the same paragraphs in this process.
 
@@ -11,6 +14,9 @@ checkout has it, else the demo's generated one), each splitter on the same parag
 from __future__ import annotations
 
 import argparse
+import hashlib
+import json
+import re
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -18,6 +24,7 @@ from pathlib import Path
 from effbert.data.sentences import split_sentences
 
 GOLD = Path(__file__).with_name("sentence_gold.txt")
+FIXTURE_GOLD = Path(__file__).with_name("sentence_gold_fixtures.json")
 Splitter = Callable[[str], list[str]]
 
 
@@ -55,6 +62,55 @@ def agreement(split: Splitter) -> tuple[int, int, int]:
     return exact, hits, total
 
 
+def fixture_sample(fixtures: Path) -> list[tuple[str, set[int]]]:
+    """The fixtures' texts (whitespace runs as one space) with their hand-checked boundaries (non-space characters
+    before each sentence but the first). A ValueError when a text's hash differs from the gold's."""
+    texts: dict[tuple[str, str], str] = {}
+    for file in fixture_files():
+        path = fixtures / file
+        if file.endswith(".jsonl"):
+            for r, line in enumerate(path.read_text(encoding="utf-8").splitlines()):
+                paragraphs = [p for p in json.loads(line)["text"].split("\n") if p.strip()]
+                texts.update({(file, f"{r}.{j}"): p for j, p in enumerate(paragraphs)})
+        else:
+            texts.update({(file, str(i)): p for i, p in enumerate(dump_paragraphs(path))})
+    sample = []
+    for entry in _fixture_gold():
+        text = re.sub(r"\s+", " ", texts[entry["file"], str(entry["text"])]).strip()
+        if hashlib.sha256(text.encode()).hexdigest() != entry["sha256"]:
+            raise ValueError(f"{entry['file']} text {entry['text']}: not the text the gold was checked on")
+        sample.append((text, set(entry["boundaries"])))
+    return sample
+
+
+def fixture_files() -> list[str]:
+    """The fixture files the real-text gold was checked on, relative to ../shared/fixtures."""
+    return sorted({entry["file"] for entry in _fixture_gold()})
+
+
+def _fixture_gold() -> list[dict]:
+    return json.loads(FIXTURE_GOLD.read_text(encoding="utf-8"))["texts"]
+
+
+def boundaries(sentences: list[str]) -> set[int]:
+    """Where each sentence after the first starts, in non-space characters: independent of spacing."""
+    found, count = set(), 0
+    for sentence in sentences[:-1]:
+        count += sum(not c.isspace() for c in sentence)
+        found.add(count)
+    return found
+
+
+def boundary_scores(split: Splitter, sample: list[tuple[str, set[int]]]) -> tuple[int, float, float]:
+    """(texts split exactly as by hand, boundary precision, boundary recall) on the fixture sample."""
+    exact = right = found = gold = 0
+    for text, truth in sample:
+        got = boundaries(split(text))
+        exact += got == truth
+        right, found, gold = right + len(got & truth), found + len(got), gold + len(truth)
+    return exact, right / max(found, 1), right / max(gold, 1)
+
+
 def dump_paragraphs(dump: Path) -> list[str]:
     from effbert.data.wikidump import read_wiki
 
@@ -77,17 +133,24 @@ def main() -> None:
     fixture = Path(__file__).resolve().parents[4] / "shared/fixtures/wikipedia/enwiki-table-markup.xml.bz2"
     demo = Path(__file__).resolve().parents[3] / "demo/data-preprocessing/wiki/demowiki-pages-articles.xml.bz2"
     parser.add_argument("--dump", type=Path, default=fixture if fixture.is_file() else demo)
+    parser.add_argument("--fixtures", type=Path, default=fixture.parents[1],
+                        help="../shared/fixtures: real text with hand-checked boundaries (skipped when absent)")
     a = parser.parse_args()
     paragraphs = dump_paragraphs(a.dump)
-    print(f"gold: {GOLD.name}; speed: {a.dump.name}, {len(paragraphs)} paragraphs")
-    print("| splitter | paragraphs exact | sentences right | sentences/s | speed vs effbert |")
-    print("|---|---|---|---|---|")
+    sample = fixture_sample(a.fixtures) if all((a.fixtures / f).is_file() for f in fixture_files()) else []
+    print(f"gold: {GOLD.name}; real text: {len(sample)} texts of {a.fixtures}; speed: {a.dump.name}, "
+          f"{len(paragraphs)} paragraphs")
+    print("| splitter | paragraphs exact | sentences right | real texts exact | precision | recall | sentences/s "
+          "| speed vs effbert |")
+    print("|---|---|---|---|---|---|---|---|")
     base = None
     for name, split in splitters().items():
         exact, hits, total = agreement(split)
+        real = boundary_scores(split, sample) if sample else (0, float("nan"), float("nan"))
         rate = speed(split, paragraphs)
         base = base or rate
-        print(f"| {name} | {exact}/{len(gold())} | {hits}/{total} | {rate:,.0f} | {rate / base:.2f} |")
+        print(f"| {name} | {exact}/{len(gold())} | {hits}/{total} | {real[0]}/{len(sample)} | {real[1]:.3f} "
+              f"| {real[2]:.3f} | {rate:,.0f} | {rate / base:.2f} |")
 
 
 if __name__ == "__main__":

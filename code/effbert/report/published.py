@@ -108,7 +108,8 @@ LRA_ANCHORS: tuple[Anchor, ...] = (
 # not part of the match: our grid contains that point.
 GLUE_TABLE2_SETUP = {
     "model.hidden_size": 768, "model.num_layers": 12, "model.num_heads": 12, "model.ffn_size": 3072,
-    "model.max_seq_len": 512, "model.norm": "post", "pretraining": "MLM+SOP", "pretraining.batch_size": 256, "pretraining.steps": 500000,
+    "model.max_seq_len": 512, "model.norm": "post", "pretraining": "MLM+SOP", "pretraining.batch_size": 256,
+    "pretraining.steps": 500000,
 }
 GLUE_SOURCE = "Nystromformer paper (AAAI 2021), Table 2"
 _GLUE_TASKS = ("SST-2", "MRPC", "QNLI", "QQP", "MNLI", "MNLI-mm", "IMDB")
