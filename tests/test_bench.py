@@ -98,9 +98,19 @@ def gpu_tiny(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
-def test_bench_gpu_tiny_writes_its_four_files(gpu_tiny: Path) -> None:
-    assert sorted(p.name for p in gpu_tiny.iterdir()) == ["attention.json", "attention.md", "pretrain.json",
-                                                          "pretrain.md"]  # and no temporary left behind
+def test_bench_gpu_tiny_writes_its_six_files(gpu_tiny: Path) -> None:
+    assert sorted(p.name for p in gpu_tiny.iterdir()) == ["attention.json", "attention.md", "norms.json", "norms.md",
+                                                          "pretrain.json", "pretrain.md"]  # no temporary left
+
+
+def test_bench_gpu_norms_rows(gpu_tiny: Path) -> None:
+    """Part (d): each norm setting timed for training and inference, the Markdown with ratios to Pre-LN."""
+    result = json.loads((gpu_tiny / "norms.json").read_text())
+    assert set(result["seconds"]) == {"pre", "pre_rmsnorm", "pre_crmsnorm"}
+    for kinds in result["seconds"].values():
+        assert set(kinds) == {"train", "infer"} and all(t > 0 for ts in kinds.values() for t in ts)
+    text = (gpu_tiny / "norms.md").read_text()
+    assert "| pre_rmsnorm |" in text and "ViT-Ti training 2.4% faster" in text
 
 
 def test_bench_gpu_attention_rows(gpu_tiny: Path) -> None:

@@ -313,8 +313,8 @@ def _add_bench_stage(sub: argparse._SubParsersAction) -> None:
     _add_runtime(b)
     b = benches.add_parser("gpu", help="the GPU figures in one command (under 8 minutes on one H100/H200): "
                            "attention against n up to 65536 with torch SDPA and transformers' layers as peers, "
-                           "BERT-base pretraining throughput, bf16 against fp32 losses -> OUT/{attention,pretrain}"
-                           ".{json,md}")
+                           "BERT-base pretraining throughput, bf16 against fp32 losses, Pre-LN against Pre-(C)RMSNorm "
+                           "-> OUT/{attention,pretrain,norms}.{json,md}")
     b.add_argument("--out", type=Path, default=Path("results/gpu"))
     b.add_argument("--tiny", action="store_true", help="the same code on the CPU at toy sizes (the tests' run)")
     _add_runtime(b)

@@ -1,6 +1,6 @@
 """`effbert bench gpu`: the GPU figures of docs/benchmarks.md in one command, under 8 minutes on one H100/H200.
 
-Writes <out>/attention.{json,md} and <out>/pretrain.{json,md} (default out: results/gpu):
+Writes <out>/attention.{json,md}, <out>/pretrain.{json,md} and <out>/norms.{json,md} (default out: results/gpu):
 
 (a) attention: forward+backward time and peak memory of every mechanism at n = 512 ... 65536 (bf16
     under autocast, batch 1 x 16 heads x head dim 64), twice: the mechanism alone (q, k, v in; the
@@ -17,6 +17,9 @@ Writes <out>/attention.{json,md} and <out>/pretrain.{json,md} (default out: resu
     side with their relative difference |bf16 - fp32| / fp32 (accepted within 2%). The batches are
     learnable: each row repeats a random 8-token motif of Zipf-distributed tokens, 15% of positions
     masked, so the loss falls below log(vocabulary) and the comparison is of a model that learns.
+(d) norms: a BERT-base training step and inference forward (batch 8 x 512, bf16 autocast) with Pre-LN,
+    Pre-RMSNorm and Pre-CRMSNorm, interleaved, with ratios to Pre-LN beside the paper's 1-10%
+    (effbert.bench.norms, whose CPU table docs/benchmarks.md holds).
 
 `tiny` runs every part on the CPU at toy sizes (two lengths, a 2-layer model, a few steps): the tests' run.
 """
@@ -30,8 +33,9 @@ from pathlib import Path
 import pandas as pd
 import torch
 
+from effbert.bench import norms
 from effbert.bench.attention import BASELINE, NAIVE, PEERS, bench_attention, error_text
-from effbert.bench.pretrain import PEER, bench_pretrain, mlm_counts, our_loss, our_model, run_default
+from effbert.bench.pretrain import PEER, TINY, bench_pretrain, mlm_counts, our_loss, our_model, run_default
 from effbert.constants import IGNORE
 from effbert.errors import InputError
 from effbert.files import write_json, write_text
@@ -48,6 +52,7 @@ SIZES = {
         "precision": {"shape": {"hidden_size": 256, "num_layers": 4, "num_heads": 4, "ffn_size": 1024,
                                 "max_seq_len": 128}, "batch": 32, "vocab": 1000, "steps": 200, "lr": 1e-3,
                       "mechanisms": ("softmax", "nystrom", "yoso")},
+        "norms": {"shape": norms.BASE, "seq": 512, "batch": 8, "repeats": 7, "dtype": "bfloat16"},
     },
     "tiny": {
         "attention": {"lengths": [128, 256], "heads": 2, "head_dim": 32, "dtype": "float32", "repeats": 1,
@@ -57,6 +62,7 @@ SIZES = {
         "precision": {"shape": {"hidden_size": 32, "num_layers": 2, "num_heads": 2, "ffn_size": 64,
                                 "max_seq_len": 32}, "batch": 4, "vocab": 100, "steps": 10, "lr": 1e-3,
                       "mechanisms": ("softmax", "nystrom")},
+        "norms": {"shape": TINY, "seq": 16, "batch": 2, "repeats": 1, "dtype": None},
     },
 }
 MOTIF = 8  # tokens repeated along each row of the precision run's batches
@@ -97,7 +103,18 @@ def bench_gpu(out: str | Path = "results/gpu", *, tiny: bool = False, device: st
     write_json(out / "pretrain.json", {"settings": {"pretrain": run, "precision": size["precision"]},
                                        "throughput": throughput, "precision": precision})
     write_text(out / "pretrain.md", pretrain_markdown(throughput, precision))
-    print(f"bench gpu: wrote {out}/attention.{{json,md}}, {out}/pretrain.{{json,md}}; seconds "
+
+    start = time.monotonic()
+    settings = size["norms"]
+    dtype = getattr(torch, settings["dtype"]) if settings["dtype"] else None
+    norm_times = norms.bench_norms(seq=settings["seq"], batch=settings["batch"], repeats=settings["repeats"],
+                                   shape=settings["shape"], device=str(dev), dtype=dtype)
+    write_json(out / "norms.json", {"settings": settings | {"device": str(dev)}, "seconds": norm_times})
+    write_text(out / "norms.md", f"# Pre-LN, Pre-RMSNorm, Pre-CRMSNorm: {settings['shape']['num_layers']} layers "
+               f"x {settings['shape']['hidden_size']}, batch {settings['batch']} x {settings['seq']}, {dev}, "
+               f"autocast {settings['dtype'] or 'off'}; seconds per step\n\n{norms.table(norm_times)}\n")
+    seconds["norms"] = time.monotonic() - start
+    print(f"bench gpu: wrote {out}/attention.{{json,md}}, {out}/pretrain.{{json,md}}, {out}/norms.{{json,md}}; seconds "
           + ", ".join(f"{k} {v:.0f}" for k, v in seconds.items()))
     return seconds
 

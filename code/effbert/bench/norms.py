@@ -4,10 +4,11 @@ inference forward, measured in one run.
 Jiang et al. (NeurIPS 2023) report Pre-RMSNorm and Pre-CRMSNorm 1-10% faster than Pre-LN (ViT-Ti
 training 2.4% / 1.7%; 16-thread CPU inference 0.901 / 0.886 of Pre-LN's time; see
 ../shared/reference/published-results.md). Here: our PretrainingModel at BERT-base shape (12 layers, 768
-wide, 12 heads, FFN 3072, vocabulary 30522, MLM + SOP heads) on random tokens, float32 on the CPU.
-Rows are interleaved (LN, RMS, CRMS, LN, ...) so that drift in the machine's speed falls on every
-setting alike. Times are the process's CPU time (time.process_time), which other processes on a shared
-machine disturb far less than wall time; with one torch thread it is the step's work. Each setting shows
+wide, 12 heads, FFN 3072, vocabulary 30522, MLM + SOP heads) on random tokens, float32 on the CPU (bf16
+autocast on a GPU, through `effbert bench gpu`). Rows are interleaved (LN, RMS, CRMS, LN, ...) so that
+drift in the machine's speed falls on every setting alike. CPU times are the process's CPU time
+(time.process_time), which other processes on a shared machine disturb far less than wall time; with one
+torch thread it is the step's work. GPU times are wall time between device synchronisations. Each setting shows
 the fastest of its repeats and the median, and ratios are against Pre-LN's in the same run. A second
 table times one block norm alone (LayerNorm, RMSNorm, CRMSNorm on the same (batch, seq, d) input,
 forward + backward and forward), the part of the step that differs.
@@ -18,8 +19,10 @@ forward + backward and forward), the part of the step that differs.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import statistics
 import time
+from collections.abc import Callable
 
 import torch
 
@@ -34,26 +37,39 @@ PUBLISHED = {"pre_rmsnorm": "ViT-Ti training 2.4% faster; 16-thread CPU inferenc
 VOCAB = 30522
 
 
-def _models(seq: int) -> dict[str, PretrainingModel]:
-    shape = BASE | {"max_seq_len": max(seq, 2)}
+def _models(seq: int, shape: dict, device: torch.device) -> dict[str, PretrainingModel]:
+    shape = shape | {"max_seq_len": max(seq, 2)}
     torch.manual_seed(0)
-    return {norm: PretrainingModel(ModelConfig(**shape, norm=norm, dropout=0.0, attention_dropout=0.0), VOCAB)
-            for norm in SETTINGS}
+    return {norm: PretrainingModel(ModelConfig(**shape, norm=norm, dropout=0.0, attention_dropout=0.0),
+                                   VOCAB).to(device) for norm in SETTINGS}
 
 
-def _time(fn, calls: int = 1) -> float:
-    start = time.process_time()
+def _time(fn: Callable[[], None], calls: int = 1, device: torch.device | None = None) -> float:
+    """Seconds per call: CPU time on the CPU, wall time between synchronisations on a GPU."""
+    cuda = device is not None and device.type == "cuda"
+    clock = time.perf_counter if cuda else time.process_time
+    if cuda:
+        torch.cuda.synchronize(device)
+    start = clock()
     for _ in range(calls):
         fn()
-    return (time.process_time() - start) / calls
+    if cuda:
+        torch.cuda.synchronize(device)
+    return (clock() - start) / calls
 
 
-def bench_norm_layers(*, seq: int = 64, batch: int = 1, repeats: int = 7, calls: int = 50
-                      ) -> dict[str, dict[str, list[float]]]:
-    """Seconds per call of one block norm at BERT-base width: forward + backward ("train"), forward ("infer")."""
-    cfgs = {norm: ModelConfig(**BASE, norm=norm) for norm in SETTINGS}
-    norms = {norm: block_norm(cfg) for norm, cfg in cfgs.items()}
-    data = torch.randn(batch, seq, BASE["hidden_size"])
+def _autocast(device: torch.device, dtype: torch.dtype | None):
+    return torch.autocast(device.type, dtype=dtype) if dtype is not None else contextlib.nullcontext()
+
+
+def bench_norm_layers(*, seq: int = 64, batch: int = 1, repeats: int = 7, calls: int = 50, shape: dict = BASE,
+                      device: str = "cpu", dtype: torch.dtype | None = None) -> dict[str, dict[str, list[float]]]:
+    """Seconds per call of one block norm at the shape's width (BERT-base's): forward + backward ("train"),
+    forward ("infer"); `dtype` is the input's (the dtype autocast hands a norm: it runs norms in float32)."""
+    dev = torch.device(device)
+    cfgs = {norm: ModelConfig(**shape, norm=norm) for norm in SETTINGS}
+    norms = {norm: block_norm(cfg).to(dev) for norm, cfg in cfgs.items()}
+    data = torch.randn(batch, seq, shape["hidden_size"], device=dev, dtype=dtype or torch.float32)
     inputs = {norm: data[..., :-1] if norm == "pre_crmsnorm" else data for norm in SETTINGS}  # the stored entries
 
     def train(norm: str) -> None:
@@ -67,22 +83,27 @@ def bench_norm_layers(*, seq: int = 64, batch: int = 1, repeats: int = 7, calls:
     times: dict[str, dict[str, list[float]]] = {norm: {"train": [], "infer": []} for norm in SETTINGS}
     for _ in range(repeats + 1):  # the first round warms up
         for norm in SETTINGS:
-            times[norm]["train"].append(_time(lambda n=norm: train(n), calls))
-            times[norm]["infer"].append(_time(lambda n=norm: infer(n), calls))
+            times[norm]["train"].append(_time(lambda n=norm: train(n), calls, dev))
+            times[norm]["infer"].append(_time(lambda n=norm: infer(n), calls, dev))
     return {norm: {kind: ts[1:] for kind, ts in kinds.items()} for norm, kinds in times.items()}
 
 
-def bench_norms(*, seq: int = 64, batch: int = 1, repeats: int = 7) -> dict[str, dict[str, list[float]]]:
-    """Seconds of each repeat of a training step (forward + backward) and of an inference forward, per setting."""
-    models = _models(seq)
-    data = synthetic_batch(batch, seq, VOCAB, torch.device("cpu"))
+def bench_norms(*, seq: int = 64, batch: int = 1, repeats: int = 7, shape: dict = BASE, device: str = "cpu",
+                dtype: torch.dtype | None = None) -> dict[str, dict[str, list[float]]]:
+    """Seconds of each repeat of a training step (forward + backward) and of an inference forward, per setting;
+    under autocast to `dtype` when given (bf16 on a GPU, as pretraining runs)."""
+    dev = torch.device(device)
+    models = _models(seq, shape, dev)
+    data = synthetic_batch(batch, seq, VOCAB, dev)
 
     def train_step(model: PretrainingModel) -> None:
         model.zero_grad(set_to_none=True)
-        model(data)["loss"].backward()
+        with _autocast(dev, dtype):
+            loss = model(data)["loss"]
+        loss.backward()
 
     def infer(model: PretrainingModel) -> None:
-        with torch.no_grad():
+        with torch.no_grad(), _autocast(dev, dtype):
             model.encoder(data["input_ids"], data["attention_mask"], data["token_type_ids"])
 
     times: dict[str, dict[str, list[float]]] = {norm: {"train": [], "infer": []} for norm in SETTINGS}
@@ -91,8 +112,8 @@ def bench_norms(*, seq: int = 64, batch: int = 1, repeats: int = 7) -> dict[str,
         infer(models[norm])
     for _ in range(repeats):
         for norm in SETTINGS:
-            times[norm]["train"].append(_time(lambda m=models[norm]: train_step(m)))
-            times[norm]["infer"].append(_time(lambda m=models[norm]: infer(m)))
+            times[norm]["train"].append(_time(lambda m=models[norm]: train_step(m), device=dev))
+            times[norm]["infer"].append(_time(lambda m=models[norm]: infer(m), device=dev))
     return times
 
 
