@@ -9,13 +9,17 @@ head fitted on the original pull a swapped model back towards it.
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pandas as pd
 import pytest
 import torch
+import torch.nn.functional as F
+import yaml
 
-from effbert.bench.swap import read_passages
+import conftest
+from effbert.bench.swap import plot_swap, read_passages
 from effbert.cli import main
 from effbert.errors import InputError
 from effbert.train.swap_eval import (
@@ -88,7 +92,8 @@ def test_similarity_rises_with_landmarks(pre, texts: list[str]) -> None:
     found = [_similarity(pre, texts[:6], f"nystrom:num_landmarks={m}", 256)[0] for m in (16, 32, 64, 128)]
     last = [f["cos_layer_6"] for f in found]
     pooled = [f["pooled_cos"] for f in found]
-    assert last == sorted(last) and len(set(last)) == 4, last
+    # Nystrom is deterministic; measured: 0.84, 0.87, 0.90, 0.96 (steps of 0.02 or more), so a trend, not noise
+    assert all(more > fewer + 0.005 for fewer, more in zip(last, last[1:], strict=False)), last
     assert pooled == sorted(pooled), pooled
     assert pooled[-1] > 0.9 and last[-1] < 1 - 1e-3  # close, yet an approximation
 
@@ -123,3 +128,76 @@ def test_swap_eval_command_writes_the_table(hf_dir: Path, texts: list[str], tmp_
     assert (table["ms"] > 0).all()
     assert "nystrom:num_landmarks=16" in (tmp_path / "results/swap.md").read_text()
     assert (tmp_path / "results/swap.png").read_bytes()[:4] == b"\x89PNG"
+    assert_plots_similarity_against_cost(table, tmp_path / "again.png")
+
+
+def assert_plots_similarity_against_cost(table: pd.DataFrame, path: Path) -> None:
+    """The plot drawn from swap.csv: one point per row at (the layer's ms, pooled_cos), cost on the x axis."""
+    ax = plot_swap(table, path).axes[0]
+    drawn = sorted(tuple(point) for c in ax.collections for point in c.get_offsets().tolist())
+    wanted = sorted(zip(table["ms"], table["pooled_cos"], strict=True))
+    assert len(drawn) == len(wanted)
+    assert [v for point in drawn for v in point] == pytest.approx([v for point in wanted for v in point])
+    assert "(ms)" in ax.get_xlabel() and "cosine" in ax.get_ylabel()
+
+
+def _reference_sts_spearman(hf_dir: Path, dev_tsv: Path) -> float:
+    """transformers' BertModel on each sentence alone, mean-pooled, cosine per pair, scipy's Spearman with the
+    file's scores: the sentence-transformers recipe, none of our code."""
+    transformers = pytest.importorskip("transformers")
+    stats = pytest.importorskip("scipy.stats")
+    header, *rows = (line.split("\t") for line in dev_tsv.read_text(encoding="utf-8").splitlines())
+    a, b, score = (header.index(name) for name in ("sentence1", "sentence2", "score"))
+    tokenizer = transformers.AutoTokenizer.from_pretrained(hf_dir)
+    bert = transformers.BertModel.from_pretrained(hf_dir).eval()
+
+    def embed(text: str) -> torch.Tensor:
+        with torch.no_grad():
+            return bert(**tokenizer(text, return_tensors="pt")).last_hidden_state[0].mean(0)
+
+    cosines = [F.cosine_similarity(embed(r[a]), embed(r[b]), dim=0).item() for r in rows]
+    return float(stats.spearmanr(cosines, [float(r[score]) for r in rows]).statistic)
+
+
+def test_sts_reads_the_official_glue_layout(hf_dir: Path, texts: list[str], shared_fixtures: Path,
+                                            tmp_path: Path) -> None:  # fmt: skip
+    source = shared_fixtures / "glue/STS-B/dev.head10.tsv"  # the first lines of GLUE's STS-B/dev.tsv
+    if not source.is_file():
+        pytest.skip(f"{source} absent")
+    glue = tmp_path / "glue"
+    (glue / "STS-B").mkdir(parents=True)
+    shutil.copyfile(source, glue / "STS-B/dev.tsv")  # under its official name, as --sts expects
+    text = tmp_path / "docs"
+    text.mkdir()
+    (text / "part-00000.txt").write_text("\n\n".join(texts[:2]) + "\n", encoding="utf-8")
+    assert main(["swap-eval", "--from", str(hf_dir), "--text", str(text), "--variants", "softmax", "--passages",
+                 "2", "--max_len", "64", "--cost_length", "0", "--sts", str(glue), "--device", "cpu",
+                 "--out", str(tmp_path / "results")]) == 0
+    found = pd.read_csv(tmp_path / "results/swap.csv").set_index("variant").loc["softmax", "sts_spearman"]
+    assert found == pytest.approx(_reference_sts_spearman(hf_dir, source), abs=1e-4)
+    assert found > 0.5  # all-MiniLM-L6-v2 is an STS model: its similarities follow the gold scores
+
+
+def test_sts_folder_without_sts_b_fails_before_any_run(hf_dir: Path, tmp_path: Path) -> None:
+    (tmp_path / "SST-2").mkdir()  # a GLUE folder, but not one with STS-B
+    with pytest.raises(InputError, match="STS-B"):
+        swap_eval(hf_dir, ["A town."], ["softmax"], SwapSettings(sts_dir=tmp_path), log=lambda _: None)
+
+
+@pytest.mark.slow
+def test_swap_target_writes_the_table_and_plot(hf_dir: Path, tmp_path: Path) -> None:
+    """`snakemake swap` on the demo's documents at a tiny size: the rule's command end to end."""
+    project = conftest.copy_project(tmp_path, ["demo"])
+    swap = {"hf_dir": str(hf_dir), "variants": ["softmax", "nystrom:num_landmarks=16"], "passages": 3,
+            "adapt_steps": 2, "cost_length": 64}
+    (project / "swap.yaml").write_text(yaml.safe_dump({"swap": swap}))
+    conftest.snakemake(project, "--configfile", "config/demo.yaml", "swap.yaml", "--cores", "2", "swap")
+    results = project / "demo/out/results"
+    table = pd.read_csv(results / "swap.csv")
+    assert list(zip(table["variant"], table["stage"], strict=True)) == [
+        ("softmax", "zero-shot"), ("softmax", "after 2 MLM steps"),
+        ("nystrom:num_landmarks=16", "zero-shot"), ("nystrom:num_landmarks=16", "after 2 MLM steps")]
+    assert table.loc[0, "pooled_cos"] == pytest.approx(1.0) and (table["ms"] > 0).all()
+    assert "3 passages" in (results / "swap.md").read_text()
+    assert (results / "swap.png").read_bytes()[:4] == b"\x89PNG"
+    assert_plots_similarity_against_cost(table, tmp_path / "again.png")

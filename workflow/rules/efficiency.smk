@@ -9,7 +9,10 @@ EFFICIENCY = {ext: str(layout.efficiency_file(RESULTS, ext)) for ext in layout.E
 
 rule bench_attention:
     output:
-        **EFFICIENCY,
+        # flagged for the HTML report, which carries them when asked for with the target:
+        # `snakemake --report results/report.html all efficiency` after `snakemake efficiency` has run
+        **{ext: report(path, caption="../report/efficiency.rst", category="Efficiency")
+           for ext, path in EFFICIENCY.items()},
     log:
         f"{LOGS}/efficiency.log",
     benchmark:

@@ -3,7 +3,10 @@
 # Only when asked for (`snakemake swap`) and only with config's swap.hf_dir set: not part of `all`.
 # Cost with MiniLM on 2 shared CPU cores: ~4 minutes zero-shot (11 variants, 32 passages), ~17 with adapt_steps 20.
 
+from effbert.data.glue import get_task
+
 SWAP = PIPELINE.swap
+STS_B = get_task("STS-B")  # with swap.sts: <glue.dir>/STS-B/dev.tsv, the file effbert.data.glue reads for --sts
 SWAP_OUTPUTS = [str(layout.report_table(RESULTS, layout.SWAP_TABLE, ext)) for ext in ("csv", "md", "png")]
 
 
@@ -11,6 +14,7 @@ rule swap_eval:
     input:
         hf=SWAP.hf_dir or [],
         text=str(layout.text_dir(DATA, SWAP.source)),
+        sts=str(Path(GLUE_DIR) / STS_B.folder / STS_B.file_name("dev")) if SWAP.sts else [],
     output:
         SWAP_OUTPUTS,
     params:

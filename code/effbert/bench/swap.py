@@ -14,6 +14,7 @@ from collections import defaultdict
 from pathlib import Path
 
 import pandas as pd
+from matplotlib.figure import Figure
 
 from effbert.bench.attention import bench_attention
 from effbert.data.documents_format import iter_documents
@@ -93,26 +94,26 @@ def swap_markdown(table: pd.DataFrame, note: str) -> str:
     return note + "\n\n" + shown.to_markdown(index=False, floatfmt=".3f", missingval="-") + "\n"
 
 
-def plot_swap(table: pd.DataFrame, path: Path) -> None:
-    """pooled_cos against the layer's time, one marker per (variant, stage); written atomically."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(8, 5.5), constrained_layout=True)
-    for stage, rows in table.groupby("stage", sort=False):
-        ax.scatter(rows["ms"], rows["pooled_cos"], marker="o" if stage == ZERO_SHOT else "^", label=stage)
-        for _, row in rows[rows["stage"] == ZERO_SHOT].iterrows():  # one label per variant
-            ax.annotate(row["variant"].replace("num_landmarks=", "m="), (row["ms"], row["pooled_cos"]), fontsize=7,
-                        xytext=(3, 3), textcoords="offset points")
+def plot_swap(table: pd.DataFrame, path: Path) -> Figure:
+    """pooled_cos against the layer's time (ms), one marker per (variant, stage), written to `path` (atomically);
+    returns the Figure, whose artists hold the numbers drawn. Without costs (cost_length 0) the panel says so."""
+    fig = Figure(figsize=(8, 5.5), layout="constrained")
+    ax = fig.add_subplot()
+    if "ms" not in table.columns:
+        ax.text(0.5, 0.5, "cost not measured (cost_length 0)", ha="center", va="center", transform=ax.transAxes)
+    else:
+        for stage, rows in table.groupby("stage", sort=False):
+            ax.scatter(rows["ms"], rows["pooled_cos"], marker="o" if stage == ZERO_SHOT else "^", label=stage)
+            for _, row in rows[rows["stage"] == ZERO_SHOT].iterrows():  # one label per variant
+                ax.annotate(row["variant"].replace("num_landmarks=", "m="), (row["ms"], row["pooled_cos"]),
+                            fontsize=7, xytext=(3, 3), textcoords="offset points")
+        ax.legend()
     ax.set_xlabel("self-attention layer forward+backward (ms)")
     ax.set_ylabel("pooled sentence-embedding cosine to the original")
     ax.grid(True, alpha=0.3)
-    ax.legend()
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=120)
-    plt.close(fig)
+    return fig
 
 
 def run_swap(hf_dir: Path, text: Path, out_dir: Path, *, variants: list[str], passages: int, settings: SwapSettings,
@@ -134,6 +135,5 @@ def run_swap(hf_dir: Path, text: Path, out_dir: Path, *, variants: list[str], pa
                "passages; " if adaptation else "")
             + (f"cost: one self-attention layer, n = {cost_length}, batch {cost_batch}." if cost_length else ""))
     write_text(report_table(out_dir, SWAP_TABLE, "md"), swap_markdown(table, note))
-    if costs is not None:
-        plot_swap(table, report_table(out_dir, SWAP_TABLE, "png"))
+    plot_swap(table, report_table(out_dir, SWAP_TABLE, "png"))
     return table

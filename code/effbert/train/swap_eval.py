@@ -10,8 +10,9 @@ padded length, and Linformer's zeroed padded rows enter its softmax):
                    embedding of sentence-transformers checkpoints such as all-MiniLM-L6-v2
     nn_agreement   share of passages whose nearest other passage (cosine of pooled embeddings) is the
                    same under the swapped model as under the original
-    sts_spearman   with a GLUE STS-B folder: Spearman of the pooled embeddings' cosine with the gold scores
-                   of its dev split (a property of each model, the original's included)
+    sts_spearman   with a GLUE folder in the official layout (<glue>/STS-B/dev.tsv, GLUE's header and
+                   columns, read by effbert.data.glue): Spearman of the pooled embeddings' cosine of each
+                   sentence pair with its gold score (a property of each model, the original's included)
 
 Parameters BERT lacks start as follows: Linformer's E and F (k x max_seq_len) are the first k rows of the
 identity, E = F = [I_k | 0], so the projected keys and values are the first k tokens' own: for a passage of
@@ -44,7 +45,7 @@ from tokenizers import Tokenizer
 from effbert.attention.linformer import LinformerAttention
 from effbert.config import ModelConfig
 from effbert.constants import IGNORE
-from effbert.data.glue import load_split, spearman
+from effbert.data.glue import GlueSplit, load_split, spearman
 from effbert.data.instances import InstanceMaker
 from effbert.data.tokenizer import SpecialTokens, special_tokens
 from effbert.errors import InputError
@@ -167,11 +168,16 @@ def nearest(embeddings: torch.Tensor) -> torch.Tensor:
     return similarity.argmax(-1)
 
 
+def sts_pairs(glue_dir: Path) -> GlueSplit:
+    """STS-B's dev split from a GLUE folder in the official layout (<glue_dir>/STS-B/dev.tsv, read by
+    effbert.data.glue, the fine-tuning's reader): sentence pairs with their gold similarity scores (0-5)."""
+    return load_split(glue_dir, "STS-B", "dev")
+
+
 @torch.no_grad()
-def sts_spearman(model: PretrainingModel, tokenizer: Tokenizer, glue_dir: Path, max_len: int,
+def sts_spearman(model: PretrainingModel, tokenizer: Tokenizer, split: GlueSplit, max_len: int,
                  seed: int = 0) -> float:  # fmt: skip
-    """Spearman of cos(pooled a, pooled b) with the gold scores of STS-B's dev split in `glue_dir`."""
-    split = load_split(glue_dir, "STS-B", "dev")
+    """Spearman of cos(pooled a, pooled b) with the gold scores of an STS-B split (sts_pairs)."""
     pooled = []
     for texts in (split.texts_a, split.texts_b or []):
         states = layer_states(model, encode(tokenizer, texts, max_len), seed)
@@ -308,6 +314,7 @@ def swap_eval(hf_dir: str | Path, texts: list[str], variants: list[str], setting
     attentions = {v: parse_variant(v) for v in variants}
     for attention in attentions.values():
         pre.model_config(attention)  # a misspelt option fails here, before any model runs
+    sts = None if settings.sts_dir is None else sts_pairs(settings.sts_dir)  # a wrong folder fails before any run
     passages = encode(pre.tokenizer, texts, settings.max_len)
     reference = layer_states(build_swapped(pre, attentions[ORIGINAL], settings.seed).to(device), passages,
                              settings.seed)
@@ -324,9 +331,8 @@ def swap_eval(hf_dir: str | Path, texts: list[str], variants: list[str], setting
         for stage, model in models.items():
             row = {"variant": name, "stage": stage, "mechanism": attention["type"],
                    **compare(reference, layer_states(model, passages, settings.seed))}
-            if settings.sts_dir is not None:
-                row["sts_spearman"] = sts_spearman(model, pre.tokenizer, settings.sts_dir, settings.max_len,
-                                                   settings.seed)
+            if sts is not None:
+                row["sts_spearman"] = sts_spearman(model, pre.tokenizer, sts, settings.max_len, settings.seed)
             log(f"{name} ({stage}): pooled_cos {row['pooled_cos']:.4f}, nn_agreement {row['nn_agreement']:.3f}")
             rows.append(row)
     return rows
