@@ -53,6 +53,15 @@ def test_peak_memory_of_the_naive_baseline_follows_its_n_squared_matrices(tmp_pa
     assert naive["memory_vs_sdpa"] == pytest.approx(naive["peak_mb"] / sdpa["peak_mb"], rel=1e-3)
 
 
+def test_a_log_gets_one_line_per_measurement(tmp_path, capfd) -> None:
+    """Not on a terminal (the DAG's rule writes a log) the progress is a line per measurement, not a silent bar."""
+    bench_attention(tmp_path / "e.csv", None, device="cpu", lengths=[32, 64], mechanisms=["softmax"], repeats=1,
+                    warmup=0, threads=1)
+    lines = [line for line in capfd.readouterr().err.splitlines() if line.startswith("bench attention")]
+    assert len(lines) == 2 and lines[0].startswith("bench attention (mechanism) 1/2: softmax n=32: ")
+    assert lines[1].endswith(" MiB") and " ms, " in lines[1]
+
+
 def test_plot_is_a_png(tiny_run) -> None:
     _, _, out = tiny_run
     assert (out / "efficiency.png").read_bytes()[:8] == PNG_MAGIC

@@ -49,6 +49,7 @@ import math
 import multiprocessing
 import os
 import statistics
+import sys
 import time
 from collections.abc import Callable
 from multiprocessing.connection import Connection
@@ -469,7 +470,8 @@ def _measure_all(names: list[str], lengths: list[int], settings: dict, options: 
 
     rows = []
     stops: dict[str, str] = {}  # mechanism -> the error that ended its longer lengths
-    bar = tqdm(total=len(names) * len(lengths), desc=f"bench attention ({unit})", unit="run", disable=None)
+    interactive = sys.stderr.isatty()  # a bar on a terminal; in a log (the DAG's rule) one line per measurement
+    bar = tqdm(total=len(names) * len(lengths), desc=f"bench attention ({unit})", unit="run", disable=not interactive)
     with bar:
         # length by length, so that a time budget running out cuts the longest lengths of every mechanism
         for n in lengths:
@@ -487,7 +489,17 @@ def _measure_all(names: list[str], lengths: list[int], settings: dict, options: 
                              "ms": result.get("ms"), "peak_mb": result.get("peak_mb"),
                              "error": result.get("error", "")})
                 bar.update()
+                if not interactive:
+                    print(f"bench attention ({unit}) {len(rows)}/{bar.total}: {_progress_line(name, n, result)}",
+                          file=sys.stderr, flush=True)
     return rows
+
+
+def _progress_line(name: str, n: int, result: dict) -> str:
+    if "error" in result:
+        return f"{name} n={n}: {result['error'][:120]}"
+    memory = "" if result.get("peak_mb") is None else f", {result['peak_mb']:.1f} MiB"
+    return f"{name} n={n}: {result['ms']:.2f} ms{memory}"
 
 
 def _skip_reason(name: str, n: int, stops: dict[str, str], max_len: dict[str, int] | None, deadline: float | None,
@@ -551,8 +563,11 @@ def plot_efficiency(table: pd.DataFrame, path: Path) -> None:
 
     fig, axes = plt.subplots(1, 2, figsize=(12, 5), constrained_layout=True)
     ok = table[table["error"] == ""]
-    for name, rows in ok.groupby("mechanism", sort=False):
-        style = {"color": "black", "linewidth": 2.5} if name == BASELINE else {}
+    colours = plt.get_cmap("tab20").colors  # 20 distinct colours: the mechanisms outnumber the default cycle's 10
+    for i, (name, rows) in enumerate(ok.groupby("mechanism", sort=False)):
+        style = {"color": colours[(2 * i) % 20 + (2 * i) // 20 % 2], "linestyle": ("-", ":")[i // 10 % 2]}
+        if name == BASELINE:
+            style = {"color": "black", "linewidth": 2.5}
         if name == NAIVE:
             style = {"color": "black", "linestyle": "--", "linewidth": 2}
         label = "softmax (SDPA)" if name == BASELINE else name
