@@ -84,6 +84,25 @@ def test_the_yoso_folders_have_the_yoso_papers_settings():
     assert long.model.attention.hash_bits == 9
 
 
+def test_the_block_variant_folders_follow_their_papers():
+    """TransNormer puts DiagAttention (block softmax) in the early layers and NormAttention in the late ones;
+    SLAB pairs its linear attention with PRepBN, LayerNorm fading out over the authors' 300k steps;
+    the MASFormer-style hybrid keeps full attention in the top layers only. All on BERT-base, pretrained as
+    the Nystromformer paper's rows so that they compare."""
+    for name in ("transnormer-512", "slab-512", "masformer-512"):
+        cfg = FOLDERS[name]
+        assert _has(cfg.model, BERT_BASE) and _has(cfg.pretraining, NYSTROMFORMER_PRETRAINING), name
+    transnormer = FOLDERS["transnormer-512"].model
+    assert [a.type for a in transnormer.layer_attentions()] == ["block_softmax"] * 6 + ["norm_linear"] * 6
+    assert _has(transnormer.layer_attentions()[0], {"block_size": 64})
+    assert _has(transnormer.attention, {"kernel": "1+elu", "norm": "srmsnorm"})
+    slab = FOLDERS["slab-512"].model
+    assert _has(slab, {"norm": "pre_batchnorm", "batchnorm_warmup": 0, "batchnorm_decay_steps": 300000})
+    assert _has(slab.attention, {"type": "slab_linear", "conv_kernel": 5})
+    masformer = FOLDERS["masformer-512"].model
+    assert [a.type for a in masformer.layer_attentions()] == ["local"] * 10 + ["softmax"] * 2
+
+
 def test_the_fnet_folders():
     assert FOLDERS["fnet-512"].model.attention.type == "fnet" and _has(FOLDERS["fnet-512"].model, BERT_BASE)
     from_bert = FOLDERS["fnet-from-bert"]
