@@ -76,6 +76,23 @@ def iterative_pinv(a: torch.Tensor, iterations: int, per_head_init: bool) -> tor
     return z.view(shape)
 
 
+@torch.no_grad()
+def pinv_residual(a: torch.Tensor, z: torch.Tensor) -> dict[str, torch.Tensor]:
+    """How far the iteration's Z is from inverting A: R = I - A Z for each m x m matrix of (..., m, m).
+
+    "spectral" is ||R||_2 (the largest singular value): eq. (16) converges from Z when it is below 1, and it
+    is 1 at best for a singular A. "rms" is ||R||_F / sqrt(m), the root mean square of R's singular values.
+    A matrix with a non-finite entry gets NaN for both (the SVD would fail on it).
+    """
+    eye = torch.eye(a.shape[-1], device=a.device, dtype=torch.float32)
+    r = eye - a.float() @ z.float()
+    finite = r.isfinite().all(-1).all(-1)
+    r = torch.where(finite[..., None, None], r, 0.0)
+    nan = torch.tensor(float("nan"), device=r.device)
+    return {"spectral": torch.where(finite, torch.linalg.matrix_norm(r, ord=2), nan),
+            "rms": torch.where(finite, torch.linalg.matrix_norm(r) / math.sqrt(a.shape[-1]), nan)}
+
+
 class PinvStep(torch.autograd.Function):
     """One step of eq. (16) on (batch, m, m) matrices, Z' = Z T3 / 4 with P = A Z, T1 = 7I - P,
     T2 = 15I - P T1, T3 = 13I - P T2, keeping only A and Z for the backward: the products are recomputed
@@ -145,6 +162,10 @@ class NystromAttention(nn.Module):
         self.iterations = opts.pinv_iterations
         self.per_head_init = opts.pinv_init == "per_head"
         self.conv = ConvSkip(cfg.num_heads, opts.conv_kernel) if opts.conv_kernel else None
+        # set by the training loop's probe (effbert.train.lra.PinvResiduals) at logging steps only: the next
+        # forward then keeps pinv_residual (B, H) of its A and Z, computed without gradients
+        self.record_residual = False
+        self.last_residual: dict[str, torch.Tensor] | None = None
 
     def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
         if q.shape[-2] <= self.num_landmarks:
@@ -190,8 +211,15 @@ class NystromAttention(nn.Module):
         """A^+ for A = softmax(Q~ K~^T / sqrt(d)), with empty landmarks as masked columns and identity rows."""
         scores = (q_land @ k_land.transpose(-1, -2)) / math.sqrt(q_land.shape[-1])  # (B, H, m, m)
         if real is None:
-            return iterative_pinv(torch.softmax(scores, -1), self.iterations, self.per_head_init)
+            return self._pinv(torch.softmax(scores, -1))
         kernel_a = torch.softmax(scores.masked_fill(~real[:, None, None, :], torch.finfo(scores.dtype).min), -1)
         eye = torch.eye(self.num_landmarks, device=scores.device, dtype=scores.dtype)
         kernel_a = torch.where(real[:, None, :, None], kernel_a, eye)  # empty landmarks -> identity rows
-        return iterative_pinv(kernel_a, self.iterations, self.per_head_init)
+        return self._pinv(kernel_a)
+
+    def _pinv(self, kernel_a: torch.Tensor) -> torch.Tensor:
+        """iterative_pinv with this layer's settings, keeping its residual when asked (record_residual)."""
+        z = iterative_pinv(kernel_a, self.iterations, self.per_head_init)
+        if self.record_residual:
+            self.last_residual = pinv_residual(kernel_a.detach(), z.detach())
+        return z

@@ -35,6 +35,7 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 import torch
@@ -265,16 +266,27 @@ class Execution:
     compile: bool = False
 
 
+class Probe(Protocol):
+    """Extra numbers for the training records, kept off the other steps: `arm` before a logged step's
+    forward, `read` after it (what that forward saw, e.g. effbert.train.lra.PinvResiduals)."""
+
+    def arm(self) -> None: ...
+
+    def read(self) -> dict[str, float]: ...
+
+
 @dataclass(frozen=True)
 class Reporting:
     """What rank 0 shows: a record every `log_every` steps (and at the last) to `metrics_path` (jsonl) and
-    `tensorboard_dir`; a progress bar named `desc`, with MFU when `flops_per_token` is given."""
+    `tensorboard_dir`; a progress bar named `desc`, with MFU when `flops_per_token` is given; `probe`'s numbers
+    in each training record."""
 
     log_every: int = 50
     metrics_path: str | Path | None = None
     tensorboard_dir: str | Path | None = None
     flops_per_token: float | None = None
     desc: str = "train"
+    probe: Probe | None = None
 
 
 @dataclass(frozen=True)
@@ -512,12 +524,15 @@ def fit(
         iterator = iter(batches)
         clock = _Clock(time.perf_counter(), trainer.tokens, trainer.positions)
         for step in range(trainer.done + 1, steps + 1):
+            logged = step % log_every == 0 or step == steps
+            if logged and report.probe is not None:
+                report.probe.arm()
             trainer.optimizer_step(loss_fn, next(iterator), counts)
             bar.update(1)
-            if step % log_every == 0 or step == steps:
+            if logged:
                 count = log_every if step % log_every == 0 else step % log_every
                 record = trainer.train_record(step, count, clock, report.flops_per_token, peak)
-                records.add(record)
+                records.add(record | (report.probe.read() if report.probe is not None else {}))
                 bar.set_postfix(_postfix(record))
             if evaluate is not None and rank == 0 and _due(step, eval_every, steps):
                 records.add(trainer.dev_record(step, evaluate))

@@ -14,7 +14,8 @@ training inputs, then the classification training starts from those encoder weig
 One run per seed, then a gather:
 
     models/<name>/lra/<task>/seed-<s>.json                one seed's result (accuracy = test acc of the best dev step)
-    models/<name>/lra/<task>/seed-<s>.metrics.jsonl       the loop's train and dev log
+    models/<name>/lra/<task>/seed-<s>.metrics.jsonl       the loop's train and dev log (with Nystrom's
+                                                          pseudoinverse residuals, PinvResiduals)
     models/<name>/lra/<task>/seed-<s>.self-pretrain.jsonl the masked-LM log, when self-pretraining
     models/<name>/lra/<task>.json                         the gather: accuracy (mean over seeds), accuracy_std, runs
 
@@ -39,6 +40,7 @@ import torch.nn.functional as F
 from pydantic import ValidationError
 from torch import nn
 
+from effbert.attention.nystrom import NystromAttention
 from effbert.config import CONFIG_FILE, ModelConfig, load_config
 from effbert.constants import (
     IGNORE,  # label of positions without a masked-LM prediction
@@ -313,12 +315,38 @@ def _train_classifier(model: nn.Module, task: str, splits: dict[str, LraSplit], 
         grad_clip=1.0,  # not part of the published protocol table: the loop's default until now, kept
     )
     report = Reporting(log_every=min(50, protocol.eval_every), metrics_path=metrics_path,
-                       desc=f"lra {task} seed {seed}")
+                       desc=f"lra {task} seed {seed}", probe=PinvResiduals(model))
     started = time.perf_counter()
     # float32 on every device: the lra settings have no precision setting (the loop's default until now)
     fit(model, counted, batches, optimisation, execution=Execution(precision="fp32"), report=report,
         evaluate=evaluate, eval_every=protocol.eval_every, seed=seed)
     return best, history, time.perf_counter() - started
+
+
+class PinvResiduals:
+    """Each Nystrom layer's pseudoinverse residual R = I - A Z (effbert.attention.nystrom.pinv_residual) in the
+    logged step's forward: pinv_residual_<i> = ||R||_2 mean over batch and heads, pinv_residual_<i>_max its
+    maximum, pinv_residual_<i>_rms the mean of ||R||_F / sqrt(m); i counts the Nystrom layers from the input.
+
+    Only the logged steps compute it, without gradients and without drawing random numbers, so training is the
+    same with or without it. No keys when the model has no Nystrom layer or a batch was no longer than m."""
+
+    def __init__(self, model: nn.Module):
+        self.layers = [m for m in model.modules() if isinstance(m, NystromAttention)]
+
+    def arm(self) -> None:
+        for layer in self.layers:
+            layer.record_residual = True
+
+    def read(self) -> dict[str, float]:
+        values = {}
+        for i, layer in enumerate(self.layers):
+            residual, layer.last_residual, layer.record_residual = layer.last_residual, None, False
+            if residual is not None:
+                spectral, name = residual["spectral"], f"pinv_residual_{i}"
+                values |= {name: float(spectral.mean()), f"{name}_max": float(spectral.max()),
+                           f"{name}_rms": float(residual["rms"].mean())}
+        return values
 
 
 def _mean_std(values: list[float]) -> tuple[float, float]:
