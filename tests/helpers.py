@@ -37,18 +37,25 @@ def patterned_corpus(folder: Path, documents: int = 120, seed: int = 0) -> None:
     (folder / "part-00000.txt").write_text("\n\n".join(docs) + "\n", encoding="utf-8")
 
 
-def model_folder(root: Path, **pretraining) -> Path:
+def model_folder(root: Path, model: dict | None = None, **pretraining) -> Path:
+    """A tiny model folder; `model` overrides keys of its model section, `pretraining` of its pretraining."""
     folder = root / "tiny"
     folder.mkdir(exist_ok=True)
     cfg = {
         "model": {"max_seq_len": 64, "hidden_size": 32, "num_layers": 2, "num_heads": 2, "ffn_size": 64,
-                  "dropout": 0.0, "attention_dropout": 0.0},
+                  "dropout": 0.0, "attention_dropout": 0.0, **(model or {})},
         "pretraining": {"tokenizer": "t", "batch_size": 16, "lr": 3e-3, "warmup_steps": 10, "steps": 150,
                         "log_every": 10, "eval_every": 50, "eval_batches": 4, "checkpoint_every": 75,
                         **pretraining},
     }
     (folder / "config.json").write_text(json.dumps(cfg))
     return folder
+
+
+def pretrain_records(folder: Path) -> tuple[list[dict], list[dict]]:
+    """A pretrained folder's training and dev records (pretrain.jsonl)."""
+    records = [json.loads(line) for line in (folder / "pretrain.jsonl").read_text().splitlines()]
+    return [r for r in records if r["split"] == "train"], [r for r in records if r["split"] == "dev"]
 
 
 def write_corpus(folder: Path, n_docs: int = 60, seed: int = 0) -> list[list[str]]:

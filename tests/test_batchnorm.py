@@ -6,8 +6,6 @@ at hand-picked steps, the Pre-LN model (gamma = 1 is LayerNorm), the same batch 
 
 from __future__ import annotations
 
-import json
-
 import pytest
 import torch
 import torch.nn.functional as F
@@ -20,7 +18,7 @@ from effbert.model.pretraining import PretrainingModel
 from effbert.train.checkpoints import read_checkpoint
 from effbert.train.initialise import initialise_from
 from effbert.train.pretrain import pretrain
-from helpers import model_folder
+from helpers import model_folder, pretrain_records
 
 VOCAB = 40
 TINY = {"hidden_size": 24, "num_layers": 3, "num_heads": 4, "ffn_size": 40, "max_seq_len": 24,
@@ -150,14 +148,10 @@ def test_the_schedule_keys_are_checked():
 
 
 def test_batchnorm_trains_on_the_patterned_corpus_and_its_norms_count_the_steps(tmp_path, shards):
-    folder = model_folder(tmp_path, steps=60, eval_every=60, checkpoint_every=60, warmup_steps=5)
-    config = json.loads((folder / "config.json").read_text())
-    config["model"] |= {"norm": "pre_batchnorm", "batchnorm_warmup": 5, "batchnorm_decay_steps": 30}
-    (folder / "config.json").write_text(json.dumps(config))
+    batchnorm = {"norm": "pre_batchnorm", "batchnorm_warmup": 5, "batchnorm_decay_steps": 30}
+    folder = model_folder(tmp_path, batchnorm, steps=60, eval_every=60, checkpoint_every=60, warmup_steps=5)
     pretrain(folder, shards, device="cpu", threads=1)
-    records = [json.loads(line) for line in (folder / "pretrain.jsonl").read_text().splitlines()]
-    train = [r for r in records if r["split"] == "train"]
-    dev = [r for r in records if r["split"] == "dev"]
+    train, dev = pretrain_records(folder)
     assert train[0]["mlm_loss"] > 3.5  # ~ln(120) at the start
     assert dev[-1]["mlm_loss"] < train[0]["mlm_loss"] - 1.0  # evaluated at gamma = 0: RepBN alone
     state = read_checkpoint(folder / "checkpoints" / "cp-0060.pt")["model"]

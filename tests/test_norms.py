@@ -6,8 +6,6 @@ compute the same function), LayerNorm's own statistics (Peri-LN's output norms),
 
 from __future__ import annotations
 
-import json
-
 import pytest
 import torch
 import torch.nn.functional as F
@@ -24,7 +22,7 @@ from effbert.train.identity import digest, lra_run_settings, pretraining_setting
 from effbert.train.lra import model_config as lra_model_config
 from effbert.train.lra_protocol import task_protocol
 from effbert.train.pretrain import pretrain
-from helpers import model_folder
+from helpers import model_folder, pretrain_records
 
 VOCAB = 40
 TINY = {"hidden_size": 24, "num_layers": 3, "num_heads": 4, "ffn_size": 40, "max_seq_len": 16}
@@ -183,14 +181,9 @@ def test_norm_scaling_needs_a_pre_norm_and_leaves_existing_identities_alone():
 @pytest.mark.parametrize("model", [{"norm": "pre_rmsnorm"}, {"norm": "pre_crmsnorm"}, {"norm": "peri"},
                                    {"norm": "pre", "norm_scaling": True}])
 def test_each_norm_setting_trains_on_the_patterned_corpus(tmp_path, shards, model):
-    folder = model_folder(tmp_path, steps=60, eval_every=60, checkpoint_every=60, warmup_steps=5)
-    config = json.loads((folder / "config.json").read_text())
-    config["model"] |= model
-    (folder / "config.json").write_text(json.dumps(config))
+    folder = model_folder(tmp_path, model, steps=60, eval_every=60, checkpoint_every=60, warmup_steps=5)
     pretrain(folder, shards, device="cpu", threads=1)
-    records = [json.loads(line) for line in (folder / "pretrain.jsonl").read_text().splitlines()]
-    train = [r for r in records if r["split"] == "train"]
-    dev = [r for r in records if r["split"] == "dev"]
+    train, dev = pretrain_records(folder)
     assert train[0]["mlm_loss"] > 3.5  # ~ln(120) at the start
     assert dev[-1]["mlm_loss"] < train[0]["mlm_loss"] - 1.0
 
