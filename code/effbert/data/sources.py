@@ -17,18 +17,19 @@ in bytes) into line-aligned byte ranges (a cut moves to just after a blank line 
 and starts a new document), smaller files grouped, a Wikimedia multistream .bz2 over chunk_bytes at its streams
 (each holds whole pages; data/wikidump.py bz2_stream_cuts), any other .bz2 dump over chunk_bytes every
 chunk_bytes (a span holds the pages that start in its bzip2 blocks, read through their index:
-data/bz2_blocks.py), any other dump or .gz whole. Units run on `processes` workers (wiki: min(processes, units),
-each wikiextractor with processes // workers), each into `<out>.work/` with a done-marker, so a killed run
+data/bz2_blocks.py), a plain .xml dump over chunk_bytes every chunk_bytes (a span holds the pages that start
+in it), any other dump or .gz whole. Units run on `processes` worker processes (a wiki page's text is extracted
+in the worker itself: data/wiki_articles.py), each into `<out>.work/` with a done-marker, so a killed run
 resumes; `<out>` is assembled in input order, the same for any `processes`. A rerun with the same inputs_key
 (input paths, sizes, mtimes, settings) in stats.json does nothing. Memory: one document per worker.
 
 Bad input is skipped, counted and reported (stats.json "bad_input": up to BAD_INPUT_LIMIT {"file", "position",
 "error"}; "bad_input_counts" by kind; a warning on stderr each): truncated (.bz2/.gz cut or corrupt; what came
 before is kept), corrupt_stream (a multistream .bz2: that stream skipped, the next ones read;
-"compressed_streams" counts streams and estimates the pages lost), malformed_xml (a wiki page), invalid_utf8
-(a text line, the rest of its document kept; or a jsonl record), invalid_json and not_an_article (a jsonl
-line), empty_file (in a folder). A missing input, an empty input file given alone, or a folder without input
-files: InputError.
+"compressed_streams" counts streams and estimates the pages lost), malformed_xml (a wiki page),
+extraction_failed (a wiki page wikiextractor's extractor raised on), invalid_utf8 (a text line, the rest of its
+document kept; or a jsonl record), invalid_json and not_an_article (a jsonl line), empty_file (in a folder).
+A missing input, an empty input file given alone, or a folder without input files: InputError.
 """
 
 from __future__ import annotations
@@ -68,7 +69,8 @@ INPUT_SUFFIXES = {
 DOCUMENTS_PER_PART = 10_000
 BLANK_LINE_WINDOW = 1 << 20
 BAD_INPUT_LIMIT = 100  # listed in stats.json (all are counted)
-SETTINGS_VERSION = 1  # bump when a change to the readers changes what a unit writes
+# bump when a change to the readers changes what a unit writes (2: wiki pages extracted in the worker)
+SETTINGS_VERSION = 2
 
 
 @locks_output("documents build")  # one writer of out_dir at a time
@@ -167,9 +169,10 @@ def plan_units(source: str, files: list[Path], chunk_bytes: int, settings: dict)
         whole = source == "wiki" or path.name.endswith((".gz", ".bz2"))
         if whole or size > chunk_bytes:
             flush()
-            # a big dump's .bz2: Wikimedia's multistream files at their streams (each holds whole pages), any
-            # other at about every chunk_bytes, a span then holding the pages of its bzip2 blocks (wikidump.py)
-            if source == "wiki" and path.name.endswith(".bz2") and size > chunk_bytes:
+            # a big dump: Wikimedia's multistream .bz2 at its streams (each holds whole pages), any other .bz2 about
+            # every chunk_bytes, a span then holding the pages of its bzip2 blocks (wikidump.py, data/bz2_blocks.py),
+            # a plain .xml every chunk_bytes, a span then holding the pages that start in it
+            if source == "wiki" and size > chunk_bytes and path.name.endswith((".bz2", ".xml")):
                 cuts = (bz2_stream_cuts(path, chunk_bytes) if cut_at_streams(path)
                         else [*range(0, size, chunk_bytes), size])  # fmt: skip
                 spans = zip(cuts[:-1], cuts[1:], strict=True)
@@ -210,34 +213,34 @@ def _run_units(source: str, units: list[Unit], work: Path, settings: dict, proce
         print(f"documents ({source}): {len(units) - len(todo)} of {len(units)} units already done in {work}",
               file=sys.stderr)  # fmt: skip
     workers = max(1, min(processes, len(todo)))
-    wiki_processes = max(1, processes // workers)
     total = sum(u.size for u in units)
     with tqdm(total=total, initial=total - sum(u.size for u in todo), desc=f"documents ({source})", unit="B",
               unit_scale=True, disable=None) as bar:  # fmt: skip
 
         def finished(unit: Unit, marker: dict) -> None:
-            for bad in marker["bad_input"]:  # a line number counts from the start of its range
-                line = bad["line"] if unit.ranges[bad["range"]].start == 0 else None
-                print(f"warning: documents ({source}): {bad['file']}: {_position(line, bad['byte'])}: "
-                      f"{bad['error']}", file=sys.stderr)  # fmt: skip
+            for bad in marker["bad_input"]:  # a line counts from the start of its range (a plain dump's: its file)
+                whole_lines = unit.ranges[bad["range"]].start == 0 or _plain_dump(source, bad["file"])
+                line = bad["line"] if whole_lines else None
+                where = ": ".join(filter(None, [bad["file"], _position(line, bad["byte"])]))
+                print(f"warning: documents ({source}): {where}: {bad['error']}", file=sys.stderr)
             bar.update(unit.size)
 
         show_documents = workers == 1  # in this process, a unit (a whole dump) shows its documents as they come
         run_pending(todo, run_unit=_run_unit, workers=workers, start_method="spawn", on_done=finished,
-                    job=lambda unit: (source, unit, work, settings, wiki_processes, show_documents))  # fmt: skip
+                    job=lambda unit: (source, unit, work, settings, show_documents))  # fmt: skip
     return [workfolder.load_marker(work, unit) for unit in units]
 
 
 def _run_unit(job: tuple) -> dict:
     """Read one unit and write its documents and marker; the marker's counts."""
-    source, unit, work, settings, wiki_processes, show_documents = job
+    source, unit, work, settings, show_documents = job
     min_words = settings["min_words"]
     counts: dict = {"documents": 0, "words": 0, "sentences": 0, "skipped": Counter(), "bad_input": [],
                     "bad_input_counts": Counter(), "lines": [0] * len(unit.ranges), "streams": Counter()}  # fmt: skip
 
     def kept_documents() -> Iterator[Document]:
         for index, r in enumerate(unit.ranges):
-            context = _ReadContext(r, index, counts, settings.get("max_sentences", 0), wiki_processes, work)
+            context = _ReadContext(r, index, counts, settings.get("max_sentences", 0), work)
             for document in READERS[source](context):
                 count = sum(len(sentence.split()) for sentence in document)
                 if count == 0:
@@ -262,6 +265,11 @@ def _counted(documents: Iterator[Document], bar: tqdm) -> Iterator[Document]:
     for document in documents:
         bar.update()
         yield document
+
+
+def _plain_dump(source: str, file: str) -> bool:
+    """A plain .xml dump, whose spans report lines from the file's start (data/wikidump.py)."""
+    return source == "wiki" and file.endswith(".xml")
 
 
 def _position(line: int | None, byte: int | None) -> str:
@@ -311,9 +319,9 @@ def _stream_counts(streams: Counter) -> dict:
 class _ReadContext:
     """What a reader needs: its byte range, where to report bad input, and settings."""
 
-    def __init__(self, r: Range, index: int, counts: dict, max_sentences: int, wiki_processes: int, work: Path):
+    def __init__(self, r: Range, index: int, counts: dict, max_sentences: int, work: Path):
         self.path, self.start, self.end = Path(r.path), r.start, r.end
-        self.max_sentences, self.wiki_processes = max_sentences, wiki_processes
+        self.max_sentences = max_sentences
         self.work = work  # the work folder: a big .bz2's block index is kept there (data/bz2_blocks.py)
         self._index, self._counts = index, counts
         self.streams: Counter = counts["streams"]
@@ -411,7 +419,7 @@ def _read_realnews(context: _ReadContext) -> Iterator[Document]:
 
 
 def _read_wiki(context: _ReadContext) -> Iterator[Document]:
-    yield from read_wiki(context.path, context.report, context.wiki_processes, context.streams,
+    yield from read_wiki(context.path, context.report, context.streams,
                          (context.start, context.end), context.work)
 
 

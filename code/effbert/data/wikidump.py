@@ -1,49 +1,38 @@
-"""A MediaWiki XML dump (*.xml, *.xml.bz2) -> documents, through wikiextractor 3.1.0.
+"""A MediaWiki XML dump (*.xml, *.xml.bz2) -> documents, through wikiextractor 3.1.0's extractor.
 
-wikiextractor runs with --json --no-templates, plain text rather than HTML-escaped; it drops templates,
-tables, lists, refs and categories. Section headings ('== History ==') are removed before it (it would keep
-them as a one-line paragraph "History."); the page title is not text.
+Each page is extracted in this process (data/wiki_articles.py) as wikiextractor's command line does with
+--json --no-templates: plain text rather than HTML-escaped, templates, tables, lists, refs and categories
+dropped. Section headings ('== History ==') are removed before it (it would keep them as a one-line paragraph
+"History."); the page title is not text.
 
-The dump reaches wikiextractor through a named pipe fed by a thread that decompresses it and checks each
-<page> alone with expat, because wikiextractor alone meets bad input with a traceback in its reader and a
-hang in its writer. Bad input is reported (through `report`) and the rest kept: a malformed page (bad XML,
-invalid UTF-8, not closed before the next one) is left out, reported with its starting line and the error's;
-a truncated .bz2 keeps the pages before the cut (not the one cut in two), reported with the compressed
-byte offset and the decompressed line; a corrupt stream of a multistream .bz2 is skipped and reading goes
-on at the next stream. A big .bz2 is read in compressed byte spans, one work unit each, after the dump's
-header: a multistream dump's streams, any other's pages that start in its bzip2 blocks (data/bz2_blocks.py).
-The thread also adds a <siteinfo> block when the dump has none (single-article exports often lack it):
-wikiextractor reads the Template namespace from it and, without one, skips every page.
+The dump is decompressed here and each <page> checked alone with expat before the extractor sees it. Bad
+input is reported (through `report`) and the rest kept: a malformed page (bad XML, invalid UTF-8, not closed
+before the next one) is left out, reported with its starting line and the error's; a page the extractor
+fails on is left out, reported with its id; a truncated .bz2 keeps the pages before the cut (not the one cut
+in two), reported with the compressed byte offset and the decompressed line; a corrupt stream of a
+multistream .bz2 is skipped and reading goes on at the next stream. A big dump is read in byte spans, one
+work unit each: a multistream .bz2's streams, any other .bz2's pages that start in its bzip2 blocks
+(data/bz2_blocks.py), a plain .xml's pages that start in the span.
 """
 
 from __future__ import annotations
 
 import bz2
-import contextlib
 import itertools
-import json
-import os
 import re
-import signal
-import subprocess
-import sys
-import tempfile
-import threading
 from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO
 from xml.parsers import expat
 
-from effbert.data import bz2_blocks
+from effbert.data import bz2_blocks, wiki_articles
 from effbert.data.sentences import Document, paragraphs_to_sentences
 
 Report = Callable[..., None]  # report(kind, error, line=None, byte=None)
 
 _CHUNK = 1 << 20
 _SITEINFO_SCAN_LIMIT = 1 << 24
-_TEMPLATE_NAMESPACE = b'<namespaces>\n<namespace key="10" case="first-letter">Template</namespace>\n</namespaces>\n'
-_MINIMAL_SITEINFO = b"<siteinfo>\n" + _TEMPLATE_NAMESPACE + b"</siteinfo>\n"
 # a section heading of the wikitext, '== History ==' (its text is not prose; wikiextractor would keep it): the
 # newline before it and the line up to its own newline, which stays to start the next match (a page opens with
 # <page>, so a heading always follows a newline). The leading newline lets the search jump from line to line.
@@ -54,56 +43,29 @@ _LEFTOVER_TAG = re.compile(r"</?[A-Za-z][\w:-]*(\s[^<>]*)?/?>")
 _OPEN, _CLOSE = b"<page>", b"</page>"
 
 
-def read_wiki(path: Path, report: Report, processes: int = 1, tally: Counter | None = None,
-              span: tuple[int, int] | None = None, index_folder: Path | None = None) -> Iterator[Document]:
-    """The dump's articles as documents; `processes` is wikiextractor's number of workers. `tally` counts a
-    .bz2's streams: read, damaged (skipped), and the pages they held. `span`: compressed bytes of a .bz2, after
-    the dump's header: a multistream dump's streams that start in it (bz2_stream_cuts), another's pages that
-    start in the blocks that start in it (data/bz2_blocks.py; its block index kept in `index_folder`)."""
-    with tempfile.TemporaryDirectory(prefix="effbert-wiki-") as tmp:
-        pipe = Path(tmp) / "dump.xml"  # the .xml name tells wikiextractor to read it as plain text
-        os.mkfifo(pipe)
-        log_path = Path(tmp) / "wikiextractor.log"
-        command = [
-            sys.executable, "-m", "wikiextractor.WikiExtractor", str(pipe), "--output", "-", "--json",
-            "--no-templates", "--html-safe", "", "--processes", str(max(1, processes)), "--quiet",
-        ]  # fmt: skip
-        with open(log_path, "wb") as log:
-            # its own process group, so that stopping early also stops its worker and writer processes
-            extractor = subprocess.Popen(
-                command, stdout=subprocess.PIPE, stderr=log, encoding="utf-8", start_new_session=True
-            )
-        reports: list[tuple[tuple, dict]] = []  # kept by the feeder thread, passed on from this one
-        feeder = _DumpFeeder(path, pipe, lambda *a, **k: reports.append((a, k)), Counter() if tally is None else tally,
-                             span, index_folder)
-        feeder.start()
-        threading.Thread(target=_stop_group_on_failure, args=(extractor,), daemon=True).start()
+def read_wiki(path: Path, report: Report, tally: Counter | None = None, span: tuple[int, int] | None = None,
+              index_folder: Path | None = None) -> Iterator[Document]:
+    """The dump's articles as documents, each page's text extracted in this process (data/wiki_articles.py).
+    `tally` counts a .bz2's streams: read, damaged (skipped), and the pages they held. `span`: compressed
+    bytes of a .bz2 after the dump's header (a multistream dump's streams that start in it, bz2_stream_cuts;
+    another's pages that start in the blocks that start in it, data/bz2_blocks.py, its block index kept in
+    `index_folder`), or bytes of a plain .xml (the pages that start in it)."""
+    wiki_articles.quiet_extractor()
+    last_id = None
+    for chunk in checked_pages(path, report, tally, span, index_folder):
+        if not chunk.startswith(_OPEN):
+            continue  # the dump's header, the white space between pages
+        found = wiki_articles.article(chunk)
+        if found is None or found.page_id == last_id:
+            continue
+        last_id = found.page_id
         try:
-            for line in extractor.stdout:
-                yield _wiki_document(json.loads(line)["text"])
-        finally:
-            if extractor.poll() is None:  # stopped early: the caller failed or closed us
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(extractor.pid, signal.SIGKILL)
-            extractor.stdout.close()
-            extractor.wait()
-            _unblock_writer(pipe)
-            feeder.join(timeout=60)  # it ends once the pipe has no reader; a bound all the same, never a hang
-        for args, kwargs in reports:
-            report(*args, **kwargs)
-        if feeder.error is not None:
-            raise feeder.error
-        if extractor.returncode != 0:
-            log_tail = log_path.read_text(encoding="utf-8", errors="replace")[-2000:]
-            raise RuntimeError(f"wikiextractor failed on {path} (exit {extractor.returncode}):\n{log_tail}")
-
-
-def _stop_group_on_failure(extractor: subprocess.Popen) -> None:
-    """When wikiextractor's main process fails, its writer process would wait for work forever, holding the
-    output open: stop the whole group so the reading loop sees the end of the output."""
-    if extractor.wait() != 0:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(extractor.pid, signal.SIGKILL)
+            text = wiki_articles.plain_text(found)
+        except Exception as e:  # noqa: BLE001 - one page's wikitext the extractor cannot take: that page only
+            report("extraction_failed", f"wikiextractor failed on page {found.page_id} ({found.title!r}): "
+                   f"{type(e).__name__}: {e}; page skipped")  # fmt: skip
+            continue
+        yield _wiki_document(text)
 
 
 def _wiki_document(text: str) -> Document:
@@ -121,36 +83,6 @@ def _tidy(paragraph: str) -> str:
     return _SPACE_BEFORE_PUNCTUATION.sub(r"\1", paragraph)
 
 
-def _unblock_writer(pipe: Path) -> None:
-    """Open and close the read end, so a feeder still waiting to open the pipe goes on (and finds no reader)."""
-    try:
-        os.close(os.open(pipe, os.O_RDONLY | os.O_NONBLOCK))
-    except OSError:
-        pass
-
-
-class _DumpFeeder(threading.Thread):
-    """Writes the checked, decompressed dump into the pipe; keeps an unexpected error for the reader to raise."""
-
-    def __init__(self, dump: Path, pipe: Path, report: Report, tally: Counter, span: tuple[int, int] | None,
-                 index_folder: Path | None):
-        super().__init__(daemon=True)
-        self.dump, self.pipe, self.report, self.tally, self.span = dump, pipe, report, tally, span
-        self.index_folder = index_folder
-        self.error: BaseException | None = None
-
-    def run(self) -> None:
-        try:
-            with open(self.pipe, "wb") as out:
-                pages = checked_pages(self.dump, self.report, self.tally, self.span, self.index_folder)
-                for chunk in _ensure_siteinfo(pages):
-                    out.write(chunk)
-        except BrokenPipeError:
-            pass  # wikiextractor stopped reading: its exit status or the caller says why
-        except BaseException as e:  # noqa: BLE001 - handed to the reading thread, which raises it
-            self.error = e
-
-
 def checked_pages(dump: Path, report: Report, tally: Counter | None = None,
                   span: tuple[int, int] | None = None, index_folder: Path | None = None) -> Iterator[bytes]:
     """The decompressed dump: what lies between pages as it is, each well-formed page without its section
@@ -161,8 +93,11 @@ def checked_pages(dump: Path, report: Report, tally: Counter | None = None,
     another .bz2 short of the whole file is read from its blocks (_block_span_pages)."""
     tally = Counter() if tally is None else tally
     start, end = span or (0, None)
-    if end is not None and dump.name.endswith(".bz2") and not cut_at_streams(dump) and (
-            start > 0 or end < dump.stat().st_size):
+    part = end is not None and (start > 0 or end < dump.stat().st_size)
+    if part and not dump.name.endswith(".bz2"):
+        yield from _plain_span_pages(dump, report, (start, end))
+        return
+    if part and not cut_at_streams(dump):
         yield from _block_span_pages(dump, report, tally, (start, end), index_folder)
         return
     with open(dump, "rb") as raw:
@@ -209,8 +144,40 @@ def _block_span_pages(dump: Path, report: Report, tally: Counter, span: tuple[in
     with open(dump, "rb") as raw:
         yield _header(raw)
         tally["streams"] += sum(1 for _ in itertools.takewhile(lambda at: at < span[1], _stream_starts(raw, span[0])))
-    base, buffer, line, begun = first, b"", 1, False  # base: the decompressed offset of buffer[0]
-    for chunk in bz2_blocks.decompressed_from(dump, index, first):
+    yield from _pages_from(bz2_blocks.decompressed_from(dump, index, first), first, last, 1, report)
+
+
+def _plain_span_pages(dump: Path, report: Report, span: tuple[int, int]) -> Iterator[bytes]:
+    """The pages of a plain .xml that start in the bytes `span`, the last one read on past the span to its
+    end. A reported line counts from the file's start: the lines before the span are counted only then, so
+    that no unit reads the whole file before its span."""
+    before: list[int] = []
+
+    def from_file_start(kind: str, error: str, line: int | None = None, byte: int | None = None) -> None:
+        if line is not None:
+            if not before:
+                with open(dump, "rb") as raw:
+                    before.append(sum(block.count(b"\n") for block in _blocks(raw, span[0])))
+            line += before[0]
+        report(kind, error, line=line, byte=byte)
+
+    with open(dump, "rb") as raw:
+        raw.seek(span[0])
+        yield from _pages_from(iter(lambda: raw.read(_CHUNK), b""), span[0], span[1], 1, from_file_start)
+
+
+def _blocks(raw: IO[bytes], size: int) -> Iterator[bytes]:
+    """The first `size` bytes of `raw`, a chunk at a time."""
+    while size > 0 and (block := raw.read(min(_CHUNK, size))):
+        size -= len(block)
+        yield block
+
+
+def _pages_from(chunks: Iterator[bytes], base: int, last: int, line: int, report: Report) -> Iterator[bytes]:
+    """The pages that start in the bytes [base, last) of a dump whose bytes from `base` on are `chunks`
+    (`line`: the line number at `base`), each checked, the last read on to its end."""
+    buffer, begun = b"", False  # base: the offset of buffer[0]
+    for chunk in chunks:
         buffer += chunk
         if not begun:  # what lies before the first page that starts here: the header, or the previous span's
             at = buffer.find(_OPEN)
@@ -353,25 +320,3 @@ def _split_pages(buffer: bytes, line: int, report: Report, final: bool, stop: in
                        f"({expat.ErrorString(e.code)}); page skipped", line=line)  # fmt: skip
         line += buffer.count(b"\n", start, end)
         position = end
-
-
-def _ensure_siteinfo(chunks: Iterator[bytes]) -> Iterator[bytes]:
-    """Declare the Template namespace before the first page, adding a <siteinfo> block where there is none."""
-    head = b""
-    for chunk in chunks:
-        if head is None:
-            yield chunk
-            continue
-        head += chunk
-        end, page = head.find(b"</siteinfo>"), head.find(b"<page")
-        if end != -1 and (page == -1 or end < page):
-            yield head if b'key="10"' in head[:end] else head[:end] + _TEMPLATE_NAMESPACE + head[end:]
-        elif page != -1:
-            yield head[:page] + _MINIMAL_SITEINFO + head[page:]
-        elif len(head) > _SITEINFO_SCAN_LIMIT:
-            yield head
-        else:
-            continue
-        head = None
-    if head:
-        yield head
