@@ -1,22 +1,14 @@
-"""results/efficiency.md: our attention benchmark beside the Nystromformer paper's Table 1, ratios worked by hand;
-the `efficiency` rule's command run at a tiny size."""
+"""results/efficiency.md: our attention benchmark beside the Nystromformer paper's Table 1, ratios worked by hand
+(the `efficiency` target itself, with the config's variants: tests/test_efficiency_config.py)."""
 
 from __future__ import annotations
 
-import base64
 import json
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import pandas as pd
 import pytest
-from PIL import Image
 
-import conftest
 from effbert.report.efficiency import side_by_side, write_efficiency_markdown
-from test_report import table_rows
 
 NYSTROM_64 = json.dumps({"conv_kernel": None, "num_landmarks": 64, "pinv_init": "original", "pinv_iterations": 6})
 
@@ -66,43 +58,3 @@ def test_the_page_from_the_benchmarks_csv_says_the_hardware_differs(tmp_path):
     side = text.split("## Beside the paper's Table 1")[1]
     assert "| nystrom-64     |  512 |" in side and "1.25" in side  # our Nystrom at 512: 5 ms / 4 ms
 
-
-@pytest.mark.slow
-def test_the_efficiency_rule_at_a_tiny_size(tmp_path):
-    """The bench_attention rule's command (workflow/rules/efficiency.smk), as Snakemake plans it for the demo, run
-    at n = 512 with the mechanisms of Table 1 only: the page puts our ratios beside the paper's row that matches."""
-    project = conftest.copy_project(tmp_path, ["demo"])
-    plan = conftest.snakemake(project, "--configfile", "config/demo.yaml", "--cores", "2", "-n", "-p", "efficiency")
-    command = next(line.removeprefix("Shell command: ") for line in plan.stdout.splitlines()
-                   if line.startswith("Shell command: effbert bench attention"))
-    tiny = "effbert bench attention --lengths 512 --mechanisms softmax naive-softmax nystrom linformer --repeats 1"
-    results, logs = project / "demo/out/results", project / "demo/out/logs"
-    for folder in (results, logs):  # as Snakemake makes them before a job
-        folder.mkdir(parents=True)
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
-    done = subprocess.run(["bash", "-c", command.replace("effbert bench attention", tiny, 1)], cwd=project, env=env,
-                          capture_output=True, text=True)
-    assert done.returncode == 0, done.stderr[-2000:] + (logs / "efficiency.log").read_text()[-4000:]
-    measured = pd.read_csv(results / "efficiency.csv").set_index("mechanism")
-    assert sorted(measured.index) == ["linformer", "naive-softmax", "nystrom", "softmax"]
-    assert (measured["n"] == 512).all() and measured["error"].isna().all()
-    with Image.open(results / "efficiency.png") as image:
-        image.verify()
-    page = (results / "efficiency.md").read_text()
-    beside = {(row["paper row"], row["n"]): row for row in table_rows(page.split("## Beside the paper's Table 1")[1])}
-    naive_ms = measured.loc["naive-softmax", "ms"]
-    for paper_row, ours in (("softmax", "naive-softmax"), ("nystrom-64", "nystrom"), ("linformer-256", "linformer")):
-        row = beside[(paper_row, "512")]
-        assert float(row["our ms"]) == pytest.approx(measured.loc[ours, "ms"], rel=1e-3)
-        assert float(row["our time / naive-softmax"]) == pytest.approx(measured.loc[ours, "ms"] / naive_ms, rel=1e-3)
-    assert beside[("nystrom-64", "512")]["paper ms"] == "0.7"  # Table 1: Nystromformer-64 at 512, 0.7 ms
-    # not measured here: Nystrom with 32 landmarks (the rule's Nystrom has the default 64), longer lengths
-    assert beside[("nystrom-32", "512")]["our ms"] == "-" and beside[("softmax", "1024")]["our ms"] == "-"
-    assert beside[("longformer-257", "512")]["our ms"] == "-"
-    # Snakemake's HTML report carries the three files when the target is named (they are flagged in the rule)
-    done = conftest.snakemake(project, "--configfile", "config/demo.yaml", "--cores", "1", "--report",
-                              "demo/out/results/report.html", "efficiency")
-    report = (results / "report.html").read_text()
-    for ext in ("csv", "md", "png"):
-        assert f"Adding efficiency.{ext}" in done.stdout + done.stderr
-    assert base64.b64encode((results / "efficiency.png").read_bytes()).decode() in report

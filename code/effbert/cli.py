@@ -12,6 +12,7 @@ from pydantic import BaseModel, ValidationError
 from effbert.errors import InputError
 from effbert.pipeline_config import (
     DocumentsSettings,
+    EfficiencyConfig,
     ListopsSettings,
     PathfinderSettings,
     ShardRecipe,
@@ -303,11 +304,14 @@ def _add_bench_stage(sub: argparse._SubParsersAction) -> None:
     b.add_argument("--lengths", type=int, nargs="+", help="default: 512..4096 on CPU, 512..16384 on a GPU")
     b.add_argument("--mechanisms", nargs="+", help="default: every registered mechanism")
     b.add_argument("--dtype", help="default: float32 on CPU, bfloat16 on a GPU")
-    b.add_argument("--repeats", type=int, default=5)
+    b.add_argument("--repeats", type=int, default=EfficiencyConfig.model_fields["repeats"].default,
+                   help="timed calls per (mechanism, n); the median is kept")
     b.add_argument("--layer", action="store_true", help="whole self-attention layers (q/k/v/output projections "
                    "included), with transformers' Nystromformer and YOSO layers as peers (hf-nystromformer, hf-yoso)")
     b.add_argument("--options", help='mechanism options as JSON, e.g. \'{"nystrom": {"conv_kernel": 33}}\' '
-                   "(a peer takes the options of our mechanism of the same method)")
+                   "(a peer takes the options of our mechanism of the same method); an entry under a label of "
+                   'its own with a "type" is a variant, a row of its own: \'{"nystrom-32": {"type": "nystrom", '
+                   '"num_landmarks": 32}}\'')
     b.add_argument("--out", type=Path, default=Path("results/efficiency.csv"))
     b.add_argument("--plot", type=Path, default=Path("results/efficiency.png"))
     _add_runtime(b)

@@ -12,11 +12,14 @@ workflow/schemas/config.schema.yaml, which is generated from them:
 
 from __future__ import annotations
 
+import json
+import shlex
 import sys
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, create_model, model_validator
 
+from effbert.config import ATTENTION_TYPES, AttentionConfig
 from effbert.constants import GLUE_TASKS, LRA_TASKS
 
 Source = Literal["wiki", "bookcorpus", "stories", "realnews"]
@@ -174,6 +177,66 @@ class SwapConfig(_Strict):
     sts: bool = Field(False, description="also Spearman on <glue.dir>/STS-B/dev.tsv")
 
 
+# effbert bench attention's row of the explicit O(n^2) softmax, the paper's baseline: declared here, below the bench
+# and effbert.report.efficiency, which import it, so that the config can name it without importing torch
+NAIVE_SOFTMAX = "naive-softmax"
+# a variant's label is a command-line word and a csv cell: no leading "-" (a flag), no spaces, quotes or commas
+VariantLabel = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")]
+
+
+class EfficiencyConfig(_Strict):
+    """`effbert bench attention` as the target `efficiency` runs it (workflow/rules/efficiency.smk; not part of
+    `all`) -> <results>/efficiency.{csv,png,md}. Null lengths and mechanisms: the bench's own defaults for the device
+    it runs on (effbert.bench.attention.bench_attention), so that each is declared once."""
+
+    lengths: list[Annotated[int, Field(ge=1)]] | None = Field(
+        None, min_length=1, description="sequence lengths n; null: the bench's (512..4096 on CPU, 512..16384 on a GPU)")
+    mechanisms: list[str] | None = Field(
+        None, min_length=1, description="rows to measure: registered mechanisms, naive-softmax and variants' labels "
+        "(softmax, the baseline, always); null: every mechanism, each followed by its variants, then naive-softmax")
+    variants: dict[VariantLabel, AttentionConfig] = Field(
+        default_factory=dict, description="label -> a mechanism and its options, as a model's attention section "
+        "({type: nystrom, num_landmarks: 32}): a row of its own beside the mechanism's; a mechanism's own name sets "
+        "that row's options. Measured when mechanisms lists the label (null mechanisms: every variant)")
+    repeats: int = Field(5, ge=1, description="timed forward+backward calls per (mechanism, n); the median is kept")
+    threads: int = Field(4, ge=1, description="the job's threads: CPU threads of each measurement (Snakemake "
+                         "lowers it to --cores)")
+
+    @model_validator(mode="after")
+    def _known_rows(self) -> EfficiencyConfig:
+        for label, options in self.variants.items():
+            if label in ATTENTION_TYPES and options.type != label:  # the csv's row names must say what ran
+                raise ValueError(f"variants.{label}: a mechanism's own name can only set its options (type "
+                                 f"{label}, got {options.type})")
+            if label == NAIVE_SOFTMAX:
+                raise ValueError(f"variants.{label}: {NAIVE_SOFTMAX} is the bench's explicit softmax, not a label")
+        known = {*ATTENTION_TYPES, NAIVE_SOFTMAX, *self.variants}
+        unknown = [name for name in self.mechanisms or [] if name not in known]
+        if unknown:
+            raise ValueError(f"mechanisms: unknown {unknown}; known: {[*ATTENTION_TYPES, NAIVE_SOFTMAX]} and the "
+                             f"labels of variants {sorted(self.variants)}")
+        return self
+
+    def bench_args(self) -> list[str]:
+        """`effbert bench attention`'s flags for these settings (--threads aside: the job's threads). Variants go in
+        --options (label -> options with "type"); lengths and mechanisms only when set, else the bench's defaults."""
+        args = ["--repeats", str(self.repeats)]
+        if self.lengths:
+            args += ["--lengths", *map(str, self.lengths)]
+        if self.mechanisms:
+            args += ["--mechanisms", *self.mechanisms]
+        if self.variants:
+            # only what was written: a default of the mechanism's Options stays declared there alone
+            options = {label: attention.model_dump(mode="json", exclude_unset=True)
+                       for label, attention in self.variants.items()}
+            args += ["--options", json.dumps(options, sort_keys=True)]
+        return args
+
+    def bench_command_args(self) -> str:
+        """bench_args as one shell-quoted string, for a rule's params."""
+        return shlex.join(self.bench_args())
+
+
 class PipelineConfig(_Strict):
     models_dir: str = Field(description="folder of model folders, each holding a config.json")
     models: list[str] | None = Field(None, description="names of the model folders to run (null or absent: every "
@@ -190,6 +253,7 @@ class PipelineConfig(_Strict):
     glue: GlueDataConfig
     lra: LraDataConfig
     swap: SwapConfig = SwapConfig()
+    efficiency: EfficiencyConfig = EfficiencyConfig()
 
 
 def schema_yaml() -> str:

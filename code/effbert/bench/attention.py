@@ -61,11 +61,16 @@ from torch import nn
 from tqdm import tqdm
 
 from effbert.files import atomic_path, write_text
+from effbert.pipeline_config import NAIVE_SOFTMAX, EfficiencyConfig
 
-COLUMNS = ["device", "dtype", "unit", "mechanism", "options", "n", "batch", "heads", "head_dim", "ms", "peak_mb",
-           "time_vs_sdpa", "memory_vs_sdpa", "error"]
+# variant: the row's name, the mechanism's own or the label of a variant of it (options with "type": see
+# bench_attention); mechanism: what ran; options: every option it ran with, defaults resolved, which is what
+# effbert.report.efficiency matches a paper row by
+COLUMNS = ["device", "dtype", "unit", "mechanism", "variant", "options", "n", "batch", "heads", "head_dim", "ms",
+           "peak_mb", "time_vs_sdpa", "memory_vs_sdpa", "error"]
 BASELINE = "softmax"
-NAIVE = "naive-softmax"
+NAIVE = NAIVE_SOFTMAX
+REPEATS = EfficiencyConfig.model_fields["repeats"].default  # declared once, with the DAG's setting of it
 MIB = 2**20
 
 
@@ -393,7 +398,7 @@ def bench_attention(
     heads: int | None = None,
     head_dim: int = 64,
     dtype: str | None = None,
-    repeats: int = 5,
+    repeats: int = REPEATS,
     warmup: int = 2,
     threads: int | None = None,
     seed: int = 0,
@@ -406,10 +411,14 @@ def bench_attention(
 
     Defaults differ by device: CPU lengths 512..4096, 4 heads, float32; GPU lengths 512..16384, 16
     heads, bfloat16 (the H100 anchors of published-results.md). `options` overrides a mechanism's
-    Options defaults ({"nystrom": {"num_landmarks": 32}}). `layer` measures whole self-attention layers
-    (x in and out, q/k/v/output projections included) and adds transformers' layers as peers (PEERS, with
-    the options of our mechanism of the same method). `threads` (CPU; default: torch's current
-    setting, all cores unless set_threads lowered it) is passed to each worker process. `timeout_s`
+    Options defaults ({"nystrom": {"num_landmarks": 32}}); an entry under a label of its own whose "type" names
+    a mechanism is a variant, a row of its own beside the mechanism's ({"nystrom-32": {"type": "nystrom",
+    "num_landmarks": 32}}), named by its label in the csv's `variant` column and in `mechanisms` (default: each
+    variant after its mechanism; one that an explicit `mechanisms` leaves out is not measured, as configs merge
+    theirs). `layer` measures whole self-attention layers (x in and out, q/k/v/output projections included) and
+    adds transformers' layers as peers (PEERS, with the options of our mechanism of the same method). `threads`
+    (CPU; default: torch's current setting, all cores unless set_threads lowered it) is passed to each worker
+    process. `timeout_s`
     bounds one CPU measurement; `budget_s` the timed calls of one measurement (see `measure`);
     `total_budget_s` the whole table: what is left when it runs out becomes error rows. `max_len`
     ({"naive-softmax": 16384}) skips a mechanism's longer lengths. Softmax is always measured, as the
@@ -421,13 +430,14 @@ def bench_attention(
     heads = heads or (16 if cuda else 4)
     dtype = dtype or ("bfloat16" if cuda else "float32")
     threads = threads or torch.get_num_threads()
-    names = _mechanism_names(mechanisms, layer)
+    rows_of = _row_mechanisms(mechanisms, _variants(options), layer)
     settings = {"device": device, "dtype": dtype, "batch": batch, "heads": heads, "head_dim": head_dim,
                 "max_len": lengths[-1], "layer": layer, "repeats": repeats, "warmup": warmup, "seed": seed,
                 "threads": threads, "budget_s": budget_s}  # fmt: skip
-    rows = _measure_all(names, lengths, settings, options, timeout_s=timeout_s, max_len=max_len,
+    rows = _measure_all(rows_of, lengths, settings, options, timeout_s=timeout_s, max_len=max_len,
                         total_budget_s=total_budget_s)
-    rows.sort(key=lambda row: names.index(row["mechanism"]))  # stable: by mechanism, then n
+    labels = list(rows_of)
+    rows.sort(key=lambda row: labels.index(row["variant"]))  # stable: by row name, then n
 
     table = _with_ratios(pd.DataFrame(rows))
     if out_csv is not None:
@@ -437,30 +447,56 @@ def bench_attention(
     return table
 
 
-def _mechanism_names(mechanisms: list[str] | None, layer: bool) -> list[str]:
-    """The rows' mechanisms in table order, softmax (the baseline) always among them; default: every
-    registered mechanism (each followed by its peers in layer mode), then naive-softmax. Unknown names,
-    and peers without `layer`, are a ValueError."""
+def _variants(options: dict[str, dict] | None) -> dict[str, str]:
+    """label -> mechanism of the entries of `options` that are variants: a label of their own, the mechanism in
+    "type". An entry named after a mechanism (or a peer, or naive-softmax) holds that row's own options. Anything
+    else is a ValueError, checked before anything runs: a misspelt name would otherwise be a silent default."""
+    from effbert.attention import REGISTRY
+
+    variants = {}
+    for label, given in (options or {}).items():
+        if not isinstance(given, dict):
+            raise ValueError(f"options {label!r}: expected an object of options, got {given!r}")
+        kind = given.get("type", label)
+        if label in REGISTRY or label in PEERS or label == NAIVE:
+            if kind != label:
+                raise ValueError(f"options {label!r}: a mechanism's own name holds its own options, not a variant "
+                                 f"of {kind!r}; give the variant a label of its own")
+        elif kind in REGISTRY:
+            variants[label] = kind
+        else:
+            raise ValueError(f"options {label!r}: neither a mechanism nor a variant of one (a variant names its "
+                             f"mechanism in \"type\", one of {[*REGISTRY]})")
+    return variants
+
+
+def _row_mechanisms(mechanisms: list[str] | None, variants: dict[str, str], layer: bool) -> dict[str, str]:
+    """Row name -> the mechanism it runs, in table order, softmax (the baseline) always among them; default: every
+    registered mechanism (each followed by its variants, then its peers in layer mode), then naive-softmax.
+    Unknown names, and peers without `layer`, are a ValueError."""
     from effbert.attention import REGISTRY
 
     peers_of = {ours: [p for p in PEERS if layer and PEER_OF[p] == ours] for ours in REGISTRY}
-    names = list(mechanisms or [*(m for ours in REGISTRY for m in [ours, *peers_of[ours]]), NAIVE])  # peer after ours
+    mine = {ours: [label for label, kind in variants.items() if kind == ours] for ours in REGISTRY}
+    names = list(mechanisms or [*(m for ours in REGISTRY for m in [ours, *mine[ours], *peers_of[ours]]), NAIVE])
     if BASELINE not in names:
         names.insert(0, BASELINE)
-    unknown = [m for m in names if m not in REGISTRY and m != NAIVE and m not in PEERS]
+    runs = {**{m: m for m in [*REGISTRY, NAIVE, *PEERS]}, **variants}
+    unknown = [m for m in names if m not in runs]
     if unknown:
-        raise ValueError(f"unknown mechanisms {unknown}; registered: {[*REGISTRY, NAIVE]}, peers: {[*PEERS]}")
+        raise ValueError(f"unknown mechanisms {unknown}; registered: {[*REGISTRY, NAIVE]}, peers: {[*PEERS]}, "
+                         f"variants: {[*variants]}")
     if not layer and any(m in PEERS for m in names):
         raise ValueError(f"{[m for m in names if m in PEERS]} are whole layers (projections included): "
                          "measure them with layer=True (--layer)")
-    return names
+    return {name: runs[name] for name in names}
 
 
-def _measure_all(names: list[str], lengths: list[int], settings: dict, options: dict[str, dict] | None, *,
+def _measure_all(names: dict[str, str], lengths: list[int], settings: dict, options: dict[str, dict] | None, *,
                  timeout_s: float | None, max_len: dict[str, int] | None,
                  total_budget_s: float | None) -> list[dict]:  # fmt: skip
-    """One row per (length, mechanism), in that order: measured, or an error row when it failed or was skipped.
-    `settings` are the measurements' common spec (see `measure`)."""
+    """One row per (length, row name), in that order: measured, or an error row when it failed or was skipped.
+    `names`: row name -> mechanism (_row_mechanisms); `settings` are the measurements' common spec (see `measure`)."""
     device, dtype, layer = settings["device"], settings["dtype"], settings["layer"]
     cuda = torch.device(device).type == "cuda"
     device_label = torch.cuda.get_device_name(torch.device(device)) if cuda else f"cpu ({settings['threads']} threads)"
@@ -469,28 +505,29 @@ def _measure_all(names: list[str], lengths: list[int], settings: dict, options: 
     deadline = None if total_budget_s is None else time.monotonic() + total_budget_s
 
     rows = []
-    stops: dict[str, str] = {}  # mechanism -> the error that ended its longer lengths
+    stops: dict[str, str] = {}  # row name -> the error that ended its longer lengths
     interactive = sys.stderr.isatty()  # a bar on a terminal; in a log (the DAG's rule) one line per measurement
     bar = tqdm(total=len(names) * len(lengths), desc=f"bench attention ({unit})", unit="run", disable=not interactive)
     with bar:
         # length by length, so that a time budget running out cuts the longest lengths of every mechanism
         for n in lengths:
-            for name in names:
-                bar.set_postfix_str(f"{name} n={n}")
-                spec = {"device": device, "dtype": dtype, "mechanism": name, "options": _options_of(name, options),
+            for label, name in names.items():
+                bar.set_postfix_str(f"{label} n={n}")
+                spec = {"device": device, "dtype": dtype, "mechanism": name, "options": _options_of(label, options),
                         "n": n, **{k: v for k, v in settings.items() if k not in ("device", "dtype")}}
-                skipped = _skip_reason(name, n, stops, max_len, deadline, total_budget_s)
+                skipped = _skip_reason(label, name, n, stops, max_len, deadline, total_budget_s)
                 result = {"error": skipped} if skipped else _measure_spec(spec, cuda, timeout_s, preload)
-                if "error" in result and _fatal_for_longer(result["error"]) and name not in stops:
-                    stops[name] = f"n={n} failed ({result['error'][:80]})"
+                if "error" in result and _fatal_for_longer(result["error"]) and label not in stops:
+                    stops[label] = f"n={n} failed ({result['error'][:80]})"
+                resolved = result.get("options", spec["options"])  # the worker's, defaults included
                 rows.append({"device": device_label, "dtype": dtype, "unit": unit, "mechanism": name,
-                             "options": json.dumps(result.get("options", spec["options"]), sort_keys=True),
+                             "variant": label, "options": json.dumps(resolved, sort_keys=True),
                              "n": n, "batch": spec["batch"], "heads": spec["heads"], "head_dim": spec["head_dim"],
                              "ms": result.get("ms"), "peak_mb": result.get("peak_mb"),
                              "error": result.get("error", "")})
                 bar.update()
                 if not interactive:
-                    print(f"bench attention ({unit}) {len(rows)}/{bar.total}: {_progress_line(name, n, result)}",
+                    print(f"bench attention ({unit}) {len(rows)}/{bar.total}: {_progress_line(label, n, result)}",
                           file=sys.stderr, flush=True)
     return rows
 
@@ -502,15 +539,15 @@ def _progress_line(name: str, n: int, result: dict) -> str:
     return f"{name} n={n}: {result['ms']:.2f} ms{memory}"
 
 
-def _skip_reason(name: str, n: int, stops: dict[str, str], max_len: dict[str, int] | None, deadline: float | None,
-                 total_budget_s: float | None) -> str | None:  # fmt: skip
-    """Why (name, n) is not measured: an earlier length failed for good, it is past the mechanism's max_len,
-    or the table's time budget ran out; None to measure it."""
-    limit = (max_len or {}).get(name)
-    if name in stops:
-        return f"skipped: {stops[name]}"
+def _skip_reason(label: str, name: str, n: int, stops: dict[str, str], max_len: dict[str, int] | None,
+                 deadline: float | None, total_budget_s: float | None) -> str | None:  # fmt: skip
+    """Why (row `label` of mechanism `name`, n) is not measured: an earlier length of the row failed for good, it is
+    past the row's max_len (else its mechanism's), or the table's time budget ran out; None to measure it."""
+    limit = (max_len or {}).get(label, (max_len or {}).get(name))
+    if label in stops:
+        return f"skipped: {stops[label]}"
     if limit is not None and n > limit:
-        return f"skipped: {name} is not run beyond n={limit}"
+        return f"skipped: {label} is not run beyond n={limit}"
     if deadline is not None and time.monotonic() > deadline:
         return f"skipped: the table's time budget of {total_budget_s:g} s ran out"
     return None
@@ -527,10 +564,12 @@ def _measure_spec(spec: dict, cuda: bool, timeout_s: float | None, preload: list
     return {**_measure_isolated({**spec, "part": "time"}, timeout_s, preload), "peak_mb": memory["peak_mb"]}
 
 
-def _options_of(name: str, options: dict[str, dict] | None) -> dict:
-    """A peer takes the options of our mechanism of the same method."""
+def _options_of(label: str, options: dict[str, dict] | None) -> dict:
+    """A row's options: its own entry (a variant's "type" aside: that is its mechanism); a peer takes the options
+    of our mechanism of the same method."""
     options = options or {}
-    return options.get(name, options.get(PEER_OF.get(name, ""), {}))
+    given = options.get(label, options.get(PEER_OF.get(label, ""), {}))
+    return {key: value for key, value in given.items() if key != "type"}
 
 
 def _measure_here(spec: dict) -> dict:
@@ -548,14 +587,15 @@ def _with_ratios(table: pd.DataFrame) -> pd.DataFrame:
     """time_vs_sdpa, memory_vs_sdpa: each row against softmax (SDPA) at the same n."""
     table["ms"] = pd.to_numeric(table["ms"])
     table["peak_mb"] = pd.to_numeric(table["peak_mb"])
-    base = table[table["mechanism"] == BASELINE].set_index("n")
+    base = table[table["variant"] == BASELINE].set_index("n")  # softmax's own row, not a variant of it
     table["time_vs_sdpa"] = table["ms"] / table["n"].map(base["ms"])
     table["memory_vs_sdpa"] = table["peak_mb"] / table["n"].map(base["peak_mb"])
     return table[COLUMNS]
 
 
 def plot_efficiency(table: pd.DataFrame, path: Path) -> None:
-    """Two log-log panels, time and peak memory against n, one line per mechanism; written atomically."""
+    """Two log-log panels, time and peak memory against n, one line per row name (a variant its own); written
+    atomically."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -564,7 +604,7 @@ def plot_efficiency(table: pd.DataFrame, path: Path) -> None:
     fig, axes = plt.subplots(1, 2, figsize=(12, 5), constrained_layout=True)
     ok = table[table["error"] == ""]
     colours = plt.get_cmap("tab20").colors  # 20 distinct colours: the mechanisms outnumber the default cycle's 10
-    for i, (name, rows) in enumerate(ok.groupby("mechanism", sort=False)):
+    for i, (name, rows) in enumerate(ok.groupby("variant", sort=False)):
         style = {"color": colours[(2 * i) % 20 + (2 * i) // 20 % 2], "linestyle": ("-", ":")[i // 10 % 2]}
         if name == BASELINE:
             style = {"color": "black", "linewidth": 2.5}

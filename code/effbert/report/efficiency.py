@@ -6,7 +6,8 @@ on the device the csv names (a CPU, or another GPU, at its batch, heads and dtyp
 compared. What is comparable is each mechanism's cost as a multiple of the O(n^2) softmax at the same n, measured on
 the same machine: the paper's softmax materialises the n x n matrix, as our "naive-softmax" row does, so our
 ratios are taken against that row (the csv's own ratios are against torch's fused SDPA, which the paper did not
-have). A paper row is matched by mechanism and options (Nystrom's landmarks, Linformer's projected length); the
+have). A paper row is matched by mechanism and options (Nystrom's landmarks, Linformer's projected length), so a
+variant (the same mechanism under other options, e.g. the config's nystrom-32) fills the row of its options; the
 paper's Longformer-257 has no counterpart among our mechanisms (our "local" is a plain sliding window, without
 Longformer's global tokens) and stands alone.
 
@@ -22,9 +23,9 @@ from pathlib import Path
 import pandas as pd
 
 from effbert.files import write_text
+from effbert.pipeline_config import NAIVE_SOFTMAX as NAIVE  # the paper's softmax (without importing torch)
 from effbert.report.published_notes import ATTENTION_COST, ATTENTION_COST_SETUP, ATTENTION_COST_SOURCE
 
-NAIVE = "naive-softmax"  # effbert.bench.attention.NAIVE: the paper's softmax
 # the paper's row -> (our mechanism, the options it must have been measured with); None: no counterpart
 PAPER_ROWS: dict[str, tuple[str, dict] | None] = {
     "softmax": (NAIVE, {}),
@@ -84,7 +85,9 @@ def _markdown(frame: pd.DataFrame) -> str:
 def efficiency_markdown(table: pd.DataFrame) -> str:
     """The Markdown page: the setting of each side, our table, then Table 1 beside the rows that match."""
     first = table.iloc[0]
-    ours = table[["mechanism", "options", "n", "ms", "peak_mb", "time_vs_sdpa", "memory_vs_sdpa", "error"]]
+    if "variant" not in table:  # a csv from before variants: each row was its mechanism's
+        table = table.assign(variant=table["mechanism"])
+    ours = table[["variant", "mechanism", "options", "n", "ms", "peak_mb", "time_vs_sdpa", "memory_vs_sdpa", "error"]]
     setting = (f"ours: {first['device']}, {first['dtype']}, batch {first['batch']} x {first['heads']} heads x head"
                f" dim {first['head_dim']}, one {first['unit']} forward + backward, median time")
     return (
@@ -103,7 +106,7 @@ def efficiency_markdown(table: pd.DataFrame) -> str:
 
 def write_efficiency_markdown(csv: Path, md: Path) -> str:
     """Read `effbert bench attention`'s csv, write the page to `md` (atomically); returns its text."""
-    table = pd.read_csv(csv, dtype={"options": str, "error": str}, keep_default_na=False,
+    table = pd.read_csv(csv, dtype={"variant": str, "options": str, "error": str}, keep_default_na=False,
                         na_values={"ms": [""], "peak_mb": [""], "time_vs_sdpa": [""], "memory_vs_sdpa": [""]})
     text = efficiency_markdown(table)
     write_text(md, text)
