@@ -69,8 +69,9 @@ INPUT_SUFFIXES = {
 DOCUMENTS_PER_PART = 10_000
 BLANK_LINE_WINDOW = 1 << 20
 BAD_INPUT_LIMIT = 100  # listed in stats.json (all are counted)
-# bump when a change to the readers changes what a unit writes (2: wiki pages extracted in the worker)
-SETTINGS_VERSION = 2
+# each source's reader version, in every unit's key: bump one when a change to that reader changes what a unit
+# writes, so that a resumed run redoes that source's units and no other's (wiki 2: pages extracted in the worker)
+READER_VERSIONS = {"wiki": 2, "bookcorpus": 1, "stories": 1, "realnews": 1}
 
 
 @locks_output("documents build")  # one writer of out_dir at a time
@@ -86,7 +87,7 @@ def build_documents(source: str, inputs: Path, out_dir: Path, settings: Document
     out_dir = Path(out_dir)
     files = input_files(source, Path(inputs))
     min_words = DEFAULT_MIN_WORDS[source] if settings.min_words is None else settings.min_words
-    reading = {"version": SETTINGS_VERSION, "source": source, "min_words": min_words}  # in each unit's key
+    reading = {"version": READER_VERSIONS[source], "source": source, "min_words": min_words}  # in each unit's key
     if source in ("bookcorpus", "stories"):
         reading["max_sentences"] = settings.max_sentences
     bad_files = [f for f in files if f.stat().st_size == 0]  # of a folder: reported (alone: an InputError)
