@@ -8,6 +8,7 @@ import json
 import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 from xml.sax.saxutils import escape
 
@@ -148,3 +149,15 @@ def test_a_big_plain_dump_is_cut_into_units_read_as_whole_by_any_number_of_worke
         page_line = text[: text.rindex("<page>", 0, broken)].count("\n") + 1
         assert [b["position"] for b in stats["bad_input"]] == [f"line {page_line}"]
         assert stats["documents"] == whole["documents"] > 150
+
+
+def test_the_date_magic_words_give_the_revisions_timestamp_not_the_day_it_runs(tmp_path):
+    """{{CURRENTYEAR}} and its kin: the command line writes the day it runs; here the page's revision timestamp
+    (dump_xml's 2001-01-01T00:00:00Z), so the documents are the same whatever day they are rebuilt."""
+    text = "Written in {{CURRENTYEAR}}-{{CURRENTMONTH}}-{{CURRENTDAY}} at {{CURRENTTIME}} for {{PAGENAME}}."
+    xml = dump_xml([("Dated", text)])
+    (tmp_path / "reference.xml").write_text(xml, encoding="utf-8")
+    before = time.strftime("%Y-%m-%d")
+    there = _command_line_texts(tmp_path / "reference.xml")["1"]
+    assert there.split(" at ")[0] in {f"Written in {day}" for day in (before, time.strftime("%Y-%m-%d"))}  # the clock's
+    assert _our_texts(xml.encode("utf-8")) == {"1": "Written in 2001-01-01 at 00:00:00 for Dated."}

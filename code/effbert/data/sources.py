@@ -70,7 +70,8 @@ DOCUMENTS_PER_PART = 10_000
 BLANK_LINE_WINDOW = 1 << 20
 BAD_INPUT_LIMIT = 100  # listed in stats.json (all are counted)
 # each source's reader version, in every unit's key: bump one when a change to that reader changes what a unit
-# writes, so that a resumed run redoes that source's units and no other's (wiki 2: pages extracted in the worker)
+# writes, so that a resumed run redoes that source's units and no other's (wiki 2: pages extracted in the worker,
+# the date's magic words at the revision's timestamp)
 READER_VERSIONS = {"wiki": 2, "bookcorpus": 1, "stories": 1, "realnews": 1}
 
 
