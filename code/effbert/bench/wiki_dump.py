@@ -22,6 +22,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from effbert.data.shard_files import read_manifest
 from effbert.files import atomic_path, write_text
 
 PAGES_PER_STREAM = 100  # as Wikimedia's multistream files
@@ -93,12 +94,21 @@ def bench(out: Path, sizes_mb: list[int], workers: list[int], vocab: Path | None
             tokenizer = ["--from", str(vocab)] if vocab else ["--kind", "wordpiece", "--vocab_size", "30522",
                                                               "--text", str(docs), "--lowercase"]
             subprocess.run([*effbert, "tokenizer", *tokenizer, "--out", str(tok)], check=True)
+        shards = out / f"shards-{megabytes}"
         measured = _run([*effbert, "shards", "--text", str(docs), "--tokenizer", str(tok / "tokenizer.json"),
-                         "--out", str(out / f"shards-{megabytes}"), "--max_seq_len", "512"])
+                         "--out", str(shards), "--max_seq_len", "512"])
+        tokens = _shard_tokens(shards)
         rows.append({"stage": "shards", "xml_mb": round(xml_mb), "workers": 1, **measured,
                      "mb_per_s": xml_mb / measured["seconds"], "mb_per_s_per_core": xml_mb / measured["seconds"],
-                     "mb_per_cpu_s": xml_mb / measured["cpu_seconds"]})
+                     "mb_per_cpu_s": xml_mb / measured["cpu_seconds"], "tokens": tokens,
+                     "tokens_per_s": tokens / measured["seconds"],
+                     "tokens_per_cpu_s": tokens / measured["cpu_seconds"]})
     return pd.DataFrame(rows)
+
+
+def _shard_tokens(shards: Path) -> int:
+    """The tokens written into the shards' instances, every split, as their manifest counts them."""
+    return sum(split["tokens"] for split in read_manifest(shards)["splits"].values())
 
 
 def _xml_megabytes(dump: Path) -> float:
