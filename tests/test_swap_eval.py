@@ -9,6 +9,7 @@ head fitted on the original pull a swapped model back towards it.
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -22,6 +23,7 @@ import conftest
 from effbert.bench.swap import plot_swap, read_passages
 from effbert.cli import main
 from effbert.errors import InputError
+from effbert.train.hf_import import read_hf_config
 from effbert.train.swap_eval import (
     Adaptation,
     SwapSettings,
@@ -201,3 +203,28 @@ def test_swap_target_writes_the_table_and_plot(hf_dir: Path, tmp_path: Path) -> 
     assert "3 passages" in (results / "swap.md").read_text()
     assert (results / "swap.png").read_bytes()[:4] == b"\x89PNG"
     assert_plots_similarity_against_cost(table, tmp_path / "again.png")
+
+
+def test_variants_of_one_mechanism_are_costed_in_one_run_beside_softmax(hf_dir: Path, monkeypatch) -> None:
+    """Two Nystrom variants and softmax, one bench run: each its own row, its landmarks as asked, and its time
+    against the softmax measured in that same run."""
+    from effbert.bench import swap
+
+    runs = []
+    real = swap.bench_attention
+
+    def counted(*args, **kwargs):
+        runs.append(kwargs["mechanisms"])
+        table = real(*args, **kwargs)
+        runs.append(table)
+        return table
+
+    monkeypatch.setattr(swap, "bench_attention", counted)
+    variants = ["softmax", "nystrom:num_landmarks=8", "nystrom:num_landmarks=16"]
+    costs = swap.variant_costs(variants, read_hf_config(hf_dir), 64, device="cpu", repeats=1)
+    assert len(runs) == 2 and runs[0] == variants  # one run
+    measured = runs[1].set_index("variant")
+    assert [json.loads(measured.loc[v, "options"])["num_landmarks"] for v in variants[1:]] == [8, 16]
+    assert list(costs.index) == variants and (costs["ms"] > 0).all()
+    against_this_runs_softmax = costs["ms"] / measured.loc["softmax", "ms"]
+    assert costs["time_vs_softmax"].to_numpy() == pytest.approx(against_this_runs_softmax.to_numpy())

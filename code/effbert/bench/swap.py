@@ -10,7 +10,6 @@ Writes <out>/swap.csv, swap.md and swap.png (similarity against time).
 
 from __future__ import annotations
 
-from collections import defaultdict
 from pathlib import Path
 
 import pandas as pd
@@ -51,29 +50,15 @@ def read_passages(path: Path) -> list[str]:
 
 def variant_costs(variants: list[str], hf: dict, n: int, *, device: str | None = None, batch: int = 1,
                   repeats: int = 5) -> pd.DataFrame:  # fmt: skip
-    """ms and peak_mb of one self-attention layer per variant (bench_attention, layer mode) at n tokens.
-
-    bench_attention takes one option set per mechanism, so variants of one mechanism (nystrom with 16, 32,
-    ... landmarks) are measured in successive rounds; softmax, measured in every round, is the first's."""
+    """ms and peak_mb of one self-attention layer per variant (bench_attention, layer mode) at n tokens, all in one
+    run, so that each variant's time_vs_softmax is against the softmax measured beside it. A variant that is a
+    mechanism's bare name is that mechanism's row; any other is a row of its own (bench_attention's variants)."""
     heads = hf["num_attention_heads"]
-    rounds: dict[int, dict[str, str]] = defaultdict(dict)  # round -> mechanism -> variant
-    seen: dict[str, int] = defaultdict(int)
-    for variant in variants:
-        kind = parse_variant(variant)["type"]
-        rounds[seen[kind]][kind] = variant
-        seen[kind] += 1
-    rows = {}
-    for number in sorted(rounds):
-        chosen = rounds[number]
-        options = {kind: {k: v for k, v in parse_variant(variant).items() if k != "type"}
-                   for kind, variant in chosen.items()}
-        table = bench_attention(None, None, device=device, lengths=[n], mechanisms=list(chosen), options=options,
-                                layer=True, batch=batch, heads=heads, head_dim=hf["hidden_size"] // heads,
-                                repeats=repeats)
-        for record in table.to_dict("records"):
-            variant = chosen.get(record["mechanism"])
-            if variant is not None and variant not in rows:
-                rows[variant] = {"ms": record["ms"], "peak_mb": record["peak_mb"], "cost_error": record["error"]}
+    options = {variant: parse_variant(variant) for variant in variants}
+    table = bench_attention(None, None, device=device, lengths=[n], mechanisms=variants, options=options, layer=True,
+                            batch=batch, heads=heads, head_dim=hf["hidden_size"] // heads, repeats=repeats)
+    rows = {record["variant"]: {"ms": record["ms"], "peak_mb": record["peak_mb"], "cost_error": record["error"]}
+            for record in table.to_dict("records") if record["variant"] in options}
     costs = pd.DataFrame.from_dict(rows, orient="index")
     costs["time_vs_softmax"] = costs["ms"] / costs.loc[ORIGINAL, "ms"] if ORIGINAL in rows else None
     return costs
