@@ -48,7 +48,8 @@ class Article:
 
 def article(page: bytes) -> Article | None:
     """The article a checked page (<page> ... </page>, well-formed) holds; None for a page of another
-    namespace, a redirect or a page without text."""
+    namespace, a redirect or a page without an id. A page without text (<text/>) is an article with no
+    wikitext, as the command line passes it on."""
     opening = _TEXT_OPEN.search(page)
     head = page if opening is None else page[: opening.start()]
     fields: dict[bytes, list[bytes]] = {}
