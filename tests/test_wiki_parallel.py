@@ -116,3 +116,44 @@ def test_a_block_index_reads_from_every_block_and_is_rebuilt_for_a_changed_file(
     assert b"".join(bz2_blocks.decompressed_from(dump, changed, changed[1][1])) == xml[::-1][changed[1][1] :]
     dump.write_bytes(dump.read_bytes() + b"extra")  # bytes after the last stream: read whole (and reported)
     assert bz2_blocks.block_index(dump, tmp_path / "work") is None
+
+
+def _with_broken_page(xml: bytes, at: float) -> tuple[bytes, bytes, int]:
+    """xml with an unclosed <b> in the text of the page at fraction `at` of the dump:
+    the new xml, that page's title, and the line of the page where the error falls, counted from its <page>."""
+    start = xml.index(b"<page>", int(len(xml) * at))
+    text = xml.index(b">", xml.index(b"<text", start)) + 1
+    broken = xml[:text] + b"<b>" + xml[text:]  # expat: mismatched tag at </text>
+    title = re.search(rb"<title>([^<]*)</title>", xml[start:]).group(1)
+    close = broken.index(b"</text>", text)
+    return broken, title, broken[start:close].count(b"\n") + 1
+
+
+@pytest.mark.parametrize("write", [_single_stream, _pbzip2_style])
+def test_a_malformed_page_deep_in_a_big_bz2_is_named_by_its_title(tmp_path, write):
+    """A span after the first counts lines from a block or stream boundary that no line of the file names: the
+    cut run gives no line for it (stats.json and the warning alike) where the whole run gives the file's line,
+    and both name the page."""
+    xml, title, error_line = _with_broken_page(_xml(tmp_path, 150), at=0.8)
+    page_line = xml[: xml.index(b"<page>", int(len(xml) * 0.8))].count(b"\n") + 1
+    dump = write(tmp_path / "dump" / "enwiki-20990101-pages-articles.xml.bz2", xml)
+    whole = build_documents("wiki", dump, tmp_path / "whole", KEEP_ALL)
+    cut = build_documents("wiki", dump, tmp_path / "cut", _chunked(-(-dump.stat().st_size // 3)), processes=2)
+    assert cut["units"] == 3 and _parts(tmp_path / "cut") == _parts(tmp_path / "whole")
+    assert whole["documents"] == cut["documents"] == 149
+    [w], [c] = whole["bad_input"], cut["bad_input"]
+    assert w["position"] == f"line {page_line}" and c["position"].startswith("compressed bytes ")
+    assert w["error"] == c["error"]
+    assert f"in page '{title.decode()}'" in c["error"] and f"at the page's line {error_line} " in c["error"]
+
+
+def test_a_malformed_page_in_a_later_span_of_a_plain_dump_reports_lines_of_the_file(tmp_path):
+    xml, title, error_line = _with_broken_page(_xml(tmp_path, 150), at=0.8)
+    page_line = xml[: xml.index(b"<page>", int(len(xml) * 0.8))].count(b"\n") + 1
+    dump = tmp_path / "dump.xml"
+    dump.write_bytes(xml)
+    cut = build_documents("wiki", dump, tmp_path / "cut", _chunked(len(xml) // 3))
+    assert cut["units"] >= 3 and cut["documents"] == 149
+    [bad] = cut["bad_input"]
+    assert bad["position"] == f"line {page_line}"
+    assert f"in page '{title.decode()}'" in bad["error"] and f"at the page's line {error_line} " in bad["error"]

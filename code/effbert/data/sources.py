@@ -116,7 +116,7 @@ def build_documents(source: str, inputs: Path, out_dir: Path, settings: Document
         for unit in tqdm(units, desc=f"assembling ({source})", unit=" unit", disable=None):
             parts.copy_unit(workfolder.unit_paths(work, unit)[0])
         parts.close()
-        stats.update(_totals(units, markers, bad_files))
+        stats.update(_totals(source, units, markers, bad_files))
         stats["parts"] = parts.count
         write_json(tmp / "stats.json", stats)
     shutil.rmtree(work, ignore_errors=True)  # the output is in place: the units are no longer needed
@@ -220,10 +220,8 @@ def _run_units(source: str, units: list[Unit], work: Path, settings: dict, proce
               unit_scale=True, disable=None) as bar:  # fmt: skip
 
         def finished(unit: Unit, marker: dict) -> None:
-            for bad in marker["bad_input"]:  # a line counts from the start of its range (a plain dump's: its file)
-                whole_lines = unit.ranges[bad["range"]].start == 0 or _plain_dump(source, bad["file"])
-                line = bad["line"] if whole_lines else None
-                where = ": ".join(filter(None, [bad["file"], _position(line, bad["byte"])]))
+            for bad in marker["bad_input"]:  # the lines of the file before a later range are not known here
+                where = ": ".join(filter(None, [bad["file"], _where(source, unit.ranges[bad["range"]], bad, None)]))
                 print(f"warning: documents ({source}): {where}: {bad['error']}", file=sys.stderr)
             bar.update(unit.size)
 
@@ -269,16 +267,27 @@ def _counted(documents: Iterator[Document], bar: tqdm) -> Iterator[Document]:
         yield document
 
 
-def _plain_dump(source: str, file: str) -> bool:
-    """A plain .xml dump, whose spans report lines from the file's start (data/wikidump.py)."""
-    return source == "wiki" and file.endswith(".xml")
+def _where(source: str, r: Range, bad: dict, lines_before: int | None) -> str:
+    """Where in its file a bad input was found: 'line L, byte B' as far as they are known. A reader counts lines
+    from the start of its range, and `lines_before` (None: not known) are the file's lines in its earlier ranges.
+    A plain .xml dump's spans count from the file's start already (data/wikidump.py). A .bz2 dump's later spans
+    count from a block or stream boundary deep in the decompressed text, which no line of the file names: they
+    give the span's compressed bytes instead (and the error names the page)."""
+    plain_dump = source == "wiki" and bad["file"].endswith(".xml")
+    if source == "wiki" and r.start > 0 and not plain_dump:
+        return _position(None, bad["byte"]) if bad["byte"] is not None else f"compressed bytes {r.start}-{r.end}"
+    line = bad["line"]
+    if line is not None and not plain_dump:
+        before = 0 if r.start == 0 else lines_before
+        line = None if before is None else line + before
+    return _position(line, bad["byte"])
 
 
 def _position(line: int | None, byte: int | None) -> str:
     return ", ".join(([f"line {line}"] if line is not None else []) + ([f"byte {byte}"] if byte is not None else []))
 
 
-def _totals(units: list[Unit], markers: list[dict], bad_files: list[Path]) -> dict:
+def _totals(source: str, units: list[Unit], markers: list[dict], bad_files: list[Path]) -> dict:
     """Sum the units' counts; turn each bad input's line within its range into the line of its file."""
     documents = words = sentences = 0
     skipped: Counter[str] = Counter()
@@ -297,8 +306,8 @@ def _totals(units: list[Unit], markers: list[dict], bad_files: list[Path]) -> di
             bases.append(lines_before[r.path])
             lines_before[r.path] += lines
         for bad in marker["bad_input"]:
-            line = None if bad["line"] is None else bad["line"] + bases[bad["range"]]
-            bad_input.append({"file": bad["file"], "position": _position(line, bad["byte"]), "error": bad["error"]})
+            where = _where(source, unit.ranges[bad["range"]], bad, bases[bad["range"]])
+            bad_input.append({"file": bad["file"], "position": where, "error": bad["error"]})
     return {
         "documents": documents,
         "words": words,

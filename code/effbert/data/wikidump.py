@@ -7,7 +7,7 @@ dropped. Section headings ('== History ==') are removed before it (it would keep
 
 The dump is decompressed here and each <page> checked alone with expat before the extractor sees it. Bad
 input is reported (through `report`) and the rest kept: a malformed page (bad XML, invalid UTF-8, not closed
-before the next one) is left out, reported with its starting line and the error's; a page the extractor
+before the next one) is left out, reported with its title, id, starting line and the error; a page the extractor
 fails on is left out, reported with its id; a truncated .bz2 keeps the pages before the cut (not the one cut
 in two), reported with the compressed byte offset and the decompressed line; a corrupt stream of a
 multistream .bz2 is skipped and reading goes on at the next stream. A big dump is read in byte spans, one
@@ -41,6 +41,7 @@ _EMPTY_BRACKETS = re.compile(r"\(\s*[,;:]?\s*\)")  # what a dropped template lea
 _SPACE_BEFORE_PUNCTUATION = re.compile(r" ([,.;:!?])")  # after white space is made single spaces
 _LEFTOVER_TAG = re.compile(r"</?[A-Za-z][\w:-]*(\s[^<>]*)?/?>")
 _OPEN, _CLOSE = b"<page>", b"</page>"
+_TITLE, _ID = re.compile(rb"<title>([^<]*)</title>"), re.compile(rb"<id>(\d+)</id>")  # a page's first <id> is its own
 
 
 def read_wiki(path: Path, report: Report, tally: Counter | None = None, span: tuple[int, int] | None = None,
@@ -283,6 +284,15 @@ def _stream_starts(raw: IO[bytes], offset: int) -> Iterator[int]:
         tail = window[-9:]
 
 
+def _page_name(page: bytes) -> str:
+    """ in page "Title" (id 12)', as far as the page's start gives them: a span deep in a .bz2 dump has no line
+    number of its file to report (data/sources.py), so its errors name the page."""
+    title = _TITLE.search(page, 0, 4096)
+    page_id = _ID.search(page, 0, 4096)
+    name = "" if title is None else f" {title.group(1).decode('utf-8', 'replace')!r}"
+    return f" in page{name} (id {page_id.group(1).decode()})" if page_id else f" in page{name}" if name else ""
+
+
 def _split_pages(buffer: bytes, line: int, report: Report, final: bool, stop: int | None = None):
     """Yield the complete pages (and what lies between them) of `buffer`; return where the rest starts and
     its line number. A page that starts at index `stop` or later is another span's: (None, line) there."""
@@ -300,12 +310,13 @@ def _split_pages(buffer: bytes, line: int, report: Report, final: bool, stop: in
         close = buffer.find(_CLOSE, start)
         following = buffer.find(_OPEN, start + len(_OPEN))
         if following != -1 and (close == -1 or following < close):
-            report("malformed_xml", "malformed XML (page not closed before the next <page>); page skipped", line=line)
+            report("malformed_xml", f"malformed XML{_page_name(buffer[start:following])} (page not closed before "
+                   "the next <page>); page skipped", line=line)  # fmt: skip
             end = following
         elif close == -1:
             if final:
-                report("malformed_xml", "malformed XML (page not closed at the end of the file); page skipped",
-                       line=line)  # fmt: skip
+                report("malformed_xml", f"malformed XML{_page_name(buffer[start:])} (page not closed at the end of "
+                       "the file); page skipped", line=line)  # fmt: skip
                 return len(buffer), line + buffer.count(b"\n", start)
             return start, line
         else:
@@ -316,7 +327,7 @@ def _split_pages(buffer: bytes, line: int, report: Report, final: bool, stop: in
                 parser.Parse(page, True)
                 yield _HEADING_LINE.sub(b"\n", page)  # an empty line keeps the paragraphs either side apart
             except expat.ExpatError as e:
-                report("malformed_xml", f"malformed XML at line {line + e.lineno - 1} "
+                report("malformed_xml", f"malformed XML{_page_name(page)} at the page's line {e.lineno} "
                        f"({expat.ErrorString(e.code)}); page skipped", line=line)  # fmt: skip
         line += buffer.count(b"\n", start, end)
         position = end
