@@ -5,7 +5,7 @@ its text, so it never depends on the seed or the tokenizer.
 At scale (issue #4) the work streams in three steps, memory bounded by a unit and a shard, not the corpus:
 1. index: every part file is read once (in parallel) for each document's split position and cut into
    units of about UNIT_SENTENCES sentences; sampling (sample_probs) and the dev split are decided here;
-2. units: each unit is tokenised (encode_batch) and turned into instances by a pool of `workers`
+2. units: each unit is tokenised (data/sentence_encoding.py) and turned into instances by a pool of `workers`
    processes, into <out>.work/<inputs key>/unit-NNNNNN/ (written atomically: a present folder is a done
    unit, so a killed run resumes there; data/work_units.py runs the pending ones);
 3. assemble: the units' instances are read in document order into shards of instances_per_shard rows.
@@ -29,6 +29,7 @@ from tqdm import tqdm
 
 from effbert.data.documents_format import part_files, read_documents
 from effbert.data.instances import Instance, InstanceMaker
+from effbert.data.sentence_encoding import encode_sentences, joinable, special_texts
 from effbert.data.shard_files import (
     MANIFEST,
     SPLITS,
@@ -130,8 +131,8 @@ def _init_worker(tokenizer_path: str, maker: InstanceMaker, seed: int, dupe_fact
     tok.no_padding()
     tok.no_truncation()
     s = maker.specials
-    _worker.update(tok=tok, maker=maker, seed=seed, dupe_factor=dupe_factor,
-                   structural=frozenset({s.pad, s.cls, s.sep, s.mask}))  # fmt: skip
+    _worker.update(tok=tok, maker=maker, seed=seed, dupe_factor=dupe_factor, join=joinable(tok),
+                   specials=special_texts(tok), structural=frozenset({s.pad, s.cls, s.sep, s.mask}))  # fmt: skip
 
 
 def _run_unit(job: UnitJob) -> tuple[int, int]:
@@ -145,7 +146,7 @@ def _run_unit(job: UnitJob) -> tuple[int, int]:
         if job.split[number] >= 0
     )
     kept = 0
-    for batch, encoded in _encoded_batches(documents, _worker["tok"], _worker["structural"]):
+    for batch, encoded in _encoded_batches(documents):
         for (number, _), segments in zip(batch, encoded, strict=True):
             split = SPLITS[job.split[number]]
             for dupe in range(dupe_factor if split == "train" else 1):
@@ -442,14 +443,14 @@ def _batches(documents: Iterator, sentences: int) -> Iterator[tuple[int, list]]:
         yield start, batch
 
 
-def _encoded_batches(documents: Iterator, tok, structural: frozenset[int]) -> Iterator[tuple[list, list]]:
+def _encoded_batches(documents: Iterator) -> Iterator[tuple[list, list]]:
     """(batch, its token ids) for batches of about ENCODE_SENTENCES sentences of the (key, sentences) items, in
     order; the next batch is tokenised in a thread (the Rust encoder releases the GIL) while the caller turns
     this one into instances, so the two overlap on a machine with cores to spare."""
     with concurrent.futures.ThreadPoolExecutor(1) as encoder:
         ahead = None
         for _, batch in _batches(documents, ENCODE_SENTENCES):
-            encoding = encoder.submit(_encode, tok, [sentences for _, sentences in batch], structural)
+            encoding = encoder.submit(_encode, [sentences for _, sentences in batch])
             if ahead is not None:
                 yield ahead[0], ahead[1].result()
             ahead = batch, encoding
@@ -457,12 +458,11 @@ def _encoded_batches(documents: Iterator, tok, structural: frozenset[int]) -> It
             yield ahead[0], ahead[1].result()
 
 
-def _encode(tok, documents: list[list[str]], structural: frozenset[int]) -> list[list[list[int]]]:
-    """Token ids of every sentence, grouped by document. CLS/SEP/PAD/MASK ids that literal strings in the
-    text turned into are dropped, so a row's only structural tokens are the ones placed here."""
-    flat = [sentence for doc in documents for sentence in doc]
-    encodings = tok.encode_batch(flat, add_special_tokens=False)
-    ids = iter(
-        [e.ids if structural.isdisjoint(e.ids) else [t for t in e.ids if t not in structural] for e in encodings]
-    )
-    return [[next(ids) for _ in doc] for doc in documents]
+def _encode(documents: list[list[str]]) -> list[list[list[int]]]:
+    """Token ids of every sentence, grouped by document (data/sentence_encoding.py). CLS/SEP/PAD/MASK ids that
+    literal strings in the text turned into are dropped, so a row's only structural tokens are the ones placed
+    here."""
+    structural = _worker["structural"]
+    encoded = encode_sentences(_worker["tok"], documents, _worker["join"], _worker["specials"])
+    return [[ids if structural.isdisjoint(ids) else [t for t in ids if t not in structural] for ids in doc]
+            for doc in encoded]  # fmt: skip

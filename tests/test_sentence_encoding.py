@@ -1,0 +1,126 @@
+"""Runs of sentences encoded as one string give each sentence exactly the ids it gets encoded alone (the
+definition of a sentence's tokens), for every tokenizer the shards take, on text chosen to meet the pre-
+tokenizers' edge cases; a tokenizer that could see across the joining space is not joined."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import pytest
+from tokenizers import Tokenizer, models, normalizers, pre_tokenizers
+
+from effbert.data.sentence_encoding import JOIN_SENTENCES, encode_sentences, joinable, special_texts
+from effbert.data.tokenizer import import_tokenizer, load_tokenizer, train_tokenizer
+from helpers import minilm_model_dir
+
+TRICKY = [
+    "'s a contraction that opens a sentence.",
+    "'ll do, 're fine, 've seen, 'm here, 'd go.",
+    "1990 was a year; 2,000.5 is a number.",
+    "— a dash first, then words.",
+    "Naïve café résumé, ÉCOLE Ångström.",
+    "東京は日本の首都です。",
+    "Mixed 東京 and Kyoto.",
+    "An emoji 😀 and a flag 🇳🇴 here.",
+    "Two  spaces  inside and a\ttab.",
+    "word\x00with a control character",
+    "\x01starts with a control character",
+    "\u0301a combining accent first",
+    "İstanbul ﬁnds ß.",
+    "x" * 150 + " a very long word.",
+    "...",
+    "?!",
+    "Ends without a full stop",
+]
+ALONE = [" a leading space", "a trailing space ", "", "A literal [CLS] and [SEP] and <mask> in the text.",
+         "<s> opens and </s> closes"]  # sentences encoded alone, and the rest of their run with them
+
+
+def _documents(seed: int) -> list[list[str]]:
+    """Documents of TRICKY and random sentences, some longer than JOIN_SENTENCES."""
+    rng = random.Random(seed)
+    pool = "abcdefghij éüß東京😀'.,;-—0123456789 "
+    documents = []
+    for d in range(12):
+        count = JOIN_SENTENCES * 2 + 5 if d == 3 else rng.randint(1, 20)
+        sentences = []
+        for _ in range(count):
+            draw = rng.random()
+            if draw < 0.02:
+                sentences.append(rng.choice(ALONE))
+            elif draw < 0.4:
+                sentences.append(rng.choice(TRICKY))
+            else:
+                sentences.append("".join(rng.choice(pool) for _ in range(rng.randint(1, 40))).strip() or "a")
+        documents.append(sentences)
+    return documents
+
+
+@pytest.fixture(scope="module")
+def text(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("tricky")
+    lines = "\n\n".join("\n".join(s for s in doc if s.strip()) for doc in _documents(1))
+    (folder / "part-00000.txt").write_text(lines + "\n", encoding="utf-8")
+    return folder
+
+
+def _trained(text: Path, tmp: Path, kind: str, lowercase: bool) -> Tokenizer:
+    train_tokenizer(kind, 400, [text], tmp / "tok", lowercase=lowercase)
+    return load_tokenizer(tmp / "tok")
+
+
+def _alone(tok: Tokenizer, documents: list[list[str]]) -> list[list[list[int]]]:
+    return [[tok.encode(s, add_special_tokens=False).ids for s in doc] for doc in documents]
+
+
+@pytest.mark.parametrize(("kind", "lowercase"), [("bpe", False), ("wordpiece", False), ("wordpiece", True)])
+def test_joined_runs_give_each_sentence_its_own_ids(text, tmp_path, kind, lowercase):
+    tok = _trained(text, tmp_path, kind, lowercase)
+    assert joinable(tok)
+    for seed in range(3):
+        documents = _documents(seed)
+        assert encode_sentences(tok, documents, True, special_texts(tok)) == _alone(tok, documents)
+        assert encode_sentences(tok, documents, False) == _alone(tok, documents)
+
+
+def test_joined_runs_with_real_bert_and_roberta_style_vocabularies(tmp_path):
+    """BERT's own uncased vocabulary (the MiniLM test package), and a vocab.json/merges.txt pair imported as
+    RoBERTa's files are (a small one written here)."""
+    documents = _documents(7)
+    folder = minilm_model_dir()
+    if folder is not None:
+        bert = Tokenizer.from_file(str(folder / "tokenizer.json"))
+        bert.no_padding()
+        bert.no_truncation()
+        assert joinable(bert)
+        assert encode_sentences(bert, documents, True, special_texts(bert)) == _alone(bert, documents)
+    trained = _trained_bpe_files(tmp_path)
+    import_tokenizer(trained / "vocab.json", tmp_path / "imported", merges=trained / "merges.txt")
+    roberta = load_tokenizer(tmp_path / "imported")
+    assert joinable(roberta)
+    assert encode_sentences(roberta, documents, True, special_texts(roberta)) == _alone(roberta, documents)
+
+
+def _trained_bpe_files(tmp_path: Path) -> Path:
+    """vocab.json and merges.txt of a byte-level BPE trained on the tricky text, in RoBERTa's release format."""
+    folder = tmp_path / "text"
+    folder.mkdir()
+    (folder / "part-00000.txt").write_text("\n".join(TRICKY + ALONE[3:]) + "\n", encoding="utf-8")
+    tok = _trained(folder, tmp_path, "bpe", False)
+    out = tmp_path / "files"
+    out.mkdir()
+    tok.model.save(str(out))
+    return out
+
+
+@pytest.mark.parametrize("pre", [pre_tokenizers.Whitespace(), pre_tokenizers.Metaspace(),
+                                 pre_tokenizers.ByteLevel(add_prefix_space=False)])  # fmt: skip
+def test_a_pipeline_that_can_see_across_the_space_is_encoded_sentence_by_sentence(pre):
+    tok = Tokenizer(models.WordLevel({"[UNK]": 0, "a": 1, "▁a": 2, "Ġa": 3}, unk_token="[UNK]"))
+    tok.pre_tokenizer = pre
+    assert not joinable(tok)
+    tok = Tokenizer(models.WordLevel({"[UNK]": 0}, unk_token="[UNK]"))
+    tok.normalizer = normalizers.NFKC()
+    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    assert not joinable(tok)
