@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import bz2
 import json
+import random
 import re
 import subprocess
 import sys
 import time
+from datetime import datetime
 from pathlib import Path
 from xml.sax.saxutils import escape
 
@@ -49,6 +51,7 @@ def _command_line_texts(dump: Path) -> dict[str, str]:
 
 
 def _our_texts(xml: bytes) -> dict[str, str]:
+    wiki_articles.prepare_extractor()  # as read_wiki runs it: its patterns compiled once (_CompiledOnce)
     found = (wiki_articles.article(page) for page in re.findall(rb"<page>.*?</page>", xml, re.S))
     return {a.page_id: wiki_articles.plain_text(a) for a in found if a is not None}
 
@@ -161,3 +164,37 @@ def test_the_date_magic_words_give_the_revisions_timestamp_not_the_day_it_runs(t
     there = _command_line_texts(tmp_path / "reference.xml")["1"]
     assert there.split(" at ")[0] in {f"Written in {day}" for day in (before, time.strftime("%Y-%m-%d"))}  # the clock's
     assert _our_texts(xml.encode("utf-8")) == {"1": "Written in 2001-01-01 at 00:00:00 for Dated."}
+
+
+def test_the_date_words_are_strftimes_of_the_timestamp():
+    """The fast path (a canonical timestamp's own digits) against strptime + strftime, the command line's way
+    (strftime writes year 999 as "999")."""
+    rng = random.Random(0)
+    stamps = ["2020-01-01T00:07:00Z", "2021-02-29T00:00:00Z", "2020-1-1T0:7:0Z", "junk", "", "2020-13-01T00:00:00Z",
+              "2020-02-29T24:00:00Z", "2020-02-29T23:59:60Z", " 2020-01-01T00:00:00Z", "0999-05-05T05:05:05Z"]
+    stamps += [f"{rng.randint(1, 9999):04d}-{rng.randint(0, 13):02d}-{rng.randint(0, 32):02d}T{rng.randint(0, 25):02d}:"
+               f"{rng.randint(0, 60):02d}:{rng.randint(0, 61):02d}Z" for _ in range(2000)]  # fmt: skip
+    formats = {"currentyear": "%Y", "currentmonth": "%m", "currentday": "%d", "currenthour": "%H",
+               "currenttime": "%H:%M:%S"}  # fmt: skip
+    for stamp in stamps:
+        try:
+            when = datetime.strptime(stamp, "%Y-%m-%dT%H:%M:%SZ")
+        except ValueError:
+            when = datetime(1970, 1, 1)
+        assert wiki_articles._date_words(stamp) == {w: when.strftime(f) for w, f in formats.items()}, stamp
+
+
+def test_the_extractors_patterns_compiled_once_match_as_res_own():
+    fast = wiki_articles._CompiledOnce()
+    text = "A <b>Bold</b> and <B>bold</B>\nline two"
+    assert fast.sub(r"<b>(.*?)</b>", r"\1", text, flags=re.IGNORECASE) == re.sub(r"<b>(.*?)</b>", r"\1", text,
+                                                                                flags=re.IGNORECASE)
+    assert fast.compile(r"b.*?/", re.I | re.S) is fast.compile(r"b.*?/", re.I | re.S)  # compiled once
+    assert fast.match(r"a\s", text) is None and fast.match(r"a\s", text, re.I).group() == "A "
+    assert fast.search(r"line (\w+)", text).group(1) == "two" and fast.fullmatch(r"(?s).*two", text) is not None
+    assert [m.span() for m in fast.finditer("(?i)bold", text)] == [m.span() for m in re.finditer("(?i)bold", text)]
+    assert fast.split(r"\n", text) == re.split(r"\n", text) and fast.escape("a.b") == re.escape("a.b")
+    assert fast.IGNORECASE is re.IGNORECASE and fast.DOTALL is re.DOTALL
+    for n in range(fast._LIMIT + 50):  # patterns made from page text: the cache stays bounded
+        fast.compile(f"page{n}")
+    assert len(fast._compiled) <= fast._LIMIT

@@ -51,7 +51,7 @@ def read_wiki(path: Path, report: Report, tally: Counter | None = None, span: tu
     bytes of a .bz2 after the dump's header (a multistream dump's streams that start in it, bz2_stream_cuts;
     another's pages that start in the blocks that start in it, data/bz2_blocks.py, its block index kept in
     `index_folder`), or bytes of a plain .xml (the pages that start in it)."""
-    wiki_articles.quiet_extractor()
+    wiki_articles.prepare_extractor()
     last_id = None
     for chunk in checked_pages(path, report, tally, span, index_folder):
         if not chunk.startswith(_OPEN):
