@@ -7,7 +7,8 @@ tokenizer cannot see across a space: a pre-tokenizer that splits at white space 
 over it (BERT's; byte-level BPE with its prefix space, whose pieces take at most the one space before them,
 as the sentence encoded alone gets from add_prefix_space) and a normaliser that works character by character.
 Any other tokenizer, and any sentence that could behave otherwise (white space at its ends, a special token's
-text in it), is encoded alone. Each sentence's first token is found from its first character's offset.
+text in it), is encoded alone. A sentence starts at the token that holds the space joining it to the one
+before (byte-level BPE), else at the token of its first character (BERT drops the space).
 """
 
 from __future__ import annotations
@@ -32,29 +33,38 @@ def joinable(tok: Tokenizer) -> bool:
     return pre.get("type") == "ByteLevel" and pre.get("add_prefix_space", False) and pre.get("use_regex", True)
 
 
-def special_texts(tok: Tokenizer) -> tuple[str, ...]:
-    """The added tokens' texts: a sentence holding one is encoded alone (an added token may take the spaces
-    beside it, lstrip/rstrip, which joining would change)."""
-    return tuple(t.content for t in tok.get_added_tokens_decoder().values())
+class SentenceEncoder:
+    """Token ids of each sentence of a batch of documents (no special tokens added), joined runs where
+    joinable(tok). It encodes with a copy of `tok` that has no post-processor: with no special tokens added a
+    post-processor changes no id, but RoBERTa's (and ByteLevel's) trims the spaces from the tokens' offsets,
+    which would hide the joining space's token from the cut."""
 
+    def __init__(self, tok: Tokenizer):
+        self.join = joinable(tok)
+        self.tok = Tokenizer.from_str(tok.to_str())
+        self.tok.post_processor = None
+        self.tok.no_padding()
+        self.tok.no_truncation()
+        # a sentence holding an added token's text is encoded alone (the token may take the spaces beside it,
+        # lstrip/rstrip, which joining would change)
+        self.specials = tuple(t.content for t in tok.get_added_tokens_decoder().values())
 
-def encode_sentences(tok: Tokenizer, documents: list[list[str]], join: bool,
-                     specials: tuple[str, ...] = ()) -> list[list[list[int]]]:
-    """Each document's sentences' token ids (no special tokens added). `join`: joinable(tok)."""
-    if not join:
-        flat = [s for doc in documents for s in doc]
-        ids = iter(e.ids for e in tok.encode_batch(flat, add_special_tokens=False))
-        return [[next(ids) for _ in doc] for doc in documents]
-    runs = [doc[i : i + JOIN_SENTENCES] for doc in documents for i in range(0, len(doc), JOIN_SENTENCES)]
-    joined = [run if all(_plain(s, specials) for s in run) else None for run in runs]
-    encodings = iter(tok.encode_batch([" ".join(r) for r in joined if r is not None], add_special_tokens=False))
-    sentences: list[list[int] | None] = []
-    for run, ok in zip(runs, joined, strict=True):
-        sentences += _split(next(encodings), run) if ok is not None else [None] * len(run)
-    alone = [s for s, ids in zip((s for run in runs for s in run), sentences, strict=True) if ids is None]
-    lone = iter(e.ids for e in tok.encode_batch(alone, add_special_tokens=False))
-    flat = iter([ids if ids is not None else next(lone) for ids in sentences])
-    return [[next(flat) for _ in doc] for doc in documents]
+    def encode(self, documents: list[list[str]]) -> list[list[list[int]]]:
+        if not self.join:
+            flat = [s for doc in documents for s in doc]
+            ids = iter(e.ids for e in self.tok.encode_batch(flat, add_special_tokens=False))
+            return [[next(ids) for _ in doc] for doc in documents]
+        runs = [doc[i : i + JOIN_SENTENCES] for doc in documents for i in range(0, len(doc), JOIN_SENTENCES)]
+        joined = [all(_plain(s, self.specials) for s in run) for run in runs]
+        encodings = iter(self.tok.encode_batch([" ".join(r) for r, ok in zip(runs, joined, strict=True) if ok],
+                                               add_special_tokens=False))  # fmt: skip
+        sentences: list[list[int] | None] = []
+        for run, ok in zip(runs, joined, strict=True):
+            sentences += _split(next(encodings), run) if ok else [None] * len(run)
+        alone = [s for s, ids in zip((s for run in runs for s in run), sentences, strict=True) if ids is None]
+        lone = iter(e.ids for e in self.tok.encode_batch(alone, add_special_tokens=False))
+        flat_ids = iter([ids if ids is not None else next(lone) for ids in sentences])
+        return [[next(flat_ids) for _ in doc] for doc in documents]
 
 
 def _plain(sentence: str, specials: tuple[str, ...]) -> bool:

@@ -29,7 +29,7 @@ from tqdm import tqdm
 
 from effbert.data.documents_format import part_files, read_documents
 from effbert.data.instances import Instance, InstanceMaker
-from effbert.data.sentence_encoding import encode_sentences, joinable, special_texts
+from effbert.data.sentence_encoding import SentenceEncoder
 from effbert.data.shard_files import (
     MANIFEST,
     SPLITS,
@@ -127,12 +127,9 @@ _worker: dict = {}  # per process: tokenizer, maker and settings, set by _init_w
 
 
 def _init_worker(tokenizer_path: str, maker: InstanceMaker, seed: int, dupe_factor: int) -> None:
-    tok = load_tokenizer(Path(tokenizer_path))
-    tok.no_padding()
-    tok.no_truncation()
     s = maker.specials
-    _worker.update(tok=tok, maker=maker, seed=seed, dupe_factor=dupe_factor, join=joinable(tok),
-                   specials=special_texts(tok), structural=frozenset({s.pad, s.cls, s.sep, s.mask}))  # fmt: skip
+    _worker.update(encoder=SentenceEncoder(load_tokenizer(Path(tokenizer_path))), maker=maker, seed=seed,
+                   dupe_factor=dupe_factor, structural=frozenset({s.pad, s.cls, s.sep, s.mask}))  # fmt: skip
 
 
 def _run_unit(job: UnitJob) -> tuple[int, int]:
@@ -463,6 +460,6 @@ def _encode(documents: list[list[str]]) -> list[list[list[int]]]:
     literal strings in the text turned into are dropped, so a row's only structural tokens are the ones placed
     here."""
     structural = _worker["structural"]
-    encoded = encode_sentences(_worker["tok"], documents, _worker["join"], _worker["specials"])
+    encoded = _worker["encoder"].encode(documents)
     return [[ids if structural.isdisjoint(ids) else [t for t in ids if t not in structural] for ids in doc]
             for doc in encoded]  # fmt: skip
