@@ -10,8 +10,11 @@ from pathlib import Path
 import pytest
 from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors, trainers
 
+from effbert.data.documents_format import iter_documents
 from effbert.data.sentence_encoding import JOIN_SENTENCES, SentenceEncoder, joinable
+from effbert.data.sources import build_documents
 from effbert.data.tokenizer import import_tokenizer, load_tokenizer, train_tokenizer
+from effbert.pipeline_config import DocumentsSettings
 from helpers import minilm_model_dir
 
 TRICKY = [
@@ -138,3 +141,23 @@ def test_a_pipeline_that_can_see_across_the_space_is_encoded_sentence_by_sentenc
     tok.normalizer = normalizers.NFKC()
     tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
     assert not joinable(tok)
+
+
+def test_joined_runs_on_real_text(shared_fixtures, tmp_path):
+    """The shared fixtures' real Wikipedia pages and RealNews articles, as the documents stage writes them,
+    through BERT's real vocabulary (where the test package is installed) and a byte-level BPE trained on them."""
+    documents = []
+    for source, path in (("wiki", shared_fixtures / "wikipedia" / "enwiki-table-markup.xml.bz2"),
+                         ("realnews", shared_fixtures / "realnews" / "realnews_tiny.jsonl")):  # fmt: skip
+        build_documents(source, path, tmp_path / source, DocumentsSettings(min_words=0))
+        documents += list(iter_documents(tmp_path / source))
+    assert sum(map(len, documents)) > 100
+    train_tokenizer("bpe", 500, [tmp_path / "wiki", tmp_path / "realnews"], tmp_path / "bpe")
+    tokenizers = [load_tokenizer(tmp_path / "bpe")]
+    if (folder := minilm_model_dir()) is not None:
+        tokenizers.append(Tokenizer.from_file(str(folder / "tokenizer.json")))
+    for tok in tokenizers:
+        tok.no_padding()
+        tok.no_truncation()
+        encoder = SentenceEncoder(tok)
+        assert encoder.join and encoder.encode(documents) == _alone(tok, documents)
