@@ -3,13 +3,15 @@ as whole by any number of workers."""
 
 from __future__ import annotations
 
+import base64
 import bz2
+import random
 import re
 from pathlib import Path
 
 import pytest
 
-from effbert.data import bz2_blocks, sources
+from effbert.data import bz2_blocks, sources, wikidump
 from effbert.data.sources import build_documents
 from effbert.data.wikidump import checked_pages
 from effbert.demo.wiki import write_demo_wiki
@@ -157,3 +159,18 @@ def test_a_malformed_page_in_a_later_span_of_a_plain_dump_reports_lines_of_the_f
     [bad] = cut["bad_input"]
     assert bad["position"] == f"line {page_line}"
     assert f"in page '{title.decode()}'" in bad["error"] and f"at the page's line {error_line} " in bad["error"]
+
+
+def test_a_spans_header_decompresses_only_the_start_of_the_file(tmp_path):
+    """Each later span of a single-stream dump reads the dump's header first: only the first block or so of the
+    file, not the first MB of compressed data whole (for a small file: the whole of it, once per span)."""
+    xml = _xml(tmp_path, 20)
+    noise = base64.b64encode(random.Random(0).randbytes(3 << 20))  # text that compresses 1.3:1, not 13:1
+    at = xml.index(b"</text>")
+    dump = _single_stream(tmp_path / "a.xml.bz2", xml[:at] + noise + xml[at:])
+    assert dump.stat().st_size > 2 << 20
+    with open(dump, "rb") as raw:
+        header = wikidump._header(raw)
+        read = raw.tell()
+    assert header == xml[: xml.index(b"<page>")]
+    assert read <= 200 << 10  # the first block (100 kB of text at level 1) and a little more, not the first MB

@@ -33,6 +33,7 @@ Report = Callable[..., None]  # report(kind, error, line=None, byte=None)
 
 _CHUNK = 1 << 20
 _SITEINFO_SCAN_LIMIT = 1 << 24
+_HEADER_READ = 1 << 14  # bytes read and decompressed at a time while looking for the dump's header
 # a section heading of the wikitext, '== History ==' (its text is not prose; wikiextractor would keep it): the
 # newline before it and the line up to its own newline, which stays to start the next match (a page opens with
 # <page>, so a heading always follows a newline). The leading newline lets the search jump from line to line.
@@ -242,10 +243,12 @@ def _header(raw: IO[bytes]) -> bytes:
     raw.seek(0)
     decompressor, head = bz2.BZ2Decompressor(), b""
     while not decompressor.eof and _OPEN not in head and len(head) < _SITEINFO_SCAN_LIMIT:
-        data = raw.read(_CHUNK)
-        if not data:
+        # a bounded output: a single-stream dump's first chunk would otherwise be decompressed whole, for every
+        # span of the file (a whole small file per span; about 4.5 MB of XML per span of a real one)
+        data = raw.read(_HEADER_READ) if decompressor.needs_input else b""
+        if not data and decompressor.needs_input:
             break
-        head += decompressor.decompress(data)
+        head += decompressor.decompress(data, max_length=_HEADER_READ)
     return head.split(_OPEN, 1)[0]
 
 
