@@ -75,13 +75,13 @@ def _split(encoding, run: list[str]) -> list[list[int] | None]:
     """The run's encoding cut into its sentences, each from the token that holds the joining space before it
     (byte-level BPE: the space it gets as its prefix, alone or merged) or else its first character (BERT drops
     the space); all None (encode them alone) where a first character belongs to no token (a normaliser
-    dropped it)."""
+    dropped it) or the cuts would leave a token to no sentence or out of order."""
     starts, position = [], 0
     for sentence in run:
         space = encoding.char_to_token(position - 1) if position else None
         starts.append(space if space is not None else encoding.char_to_token(position))
         position += len(sentence) + 1
-    if None in starts:
+    if None in starts or starts[0] != 0 or starts != sorted(starts):  # every token a sentence's, in order
         return [None] * len(run)
     ids = encoding.ids
     bounds = [*starts, len(ids)]
