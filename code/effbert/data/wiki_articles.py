@@ -57,9 +57,7 @@ def article(page: bytes) -> Article | None:
     wikitext, as the command line passes it on."""
     opening = _TEXT_OPEN.search(page)
     head = page if opening is None else page[: opening.start()]
-    fields: dict[bytes, list[bytes]] = {}
-    for match in _FIELD.finditer(head):
-        fields.setdefault(match[1], []).append(match[2])
+    fields = page_fields(head)
     if fields.get(b"ns", [b""])[0].strip() != b"0" or _REDIRECT in head or b"id" not in fields:
         return None
     if opening is None or opening[1]:  # no <text>, or <text .../>: a revision without content
@@ -73,6 +71,15 @@ def article(page: bytes) -> Article | None:
     return Article(ids[0].decode("utf-8"), ids[1].decode("utf-8") if len(ids) > 1 else "",
                    fields.get(b"title", [b""])[0].decode("utf-8"), wikitext.decode("utf-8"),
                    timestamp.decode("utf-8").strip())  # fmt: skip
+
+
+def page_fields(head: bytes) -> dict[bytes, list[bytes]]:
+    """The values of <title>, <ns>, <id> and <timestamp> in `head` (a page up to its <text>), each field's in
+    order: the first <id> is the page's, the second its revision's."""
+    fields: dict[bytes, list[bytes]] = {}
+    for match in _FIELD.finditer(head):
+        fields.setdefault(match[1], []).append(match[2])
+    return fields
 
 
 def plain_text(found: Article) -> str:

@@ -42,7 +42,7 @@ _EMPTY_BRACKETS = re.compile(r"\(\s*[,;:]?\s*\)")  # what a dropped template lea
 _SPACE_BEFORE_PUNCTUATION = re.compile(r" ([,.;:!?])")  # after white space is made single spaces
 _LEFTOVER_TAG = re.compile(r"</?[A-Za-z][\w:-]*(\s[^<>]*)?/?>")
 _OPEN, _CLOSE = b"<page>", b"</page>"
-_TITLE, _ID = re.compile(rb"<title>([^<]*)</title>"), re.compile(rb"<id>(\d+)</id>")  # a page's first <id> is its own
+_PAGE_HEAD = 4096  # bytes of a malformed page searched for its title and id
 
 
 def read_wiki(path: Path, report: Report, tally: Counter | None = None, span: tuple[int, int] | None = None,
@@ -288,12 +288,13 @@ def _stream_starts(raw: IO[bytes], offset: int) -> Iterator[int]:
 
 
 def _page_name(page: bytes) -> str:
-    """ in page "Title" (id 12)', as far as the page's start gives them: a span deep in a .bz2 dump has no line
+    """' in page 'Title' (id 12)', as far as the page's start gives them: a span deep in a .bz2 dump has no line
     number of its file to report (data/sources.py), so its errors name the page."""
-    title = _TITLE.search(page, 0, 4096)
-    page_id = _ID.search(page, 0, 4096)
-    name = "" if title is None else f" {title.group(1).decode('utf-8', 'replace')!r}"
-    return f" in page{name} (id {page_id.group(1).decode()})" if page_id else f" in page{name}" if name else ""
+    head = page[:_PAGE_HEAD]
+    fields = wiki_articles.page_fields(head[: head.find(b"<text")] if b"<text" in head else head)
+    name = "".join(f" {title.decode('utf-8', 'replace')!r}" for title in fields.get(b"title", [])[:1])
+    page_id = "".join(f" (id {found.decode('utf-8', 'replace')})" for found in fields.get(b"id", [])[:1])
+    return f" in page{name}{page_id}" if name or page_id else ""
 
 
 def _split_pages(buffer: bytes, line: int, report: Report, final: bool, stop: int | None = None):
