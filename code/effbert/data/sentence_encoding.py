@@ -51,9 +51,7 @@ class SentenceEncoder:
 
     def encode(self, documents: list[list[str]]) -> list[list[list[int]]]:
         if not self.join:
-            flat = [s for doc in documents for s in doc]
-            ids = iter(e.ids for e in self.tok.encode_batch(flat, add_special_tokens=False))
-            return [[next(ids) for _ in doc] for doc in documents]
+            return _grouped(documents, self._alone([s for doc in documents for s in doc]))
         runs = [doc[i : i + JOIN_SENTENCES] for doc in documents for i in range(0, len(doc), JOIN_SENTENCES)]
         joined = [all(_plain(s, self.specials) for s in run) for run in runs]
         encodings = iter(self.tok.encode_batch([" ".join(r) for r, ok in zip(runs, joined, strict=True) if ok],
@@ -61,10 +59,18 @@ class SentenceEncoder:
         sentences: list[list[int] | None] = []
         for run, ok in zip(runs, joined, strict=True):
             sentences += _split(next(encodings), run) if ok else [None] * len(run)
-        alone = [s for s, ids in zip((s for run in runs for s in run), sentences, strict=True) if ids is None]
-        lone = iter(e.ids for e in self.tok.encode_batch(alone, add_special_tokens=False))
-        flat_ids = iter([ids if ids is not None else next(lone) for ids in sentences])
-        return [[next(flat_ids) for _ in doc] for doc in documents]
+        lone = iter(self._alone([s for s, ids in zip((s for run in runs for s in run), sentences, strict=True)
+                                 if ids is None]))  # fmt: skip
+        return _grouped(documents, [ids if ids is not None else next(lone) for ids in sentences])
+
+    def _alone(self, sentences: list[str]) -> list[list[int]]:
+        return [e.ids for e in self.tok.encode_batch(sentences, add_special_tokens=False)]
+
+
+def _grouped(documents: list[list[str]], flat: list[list[int]]) -> list[list[list[int]]]:
+    """The sentences' ids, in order, grouped as `documents` group their sentences."""
+    ids = iter(flat)
+    return [[next(ids) for _ in doc] for doc in documents]
 
 
 def _plain(sentence: str, specials: tuple[str, ...]) -> bool:
