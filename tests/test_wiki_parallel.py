@@ -120,15 +120,15 @@ def test_a_block_index_reads_from_every_block_and_is_rebuilt_for_a_changed_file(
     assert bz2_blocks.block_index(dump, tmp_path / "work") is None
 
 
-def _with_broken_page(xml: bytes, at: float) -> tuple[bytes, bytes, int]:
-    """xml with an unclosed <b> in the text of the page at fraction `at` of the dump:
-    the new xml, that page's title, and the line of the page where the error falls, counted from its <page>."""
+def _with_broken_page(xml: bytes, at: float) -> tuple[bytes, bytes, int, int]:
+    """xml with an unclosed <b> in the text of the page at fraction `at` of the dump: the new xml, that page's
+    title, the line of the file its <page> is on, and the line of the page where the error falls."""
     start = xml.index(b"<page>", int(len(xml) * at))
     text = xml.index(b">", xml.index(b"<text", start)) + 1
     broken = xml[:text] + b"<b>" + xml[text:]  # expat: mismatched tag at </text>
     title = re.search(rb"<title>([^<]*)</title>", xml[start:]).group(1)
     close = broken.index(b"</text>", text)
-    return broken, title, broken[start:close].count(b"\n") + 1
+    return broken, title, xml[:start].count(b"\n") + 1, broken[start:close].count(b"\n") + 1
 
 
 @pytest.mark.parametrize("write", [_single_stream, _pbzip2_style])
@@ -136,8 +136,7 @@ def test_a_malformed_page_deep_in_a_big_bz2_is_named_by_its_title(tmp_path, writ
     """A span after the first counts lines from a block or stream boundary that no line of the file names: the
     cut run gives no line for it (stats.json and the warning alike) where the whole run gives the file's line,
     and both name the page."""
-    xml, title, error_line = _with_broken_page(_xml(tmp_path, 150), at=0.8)
-    page_line = xml[: xml.index(b"<page>", int(len(xml) * 0.8))].count(b"\n") + 1
+    xml, title, page_line, error_line = _with_broken_page(_xml(tmp_path, 150), at=0.8)
     dump = write(tmp_path / "dump" / "enwiki-20990101-pages-articles.xml.bz2", xml)
     whole = build_documents("wiki", dump, tmp_path / "whole", KEEP_ALL)
     cut = build_documents("wiki", dump, tmp_path / "cut", _chunked(-(-dump.stat().st_size // 3)), processes=2)
@@ -150,8 +149,7 @@ def test_a_malformed_page_deep_in_a_big_bz2_is_named_by_its_title(tmp_path, writ
 
 
 def test_a_malformed_page_in_a_later_span_of_a_plain_dump_reports_lines_of_the_file(tmp_path):
-    xml, title, error_line = _with_broken_page(_xml(tmp_path, 150), at=0.8)
-    page_line = xml[: xml.index(b"<page>", int(len(xml) * 0.8))].count(b"\n") + 1
+    xml, title, page_line, error_line = _with_broken_page(_xml(tmp_path, 150), at=0.8)
     dump = tmp_path / "dump.xml"
     dump.write_bytes(xml)
     cut = build_documents("wiki", dump, tmp_path / "cut", _chunked(len(xml) // 3))
