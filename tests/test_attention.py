@@ -143,3 +143,27 @@ def test_nystrom_without_a_mask_is_the_papers_formula(landmarks):
     for g, t in zip(torch.autograd.grad(got, (q, k, v), upstream), torch.autograd.grad(expected, (q, k, v), upstream),
                     strict=True):
         torch.testing.assert_close(g, t, atol=1e-6, rtol=1e-6)
+
+
+@pytest.mark.parametrize("token_major", [True, False])
+def test_conv_skip_is_each_heads_filter_over_the_masked_values(token_major):
+    """The CPU form (each of the H * D channels its own group, the head's filter repeated) against the formula,
+    values and the filter's gradient, for V laid out as the encoder gives it (token-major: (B, N, H, D) in
+    memory) and contiguous; the output keeps the token-major layout, so the encoder's head merge is a view."""
+    from effbert.attention.conv_skip import ConvSkip
+
+    torch.manual_seed(0)
+    b, h, n, d = 2, 3, 19, 4
+    v = torch.randn(b, n, h, d, dtype=torch.float64).transpose(1, 2)
+    v = (v if token_major else v.contiguous()).requires_grad_()
+    mask = lengths_mask([19, 11], n)
+    conv = ConvSkip(h, 5).double()
+    torch.nn.init.normal_(conv.weight)
+    got = conv(v, mask)
+    expected = conv_skip(v, mask, conv.weight[:, 0, :, 0])
+    torch.testing.assert_close(got, expected, atol=1e-12, rtol=0)
+    assert got.transpose(1, 2).is_contiguous()
+    upstream = torch.randn_like(got)
+    for g, t in zip(torch.autograd.grad(got, (v, conv.weight), upstream),
+                    torch.autograd.grad(expected, (v, conv.weight), upstream), strict=True):
+        torch.testing.assert_close(g, t, atol=1e-12, rtol=0)
