@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ctypes
+import gc
 import os
 import random
 
@@ -90,8 +91,17 @@ def init_distributed(device: str | None = None) -> tuple[int, int, torch.device]
     return dist.get_rank(), dist.get_world_size(), dev
 
 
-def end_distributed() -> None:
+def end_distributed(completed: bool) -> None:
+    """Tear the process group down. After a completed run every rank first waits at a barrier, so that no rank
+    closes its connections while another still works (rank 0 writes the run's files after the last step), and
+    whatever still holds the group (DDP's reducer, if a reference cycle keeps it) is collected while the
+    interpreter is whole. Without them, rank 1 of a resumed 2-process CPU run once aborted after its last step
+    ("terminate called without an active exception", tests/test_ddp.py, 1 run in many). A failed run skips
+    the barrier: the other ranks may never reach it."""
     import torch.distributed as dist
 
     if dist.is_available() and dist.is_initialized():
+        if completed:
+            dist.barrier()
+        gc.collect()
         dist.destroy_process_group()

@@ -138,10 +138,13 @@ def pretrain(model_dir: str | Path, shards_dir: str | Path, *, device: str | Non
             remove_leftovers(model_dir / CHECKPOINT_DIR)  # the lock holder is the only writer here
             verify_shards(shards_dir, vocab_size)
         rank, world, dev = init_distributed(device)
+        completed = False
         try:
-            return _pretrain(model_dir, shards_dir, cfg, manifest, vocab_size, tokenizer_json, rank, world, dev)
+            summary = _pretrain(model_dir, shards_dir, cfg, manifest, vocab_size, tokenizer_json, rank, world, dev)
+            completed = True
+            return summary
         finally:
-            end_distributed()
+            end_distributed(completed)
 
 
 def _pretrain(model_dir: Path, shards_dir: Path, cfg: Config, manifest: dict, vocab_size: int,
