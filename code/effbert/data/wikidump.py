@@ -290,10 +290,10 @@ def _stream_starts(raw: IO[bytes], offset: int) -> Iterator[int]:
 def _page_name(page: bytes) -> str:
     """' in page 'Title' (id 12)', as far as the page's start gives them: a span deep in a .bz2 dump has no line
     number of its file to report (data/sources.py), so its errors name the page."""
-    head = page[:_PAGE_HEAD]
-    fields = wiki_articles.page_fields(head[: head.find(b"<text")] if b"<text" in head else head)
-    name = "".join(f" {title.decode('utf-8', 'replace')!r}" for title in fields.get(b"title", [])[:1])
-    page_id = "".join(f" (id {found.decode('utf-8', 'replace')})" for found in fields.get(b"id", [])[:1])
+    fields = wiki_articles.page_fields(page[:_PAGE_HEAD].split(b"<text", 1)[0])
+    titles, ids = fields.get(b"title"), fields.get(b"id")
+    name = f" {titles[0].decode('utf-8', 'replace')!r}" if titles else ""
+    page_id = f" (id {ids[0].decode('utf-8', 'replace')})" if ids else ""
     return f" in page{name}{page_id}" if name or page_id else ""
 
 
