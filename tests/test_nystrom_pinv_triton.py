@@ -5,6 +5,8 @@ and Z0. Independent truth: with many steps on a well-conditioned A, A Z -> I.
 """
 
 import os
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -114,3 +116,38 @@ def test_iterative_pinv_dispatch_matches_cpu_path() -> None:
     a = softmax_kernel(32).view(1, BATCH, 32, 32)  # (B, H, m, m) as the attention passes it
     for per_head in (True, False):
         assert_close(iterative_pinv(a.cuda(), ITERATIONS, per_head), iterative_pinv(a, ITERATIONS, per_head), "Z")
+
+
+# the interpreter runs Python, so it lets through what Triton's compiler refuses: build both kernels for sm_90
+# (H100/H200) at every supported m, with the warps they launch with, down to a cubin with the ptxas in Triton's
+# wheel, no GPU needed; in a fresh process, since this one imported Triton in interpreter mode. The shared
+# memory each launch asks for must fit one H100/H200 block (227 KiB).
+COMPILE = """
+import triton
+from triton.backends.compiler import GPUTarget
+from triton.compiler.compiler import ASTSource
+from effbert.attention import nystrom_pinv_triton as fused
+
+for fn in [fused._forward_kernel, fused._backward_kernel]:
+    kernel = triton.jit(fn)
+    signature = {name: "constexpr" if name == "M" else "*fp32" if name.endswith("_ptr") else "i32"
+                 for name in kernel.arg_names}
+    for m in fused._SIZES:
+        compiled = triton.compile(ASTSource(kernel, signature, {"M": m}), target=GPUTarget("cuda", 90, 32),
+                                  options={"num_warps": fused._num_warps(m)})
+        assert compiled.asm["cubin"], (fn.__name__, m)
+        print(fn.__name__, m, compiled.metadata.shared)
+"""
+SHARED_PER_BLOCK = 227 * 1024
+
+
+def test_kernels_compile_for_the_gpu(monkeypatch, tmp_path):
+    pytest.importorskip("triton.backends.nvidia")
+    monkeypatch.delenv("TRITON_INTERPRET", raising=False)
+    monkeypatch.setenv("TRITON_CACHE_DIR", str(tmp_path))  # a real compile, not a cache hit
+    done = subprocess.run([sys.executable, "-c", COMPILE], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    built = [line.split() for line in done.stdout.splitlines()]
+    assert [(name, int(m)) for name, m, _ in built] == [(name, m) for name in ("_forward_kernel", "_backward_kernel")
+                                                         for m in fused._SIZES]
+    assert all(int(shared) <= SHARED_PER_BLOCK for _, _, shared in built), built
