@@ -70,3 +70,21 @@ def test_pretraining_on_a_full_disk(tmp_path, corpus):
     line = one_error_line(done, "pretrain")
     assert "cp-0002.pt" in line and "is the disk full?" in line and seconds < 60
     assert not list((folder / "checkpoints").glob("*")) and not (folder / "pretrain.json").exists()
+
+
+def test_a_resume_that_cannot_rewrite_the_log_leaves_it_whole(tmp_path, corpus):
+    """A resumed run first rewrites pretrain.jsonl without the records past its checkpoint; on a full disk that
+    rewrite fails, and the log is still all there (not cut where the disk filled)."""
+    text, tokenizer = corpus
+    shards = tmp_path / "64-t"
+    build_shards([text], tokenizer, shards, max_seq_len=64, recipe=ShardRecipe(dev_fraction=0.1))
+    folder = model_folder(tmp_path, steps=12, log_every=1, eval_every=12, checkpoint_every=10)
+    done, _ = limited(100_000, "pretrain", "--model", str(folder), "--shards", str(shards), "--device", "cpu")
+    assert done.returncode == 0, done.stderr[-2000:]
+    (folder / "checkpoints" / "cp-0012.pt").unlink()
+    (folder / "pretrain.json").unlink()
+    log = (folder / "pretrain.jsonl").read_text()
+    assert len(log) > 2 * 1024  # the ten records kept are more than the limit below
+    done, _ = limited(2, "pretrain", "--model", str(folder), "--shards", str(shards), "--device", "cpu")
+    assert "pretrain.jsonl" in one_error_line(done, "pretrain")
+    assert (folder / "pretrain.jsonl").read_text() == log

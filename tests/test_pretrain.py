@@ -316,9 +316,38 @@ def test_a_damaged_checkpoint_is_passed_over_with_a_warning(tmp_path, shards, ca
     assert "passing over" not in capsys.readouterr().err
     newest = folder / "checkpoints/cp-0006.pt"
     newest.write_bytes(newest.read_bytes()[:1000])  # the newest, cut short: the one before it stands in
+    cut = newest.read_bytes()
     assert pretrain(folder, shards, device="cpu", threads=1)["resumed_from"] == 4
     warning = next(line for line in capsys.readouterr().err.splitlines() if "passing over" in line)
     assert "cp-0006.pt: not a readable effbert checkpoint" in warning
+    # the damaged file was moved aside, kept as it was, before the resumed run saved its own step 6
+    (kept,) = (folder / "checkpoints").glob("damaged-*/cp-0006.pt")
+    assert kept.read_bytes() == cut and read_checkpoint(newest)["step"] == 6
+
+
+def test_checkpoints_that_cannot_be_read_stop_the_run_rather_than_start_it_over(tmp_path, shards, monkeypatch):
+    """Storage that fails (EIO from every read), or files all damaged: the run stops with the files untouched;
+    starting at step 0 would overwrite them as it went."""
+    import errno
+
+    folder = model_folder(tmp_path, steps=4, log_every=1, eval_every=4, checkpoint_every=2)
+    pretrain(folder, shards, device="cpu", threads=1)
+    files = {p: p.read_bytes() for p in (folder / "checkpoints").glob("cp-*.pt")}
+    log = (folder / "pretrain.jsonl").read_text()
+
+    def failing_load(path, *args, **kwargs):
+        raise OSError(errno.EIO, "Input/output error", str(path))
+
+    with monkeypatch.context() as patch:
+        patch.setattr(torch, "load", failing_load)
+        with pytest.raises(OSError, match="Input/output error"):
+            pretrain(folder, shards, device="cpu", threads=1)
+    for path in files:
+        path.write_bytes(b"damaged")
+    with pytest.raises(InputError, match=r"no checkpoint there can be read \(cp-0004.pt, cp-0002.pt\)"):
+        pretrain(folder, shards, device="cpu", threads=1)
+    assert {p: p.read_bytes() for p in (folder / "checkpoints").glob("cp-*.pt")} == dict.fromkeys(files, b"damaged")
+    assert (folder / "pretrain.jsonl").read_text() == log
 
 
 def _copy_shards(shards: Path, dest: Path) -> Path:

@@ -39,6 +39,8 @@ def read_checkpoint(path: str | Path, *, mmap: bool = False) -> dict:
         state = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     except FileNotFoundError:
         raise InputError(f"{path}: no such checkpoint") from None
+    except OSError:  # the storage failed (EIO, a stale mount, no permission): not the file's fault, so not damage
+        raise
     except Exception as e:  # torch's message advises loading unsafely: not repeated here
         raise InputError(f"{path}: not a readable effbert checkpoint ({type(e).__name__}): a damaged file, or one "
                          "holding more than tensors and plain values, which is never loaded") from None
@@ -54,28 +56,37 @@ def list_checkpoints(model_dir: str | Path) -> list[Path]:
     return [p for _, p in sorted(found)]
 
 
-def newest_resumable(model_dir: str | Path, matches: Callable[[dict], bool]) -> tuple[Path, dict] | None:
-    """The newest checkpoint `matches` accepts (the same config and data), read; None when none does.
+def newest_resumable(model_dir: str | Path, matches: Callable[[dict], bool]) -> tuple[Path, dict, list[Path]] | None:
+    """The newest checkpoint `matches` accepts (the same config and data), read, and the unreadable newer files
+    passed over on the way; None when there is no checkpoint, or none that `matches` accepts.
 
     Only files from the newest down to the first match are read. An unreadable one (an interrupted atomic
-    write leaves none, but a damaged disk or a foreign file might) is passed over with a warning."""
+    write leaves none, but a damaged disk or a foreign file might) is passed over with a warning. When files
+    are there but none of them can be read, an InputError: starting at step 0 would overwrite them. An OSError
+    (the storage failing, not the file) stops the run too, as it is."""
+    damaged = []
     for path in reversed(list_checkpoints(model_dir)):
         try:
             state = read_checkpoint(path, mmap=True)
         except InputError as e:
             print(f"warning: passing over a damaged checkpoint: {e}", file=sys.stderr)
+            damaged.append(path)
             continue
         if matches(state):
-            return path, state
+            return path, state, damaged
+    if damaged:
+        raise InputError(f"{Path(model_dir) / CHECKPOINT_DIR}: no checkpoint there can be read "
+                         f"({', '.join(p.name for p in damaged)}), so the run does not start over and overwrite them. "
+                         "Check the storage; to start at step 0, move the files out of the folder")
     return None
 
 
-def set_aside(paths: list[Path], model_dir: str | Path) -> Path | None:
-    """Move checkpoints of another run to checkpoints/stale-<UTC time>/ (kept, not deleted: they may
-    hold GPU-days). Returns that folder, or None when there was nothing to move."""
+def set_aside(paths: list[Path], model_dir: str | Path, why: str = "stale") -> Path | None:
+    """Move checkpoints of another run (or damaged ones: why="damaged") to checkpoints/<why>-<UTC time>/
+    (kept, not deleted: they may hold GPU-days). Returns that folder, or None when there was nothing to move."""
     if not paths:
         return None
-    folder = Path(model_dir) / CHECKPOINT_DIR / time.strftime("stale-%Y%m%dT%H%M%SZ", time.gmtime())
+    folder = Path(model_dir) / CHECKPOINT_DIR / time.strftime(f"{why}-%Y%m%dT%H%M%SZ", time.gmtime())
     folder.mkdir(parents=True, exist_ok=True)
     for path in paths:
         path.rename(folder / path.name)

@@ -44,6 +44,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from effbert.errors import InputError
+from effbert.files import write_text
 from effbert.model.norms import advance_norm_schedule
 from effbert.train.device import peak_flops, reuse_freed_cpu_memory
 
@@ -460,7 +461,7 @@ class _Records:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             if done and self.path.is_file():  # keep what was logged up to the checkpoint, drop the rest
                 self.records = [r for r in read_log(self.path) if r["step"] <= done]
-            self.path.write_text("".join(json.dumps(r) + "\n" for r in self.records))
+            write_text(self.path, "".join(json.dumps(r) + "\n" for r in self.records))  # whole or not at all
         self.writer = _tensorboard(Path(report.tensorboard_dir)) if report.tensorboard_dir and rank == 0 else None
 
     def add(self, record: dict) -> None:

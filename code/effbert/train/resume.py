@@ -78,7 +78,10 @@ def choose_start(model_dir: Path, identity: dict, on_change: str, steps: int, ra
     found = newest_resumable(model_dir, lambda s: "scheduler" in s)  # imported weights (cp-0000) are not runs
     if found is None:
         return Start()
-    path, state = found
+    path, state, damaged = found
+    if damaged and rank == 0:  # out of the way of this run's saves at their steps, and kept
+        moved = set_aside(damaged, model_dir, "damaged")
+        tqdm.write(f"{model_dir}: unreadable checkpoints newer than {path.name} moved to {moved}", file=sys.stderr)
     recorded = checkpoint_identity(state)
     current = as_recorded(identity)
     if recorded.get("data", {}).get("from_cp") is None or current["data"]["from_cp"] is None:
@@ -106,11 +109,12 @@ def choose_start(model_dir: Path, identity: dict, on_change: str, steps: int, ra
 
 
 def _is_run(path: Path) -> bool:
-    """A pretraining checkpoint (with training state), not imported weights kept as a from_cp source."""
+    """A pretraining checkpoint (with training state), or one that cannot be read; not imported weights kept as
+    a from_cp source."""
     try:
         return "scheduler" in read_checkpoint(path, mmap=True)
-    except InputError:
-        return False
+    except InputError:  # of no use as a source, and a restart's saves would overwrite it: moved aside too
+        return True
 
 
 def _continued_data(state: dict, recorded: dict, current: dict) -> dict | None:
