@@ -67,3 +67,36 @@ def test_two_processes_match_one(tmp_path, shards):  # noqa: F811
     assert [{k: v for k, v in json.loads(x).items() if k not in clock} for x in again] == \
         [{k: v for k, v in json.loads(x).items() if k not in clock} for x in whole]
     assert all(torch.equal(b[k], c) for k, c in read_checkpoint(find_checkpoint(two))["model"].items())
+
+
+SHORT_TIMEOUT_S, CHECK_S = 4, 8  # the process group's timeout, shrunk; rank 0's shard check, longer than it
+
+
+def _slow_check_worker(rank: int, world: int, port: int, folder: str, shards_dir: str) -> None:
+    """_worker with the process group's timeout shrunk to seconds (NCCL's is 10 minutes) and a shard check on
+    rank 0 that outlasts it, as a first check of a big set on network storage outlasts NCCL's."""
+    import datetime
+
+    import torch.distributed as dist
+
+    import effbert.train.pretrain as pretraining
+
+    real_init, real_verify = dist.init_process_group, pretraining.verify_shards
+
+    def init(*args, **kwargs):
+        real_init(*args, **kwargs, timeout=datetime.timedelta(seconds=SHORT_TIMEOUT_S))
+
+    def slow_verify(*args, **kwargs):
+        time.sleep(CHECK_S)
+        real_verify(*args, **kwargs)
+
+    dist.init_process_group, pretraining.verify_shards = init, slow_verify
+    _worker(rank, world, port, folder, shards_dir)
+
+
+@pytest.mark.slow  # 20-30 s: two fresh Python processes and the slow check
+def test_the_other_ranks_wait_for_a_shard_check_longer_than_the_group_timeout(tmp_path, shards):  # noqa: F811
+    folder = model_folder(tmp_path, steps=2, log_every=1, eval_every=2, checkpoint_every=2)
+    mp.spawn(_slow_check_worker, args=(2, _free_port(), str(folder), str(shards)), nprocs=2, join=True)
+    assert json.loads((folder / "pretrain.json").read_text())["processes"] == 2
+    assert [p.name for p in list_checkpoints(folder)] == ["cp-0002.pt"]

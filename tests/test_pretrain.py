@@ -357,6 +357,29 @@ def _copy_shards(shards: Path, dest: Path) -> Path:
     return dest
 
 
+def test_a_shard_check_cut_short_keeps_what_it_verified(tmp_path, shards, monkeypatch):
+    """The first check of a big shard set can take hours: a check that stops part way (here: a damaged file
+    late in the set) has recorded the files it had verified, and the next check reads only the rest."""
+    import effbert.data.shard_files as shard_files
+
+    own = _copy_shards(shards, tmp_path / "64-t")
+    (own / "verified.json").unlink(missing_ok=True)  # never checked
+    last = own / "dev" / "shard-00000.lengths.npy"  # the set's last file in the check's order
+    whole = last.read_bytes()
+    last.write_bytes(whole[:-4])
+    monkeypatch.setattr(shard_files, "RECORD_EVERY_S", 0.0)
+    with pytest.raises(InputError, match="shard-00000.lengths.npy: its sha256 differs"):
+        shard_files.verify_shards(own, 120)
+    recorded = set(json.loads((own / "verified.json").read_text()))
+    assert len(recorded) == 9 and "dev/shard-00000.lengths.npy" not in recorded
+    last.write_bytes(whole)
+    hashed = []
+    real_sha = shard_files.sha256_file
+    monkeypatch.setattr(shard_files, "sha256_file", lambda path: hashed.append(path) or real_sha(path))
+    shard_files.verify_shards(own, 120)
+    assert hashed == [last] and len(json.loads((own / "verified.json").read_text())) == 10
+
+
 def test_damaged_shards_are_refused_before_the_first_step(tmp_path, shards, monkeypatch):
     """A flipped bit, a cut file, an edited count, token ids beyond the vocabulary: one error naming the
     file, nothing trained or written; a set verified once is not read whole again."""

@@ -16,6 +16,7 @@ from __future__ import annotations
 import errno
 import json
 import sys
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -40,6 +41,7 @@ FIELDS = {
 SPLITS = ("train", "dev")
 MANIFEST = "manifest.json"
 VERIFIED = "verified.json"
+RECORD_EVERY_S = 60.0  # how often a long check of a shard set records its progress in VERIFIED
 _TOKEN_FIELDS = ("input_ids", "mlm_labels")  # hold token ids (labels: IGNORE where nothing is predicted)
 
 
@@ -199,8 +201,12 @@ def verify_shards(out_dir: str | Path, vocab_size: int) -> None:
     except (OSError, ValueError):
         known = {}
     verified = {}
+    recorded = time.monotonic()
     files = _shard_files(out_dir, manifest)
     for path, sha256 in tqdm(files, desc=f"verify {out_dir.name}", unit="file", disable=None, leave=False):
+        if time.monotonic() - recorded > RECORD_EVERY_S:  # a check cut short (a kill, a timeout) resumes near here
+            _record_verified(out_dir, {**known, **verified})
+            recorded = time.monotonic()
         key = str(path.relative_to(out_dir))
         seen = known.get(key)
         stat = path.stat() if path.is_file() else None
@@ -212,10 +218,14 @@ def verify_shards(out_dir: str | Path, vocab_size: int) -> None:
                              f"{vocab_size}; rebuild the shard set with this model's tokenizer")
         verified[key] = seen
     if verified != known:
-        try:
-            write_json(out_dir / VERIFIED, verified)
-        except OSError:  # a read-only shard set: verified again next time
-            print(f"warning: {out_dir}: cannot record the verification in {VERIFIED}", file=sys.stderr)
+        _record_verified(out_dir, verified)
+
+
+def _record_verified(out_dir: Path, verified: dict) -> None:
+    try:
+        write_json(out_dir / VERIFIED, verified)
+    except OSError:  # a read-only shard set: verified again next time
+        print(f"warning: {out_dir}: cannot record the verification in {VERIFIED}", file=sys.stderr)
 
 
 class ShardDataset:

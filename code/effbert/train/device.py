@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
+import datetime
 import gc
 import os
 import random
+from collections.abc import Iterator
 
 import numpy as np
 import torch
@@ -89,6 +92,27 @@ def init_distributed(device: str | None = None) -> tuple[int, int, torch.device]
     if not dist.is_initialized():
         dist.init_process_group("nccl" if dev.type == "cuda" else "gloo")
     return dist.get_rank(), dist.get_world_size(), dev
+
+
+# how long the other ranks wait for rank 0's preparation (the shard set's first check reads every file: on
+# network storage, hours for a big set); a rank 0 that fails instead ends the job at once (torchrun stops the rest)
+PREPARATION_TIMEOUT = datetime.timedelta(hours=12)
+
+
+@contextlib.contextmanager
+def rank_zero_first(timeout: datetime.timedelta = PREPARATION_TIMEOUT) -> Iterator[None]:
+    """Every rank enters; at the end the others wait for rank 0 to get there, up to `timeout`, not the process
+    group's own (NCCL's 10 minutes, meant for collectives that hang). The wait runs in a gloo group of its own,
+    made on entry by every rank at once; no-op without a process group."""
+    import torch.distributed as dist
+
+    group = None
+    if dist.is_available() and dist.is_initialized():
+        group = dist.new_group(backend="gloo", timeout=timeout)
+    yield
+    if group is not None:
+        dist.barrier(group=group)
+        dist.destroy_process_group(group)
 
 
 def end_distributed(completed: bool) -> None:

@@ -33,7 +33,7 @@ from effbert.layout import PRETRAIN_LOG, PRETRAIN_SUMMARY
 from effbert.locks import writer_lock
 from effbert.model.pretraining import PretrainingModel
 from effbert.train.checkpoints import CHECKPOINT_DIR, checkpoint_name, read_checkpoint, save_checkpoint
-from effbert.train.device import end_distributed, init_distributed, seed_everything, set_threads
+from effbert.train.device import end_distributed, init_distributed, rank_zero_first, seed_everything, set_threads
 from effbert.train.identity import checkpoint_identity, digest, pretraining_settings
 from effbert.train.initialise import initialise_from
 from effbert.train.loop import Execution, Optimisation, Reporting, SeededBatches, fit, run_evaluation
@@ -134,12 +134,13 @@ def pretrain(model_dir: str | Path, shards_dir: str | Path, *, device: str | Non
     # one pretraining per folder at a time; the job's rank 0 holds the lock for all its processes
     first = int(os.environ.get("RANK", "0")) == 0
     with writer_lock(model_dir, "pretraining") if first else contextlib.nullcontext():
-        if first:  # the other processes wait for this one in init_distributed
-            remove_leftovers(model_dir / CHECKPOINT_DIR)  # the lock holder is the only writer here
-            verify_shards(shards_dir, vocab_size)
         rank, world, dev = init_distributed(device)
         completed = False
         try:
+            with rank_zero_first():  # the other processes wait here, as long as the shards' first check takes
+                if first:
+                    remove_leftovers(model_dir / CHECKPOINT_DIR)  # the lock holder is the only writer here
+                    verify_shards(shards_dir, vocab_size)
             summary = _pretrain(model_dir, shards_dir, cfg, manifest, vocab_size, tokenizer_json, rank, world, dev)
             completed = True
             return summary
