@@ -136,6 +136,40 @@ def _files(folder: Path) -> dict[str, bytes]:
             if p.is_file() and p.name != LOCK_FILE}
 
 
+def test_shards_rebuilt_byte_for_byte_from_touched_inputs_do_not_stop_a_resume(tmp_path, monkeypatch):
+    """A touched (or copied, or fetched again) input rebuilds the shard set (its inputs_key holds the inputs'
+    mtimes) into the same files under a new manifest.json: the same data, so the run resumes. Checkpoints made
+    before the shard set's digest existed (data.shards: the manifest file's sha256) resume on it too."""
+    import os
+
+    from effbert.data.tokenizer import train_tokenizer
+    from effbert.files import sha256_file
+    from helpers import patterned_corpus
+
+    patterned_corpus(tmp_path / "text")
+    tokenizer = train_tokenizer("wordpiece", 120, [tmp_path / "text"], tmp_path / "tok", lowercase=True)
+    out = tmp_path / "64-t"
+
+    def build() -> bytes:
+        build_shards([tmp_path / "text"], tokenizer, out, max_seq_len=64, recipe=ShardRecipe(dev_fraction=0.1))
+        return (out / "manifest.json").read_bytes()
+
+    first = build()
+    folder = model_folder(tmp_path, steps=6, log_every=1, eval_every=6, checkpoint_every=3)
+    _killed_after_first_checkpoint(folder, out, monkeypatch)
+    part = next((tmp_path / "text").rglob("*.txt"))
+    os.utime(part, ns=(part.stat().st_atime_ns, part.stat().st_mtime_ns + 10**9))
+    assert build() != first  # rebuilt: a new inputs_key
+    assert pretrain(folder, out, device="cpu", threads=1)["resumed_from"] == 3
+
+    cp3 = folder / "checkpoints" / "cp-0003.pt"
+    state = read_checkpoint(cp3)
+    state["identity"]["data"]["shards"] = sha256_file(out / "manifest.json")  # as such a checkpoint recorded it
+    torch.save(state, cp3)
+    (folder / "checkpoints" / "cp-0006.pt").unlink()
+    assert pretrain(folder, out, device="cpu", threads=1)["resumed_from"] == 3
+
+
 def test_a_changed_setting_stops_naming_the_keys_and_the_ways_forward(tmp_path, shards):
     folder = model_folder(tmp_path, steps=4, log_every=2, eval_every=4, checkpoint_every=2)
     pretrain(folder, shards, device="cpu", threads=1)

@@ -14,6 +14,7 @@ file's size and mtime, so the full pass runs once per shard set and again only f
 from __future__ import annotations
 
 import errno
+import hashlib
 import json
 import sys
 import time
@@ -152,6 +153,18 @@ def read_manifest(out_dir: Path) -> dict:
         if key not in manifest:
             raise InputError(f"{path}: key {key!r} missing")
     return manifest
+
+
+def shard_set_digest(manifest: dict, manifest_path: str | Path) -> str:
+    """sha256 of what a shard set is to a model trained on it: every file's sha256 and instance count, the
+    fields, length, tokenizer (by its sha256) and the settings that made them; not where it was built from
+    (inputs_key holds the input files' mtimes, so a touched input makes a rebuild that is byte for byte the same
+    set; the paths move with the data). A manifest without per-file sha256s (format 1): its own file's sha256."""
+    if not all("sha256" in shard for info in manifest["splits"].values() for shard in info["shards"]):
+        return sha256_file(manifest_path)
+    content = {key: value for key, value in manifest.items() if key not in ("inputs_key", "sources")}
+    content["tokenizer"] = {key: value for key, value in manifest["tokenizer"].items() if key != "path"}
+    return hashlib.sha256(json.dumps(content, sort_keys=True).encode("utf-8")).hexdigest()
 
 
 def _load(path: Path) -> np.ndarray:

@@ -26,7 +26,7 @@ from tqdm.auto import tqdm
 from effbert.config import Config, ModelConfig, PretrainConfig, config_json, load_config
 from effbert.constants import IGNORE
 from effbert.data.dynamic_masking import DynamicMasking
-from effbert.data.shard_files import ShardDataset, read_manifest, verify_shards
+from effbert.data.shard_files import ShardDataset, read_manifest, shard_set_digest, verify_shards
 from effbert.errors import InputError
 from effbert.files import remove_leftovers, sha256_file, write_json
 from effbert.layout import PRETRAIN_LOG, PRETRAIN_SUMMARY
@@ -88,22 +88,23 @@ def _from_cp_source(model_dir: Path, from_cp: str) -> Path:
     return Path(from_cp) if Path(from_cp).is_absolute() else model_dir / from_cp
 
 
-def run_identity(cfg: Config, manifest: dict, manifest_sha256: str, from_cp: Path | None) -> dict:
-    """This run's identity: its settings and the data it reads (shards, tokenizer, the from_cp source's identity
-    when that file is there to read)."""
+def run_identity(cfg: Config, manifest: dict, shard_set: str, from_cp: Path | None) -> dict:
+    """This run's identity: its settings and the data it reads (the shard set's digest, tokenizer, the from_cp
+    source's identity when that file is there to read)."""
     source = None
     if from_cp is not None and from_cp.is_file():
         source = digest(checkpoint_identity(read_checkpoint(from_cp, mmap=True)))
-    data = {"shards": manifest_sha256, "tokenizer": manifest["tokenizer"]["sha256"], "from_cp": source}
+    data = {"shards": shard_set, "tokenizer": manifest["tokenizer"]["sha256"], "from_cp": source}
     return {**pretraining_settings(cfg), "data": data}
 
 
-def _start(model_dir: Path, identity: dict, run: PretrainConfig, rank: int) -> Start:
+def _start(model_dir: Path, identity: dict, run: PretrainConfig, rank: int, legacy_shards: str) -> Start:
     """choose_start between barriers: every rank has read the checkpoints before rank 0 moves any."""
     distributed = dist.is_available() and dist.is_initialized()
     if distributed:
         dist.barrier()
-    begin = choose_start(model_dir, identity, run.on_change, run.steps, rank, logs=(PRETRAIN_LOG, TENSORBOARD_DIR))
+    begin = choose_start(model_dir, identity, run.on_change, run.steps, rank, logs=(PRETRAIN_LOG, TENSORBOARD_DIR),
+                         legacy_shards=legacy_shards)
     if distributed:
         dist.barrier()
     if rank == 0 and begin.state is not None and not begin.changed:
@@ -157,8 +158,8 @@ def _pretrain(model_dir: Path, shards_dir: Path, cfg: Config, manifest: dict, vo
 
     manifest_sha256 = sha256_file(shards_dir / "manifest.json")
     source = _from_cp_source(model_dir, cfg.from_cp) if cfg.from_cp else None
-    identity = run_identity(cfg, manifest, manifest_sha256, source)
-    begin = _start(model_dir, identity, run, rank)
+    identity = run_identity(cfg, manifest, shard_set_digest(manifest, shards_dir / "manifest.json"), source)
+    begin = _start(model_dir, identity, run, rank, legacy_shards=manifest_sha256)
     resume = begin.state
     if resume is None and source is not None:
         _start_from(model, model_dir, source, rank)

@@ -51,6 +51,9 @@ def _blocking(found: list[tuple[str, object, object]]) -> list[str]:
 def _stop_message(model_dir: Path, path: Path, step: int, found: list, blocked: list[str]) -> str:
     head = (f"{model_dir}: the newest checkpoint, {path.name} (step {step}), was made under other settings "
             f"than {model_dir / 'config.json'} now:\n{describe_changes(found)}\nNothing was changed. ")
+    if any(key.startswith("data.") for key, _, _ in found):
+        head += ("(data.*: the content of the shard set or tokenizer the run reads, by digest, not settings: to put "
+                 "it back, rebuild or restore the old files; continuing on new shards starts a fresh epoch.) ")
     restart = ('  "pretraining": {"on_change": "restart"}   start again at step 0; the old checkpoints are moved '
                "to checkpoints/stale-<time>/")
     if blocked:
@@ -72,9 +75,10 @@ def _set_aside_run(model_dir: Path, paths: list[Path], extra: tuple[str, ...]) -
 
 
 def choose_start(model_dir: Path, identity: dict, on_change: str, steps: int, rank: int,
-                 logs: tuple[str, ...] = ()) -> Start:
+                 logs: tuple[str, ...] = (), legacy_shards: str | None = None) -> Start:
     """Judge the newest pretraining checkpoint against `identity` (see the module doc). Rank 0 alone moves
-    files; every rank decides the same."""
+    files; every rank decides the same. `legacy_shards`: the manifest file's sha256, which checkpoints made
+    before effbert.data.shard_files.shard_set_digest recorded as data.shards for the same shard set."""
     found = newest_resumable(model_dir, lambda s: "scheduler" in s)  # imported weights (cp-0000) are not runs
     if found is None:
         return Start()
@@ -86,6 +90,8 @@ def choose_start(model_dir: Path, identity: dict, on_change: str, steps: int, ra
     current = as_recorded(identity)
     if recorded.get("data", {}).get("from_cp") is None or current["data"]["from_cp"] is None:
         current["data"]["from_cp"] = recorded.get("data", {}).get("from_cp")  # unknown on one side: not a change
+    if legacy_shards is not None and recorded.get("data", {}).get("shards") == legacy_shards:
+        current["data"]["shards"] = legacy_shards
     history = list(state.get("history") or [])
     if recorded == current:
         return Start(path, state, history=history)
