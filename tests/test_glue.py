@@ -308,6 +308,20 @@ def test_finetune_grid_runs_each_point_once_then_selects(tmp_path):
     assert all(stamps[p] != p.stat().st_mtime_ns for p in stamps)
 
 
+def test_runs_fine_tuned_from_an_earlier_checkpoint_of_the_same_pretraining_are_stale(tmp_path):
+    """Every checkpoint of one pretraining run has its identity; the step tells them apart."""
+    from effbert.train.checkpoints import checkpoint_name, read_checkpoint, save_checkpoint
+    from effbert.train.glue import finetune_grid, select
+
+    write_demo_glue(tmp_path / "glue")
+    model_dir = _tiny_model_dir(tmp_path, tmp_path / "glue")
+    finetune_grid(model_dir, "SST-2", tmp_path / "glue", device="cpu")
+    later = read_checkpoint(model_dir / "checkpoints" / checkpoint_name(0))
+    save_checkpoint(model_dir / "checkpoints" / checkpoint_name(5), **{**later, "step": 5})  # pretraining went on
+    with pytest.raises(InputError, match="made under other settings"):
+        select(model_dir, "SST-2")
+
+
 def _run_submission(model_dir: Path, task: str, name: str) -> Path:
     """Where the grid's only run (bs32-lr0.001-seed0) writes its submission file."""
     return model_dir / "glue" / task / "bs32-lr0.001-seed0" / "submission" / name

@@ -87,8 +87,11 @@ def glue_selection_settings(cfg: Config, task: str) -> dict:
 
 
 def glue_run_identity(cfg: Config, task: str, run: GlueRun, checkpoint: dict) -> dict:
-    """A GLUE run's full identity: its settings and the identity of the checkpoint it starts from."""
-    return {**glue_run_settings(cfg, task, run), "starts_from": digest(checkpoint_identity(checkpoint))}
+    """A GLUE run's full identity: its settings and the checkpoint it starts from, by the identity of the run that
+    made it and its step (every checkpoint of one pretraining shares the identity: a run fine-tuned from an early
+    one is not current once pretraining has gone on)."""
+    starts_from = {**checkpoint_identity(checkpoint), "step": checkpoint.get("step")}
+    return {**glue_run_settings(cfg, task, run), "starts_from": digest(starts_from)}
 
 
 def lra_run_settings(cfg: Config, task: str, seed: int) -> dict:
