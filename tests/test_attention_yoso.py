@@ -301,3 +301,16 @@ def test_bfloat16_in_bfloat16_out(options):
     if options.get("expectation"):  # deterministic: float32 math on the bf16 inputs, rounded once
         ref = attn.float()(q.float(), k.float(), v.float(), mask)
         torch.testing.assert_close(out.float(), ref, atol=1e-2, rtol=1e-2)
+
+
+def test_gaussian_planes_are_one_draw_whatever_the_dtype():
+    """One seed, one set of hyperplanes: a float64 run hashes as the float32 run does (a float64 draw would
+    be other numbers)."""
+    from effbert.attention.yoso import gaussian_planes
+
+    x = torch.randn(2, 5, 8)
+    torch.manual_seed(0)
+    single = gaussian_planes(2, 8, 4, 3, x)
+    torch.manual_seed(0)
+    double = gaussian_planes(2, 8, 4, 3, x.double())
+    assert double.dtype == torch.float64 and torch.equal(single.double(), double)

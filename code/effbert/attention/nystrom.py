@@ -29,8 +29,10 @@ from effbert.attention.masks import full_mask
 from effbert.config import ModelConfig
 
 
-def segment_means_weights(mask: torch.Tensor, num_landmarks: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Averaging weights (B, m, N) that turn real tokens into m segment-means landmarks, and which are non-empty.
+def segment_means_weights(mask: torch.Tensor, num_landmarks: int,
+                          dtype: torch.dtype = torch.float32) -> tuple[torch.Tensor, torch.Tensor]:
+    """Averaging weights (B, m, N) in `dtype` that turn real tokens into m segment-means landmarks, and which are
+    non-empty.
 
     For n real tokens, the first m - (n mod m) segments hold floor(n/m) tokens and the rest one more (the
     authors' extension to lengths not divisible by m). With n < m the last n segments hold one token each.
@@ -46,7 +48,7 @@ def segment_means_weights(mask: torch.Tensor, num_landmarks: int) -> tuple[torch
         (m - longer) + (rank - boundary) // (size + 1),
     )
     segment = segment.clamp(0, m - 1)
-    onehot = F.one_hot(segment, m).to(torch.float32) * mask[..., None]  # (B, N, m)
+    onehot = F.one_hot(segment, m).to(dtype) * mask[..., None]  # (B, N, m)
     counts = onehot.sum(1)  # (B, m)
     weights = (onehot / counts.clamp(min=1)[:, None, :]).transpose(1, 2)  # (B, m, N)
     return weights, counts > 0
@@ -203,7 +205,8 @@ class NystromAttention(nn.Module):
             q, q_land = WithSegmentMeans.apply(q, m)
             k, k_land = WithSegmentMeans.apply(k, m)
             return q, k, q_land, k_land, None
-        weights, real = segment_means_weights(full_mask(q, mask), m)  # (B, m, N), (B, m)
+        # 1/size in float64 for a float64 run (float32's 1/5 is 0.2000000030), float32 at least
+        weights, real = segment_means_weights(full_mask(q, mask), m, torch.promote_types(q.dtype, torch.float32))
         weights = weights[:, None].to(q.dtype)  # (B, 1, m, N): shared by the heads
         return q, k, weights @ q, weights @ k, real
 

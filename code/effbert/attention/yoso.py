@@ -84,8 +84,9 @@ def _to_codes(positive: torch.Tensor) -> torch.Tensor:
 
 def gaussian_planes(bh: int, d: int, num_hashes: int, bits: int, like: torch.Tensor) -> torch.Tensor:
     """The random hyperplanes of Gaussian hashing, (BH, D, m * tau), column f * tau + t the plane of bit t of
-    hash f: one N(0, I) matrix per batch-head row (the draw both the CPU and the GPU path hash with)."""
-    return torch.randn(bh, d, num_hashes * bits, device=like.device, dtype=like.dtype)
+    hash f: one N(0, I) matrix per batch-head row (the draw both the CPU and the GPU path hash with). Drawn in
+    float32 whatever the inputs' dtype, so that one seed gives one set of planes (a float64 draw is another)."""
+    return torch.randn(bh, d, num_hashes * bits, device=like.device).to(like.dtype)
 
 
 def gaussian_hash(q: torch.Tensor, k: torch.Tensor, num_hashes: int, bits: int) -> tuple[torch.Tensor, torch.Tensor]:
