@@ -112,6 +112,32 @@ def test_keys_max_kept_across_chunks_in_float32(far_first):
     torch.testing.assert_close(out.double(), ref, atol=1e-4, rtol=1e-4)
 
 
+def log_domain_performer(q, k, v, mask, w):
+    """naive_performer's softmax kernel with every product kept as a logarithm: log A_ij = logsumexp over the
+    features of (a_im + b_jm), then a softmax over the real keys. Exact in float64 at any size of the logits."""
+    scale = q.shape[-1] ** -0.25
+    a, b = ((t * scale) @ w.T - (t * scale).square().sum(-1, keepdim=True) / 2 for t in (q, k))
+    log_a = torch.logsumexp(a[..., :, None, :] + b[..., None, :, :], -1)  # (B, H, N, N)
+    log_a = log_a.masked_fill(~mask[:, None, None, :], -math.inf)
+    return torch.softmax(log_a, -1) @ v
+
+
+def test_large_logits_in_float32_keep_every_query_and_a_finite_gradient():
+    """q and k of standard deviation 30 (exponents in the thousands): per-feature stabilisers give every query
+    with a real key a normaliser of at least 1. One shared key maximum left queries whose features only
+    far-below-it keys share with a normaliser of 0 (their output 0, their gradient inf or NaN)."""
+    attn = performer(num_features=32, chunk=16).eval()
+    q, k, v = qkv(b=2, n=40, scale=1.0)
+    q, k = q * 30, k * 30
+    mask = lengths_mask([40, 23], 40)
+    truth = log_domain_performer(q, k, v, mask, attn.features)
+    q32, k32, v32 = (t.float().requires_grad_() for t in (q, k, v))
+    out = attn.float()(q32, k32, v32, mask)
+    torch.testing.assert_close(out.double(), truth, atol=1e-3, rtol=1e-3)
+    grads = torch.autograd.grad(out, (q32, k32, v32), torch.randn_like(out))
+    assert all(g.isfinite().all() for g in grads)
+
+
 @pytest.mark.parametrize("kernel", ["softmax", "relu"])
 def test_padding_never_changes_real_outputs(kernel):
     # padded keys must leave the normaliser too (zeroing only their values would not pass this)
@@ -176,11 +202,11 @@ def test_gradcheck_float64_over_several_chunks(kernel, lengths):
 @pytest.mark.parametrize("kernel", ["softmax", "relu"])
 def test_backward_keeps_inputs_and_output_not_features(kernel):
     # autograd would keep several (n x M) feature tensors; the chunked form recomputes them, so it keeps
-    # q, k, v, the output, one normaliser per query, the M x (d + 1) context, the keys' max and the mask
+    # q, k, v, the output, one normaliser per query, the M x (d + 1) context, the keys' max per feature, the mask
     b, h, n, d, m = 2, 2, 512, 8, 256
     attn = performer(num_features=m, kernel=kernel, head_dim=d, chunk=64).eval()
     q, k, v = (t.requires_grad_() for t in qkv(b=b, n=n, d=d))
     mask = lengths_mask([n, 100], n)
     kept = saved_bytes(attn, q, k, v, mask)
-    assert 0 < kept <= b * h * (4 * n * d + n + m * (d + 1) + 1) * q.element_size() + mask.numel()
+    assert 0 < kept <= b * h * (4 * n * d + n + m * (d + 1) + m) * q.element_size() + mask.numel()
     assert kept < b * h * n * m * q.element_size()  # less than one feature tensor

@@ -63,9 +63,10 @@ class EluFeatures(FeatureMap):
         return grad.mul_(phi.clamp(max=1))  # phi > 1 exactly where x > 0
 
 
-def _query_features(fmap: FeatureMap, q: torch.Tensor) -> torch.Tensor:
+def _query_features(fmap: FeatureMap, q: torch.Tensor, shift: torch.Tensor | None) -> torch.Tensor:
     f = fmap.queries(q)
-    if fmap.log_domain:  # per-query stabiliser: cancels in num / den
+    if fmap.log_domain:  # the keys' per-feature constant moves here; then a per-query one, which cancels in num / den
+        f = f.add_(shift)
         f = f.sub_(f.amax(-1, keepdim=True)).exp_()
     return f
 
@@ -96,10 +97,14 @@ class _KernelAttention(torch.autograd.Function):
         dP_j = dC v_j + dz,   dV_j = dC^T P_j  (P_j = 0 for padded keys)        (a pass over key chunks)
     and dq, dk follow through the feature map (`FeatureMap.query_vjp` / `key_vjp`).
 
-    A log-domain feature map returns exponents e instead of features: phi = exp(e - c) with c a detached
-    stabiliser, per query (its max over the features) or per (batch, head) for the keys (the max over real
-    keys and features, kept online: each key chunk that raises it rescales C and z by exp(c_old - c_new)).
-    Both constants cancel between num and den, so they carry no gradient: dE = dP * P.
+    A log-domain feature map returns exponents e instead of features, stabilised by detached constants that
+    cancel exactly, so they carry no gradient (dE = dP * P). Keys: per feature m, c_m = the max of e_jm over
+    the real keys (kept online: a key chunk that raises it rescales row m of [C, z] by exp(c_old - c_new)), so
+    P_jm = exp(e_jm - c_m) <= 1 with a 1 in every column. Queries: exp(e_im + c_m - r_i), where r_i is the max
+    over m of e_im + c_m: exp(e_im) exp(e_jm) = exp(e_im + c_m) exp(e_jm - c_m), and r_i cancels in num / den.
+    Then den_i >= 1 for every query with a real key (its top feature m has exp(0) times z_m >= 1): one shared
+    constant over all features could leave a query whose features only far-below-the-max keys share with a
+    denominator that underflows to 0 (its output lost, its gradient 1/0) at large logits in float32.
 
     Precision: features, exponents and their max, C, z, the matmuls forming them and the division run in
     float32 at least, autocast off so that it cannot downcast them again; the upcast copies are
@@ -113,16 +118,16 @@ class _KernelAttention(torch.autograd.Function):
         b, h, n, d_v = v.shape
         with torch.autocast(q.device.type, enabled=False):  # our dtypes are chosen; autocast would undo them
             context = shift = None
-            if fmap.log_domain:  # a finite start: exp(start - c) is 0, or 1 while no key was real (C = 0)
-                shift = torch.full((b, h, 1, 1), torch.finfo(wide).min, dtype=wide, device=q.device)
             for start in range(0, n, chunk):  # keys: accumulate [C, z]
                 part = slice(start, start + chunk)
                 key_ok = None if mask is None else mask[:, None, part, None]
                 p = _key_exponents(fmap, k[:, :, part].to(wide), key_ok)
-                if fmap.log_domain:  # online max: a chunk that raises it rescales what was summed so far
-                    new_shift = torch.maximum(shift, p.amax((-2, -1), keepdim=True))
+                if fmap.log_domain:  # online max per feature: a chunk that raises it rescales what was summed
+                    if shift is None:  # a finite start: exp(start - c) is 0, or 1 while no key was real (C = 0)
+                        shift = torch.full((b, h, 1, p.shape[-1]), torch.finfo(wide).min, dtype=wide, device=q.device)
+                    new_shift = torch.maximum(shift, p.amax(-2, keepdim=True))  # (B, H, 1, M)
                     if context is not None:
-                        context.mul_(torch.exp(shift - new_shift))
+                        context.mul_(torch.exp(shift - new_shift).transpose(-1, -2))  # row m by its own factor
                     shift = new_shift
                     p = p.sub_(shift).exp_()  # padded keys: exp(-inf) = 0
                 chunk_context = p.transpose(-1, -2) @ _with_ones(v[:, :, part].to(wide))  # (B, H, M, D + 1)
@@ -131,7 +136,7 @@ class _KernelAttention(torch.autograd.Function):
             den = torch.empty(b, h, n, 1, dtype=wide, device=q.device)
             for start in range(0, n, chunk):  # queries: [num, den] = phi [C, z]
                 part = slice(start, start + chunk)
-                num_den = _query_features(fmap, q[:, :, part].to(wide)) @ context
+                num_den = _query_features(fmap, q[:, :, part].to(wide), shift) @ context
                 den[:, :, part] = num_den[..., -1:]
                 # a row with no real key at all (an all-padding sequence) gets 0 rather than 0/0
                 torch.div(num_den[..., :-1], num_den[..., -1:].clamp(min=torch.finfo(wide).tiny), out=out[:, :, part])
@@ -150,7 +155,7 @@ class _KernelAttention(torch.autograd.Function):
             for start in range(0, n, chunk):  # queries: dF = [dnum, dden] [C, z]^T, and the sums [dC, dz]
                 part = slice(start, start + chunk)
                 q_c = q[:, :, part].to(wide)
-                phi = _query_features(fmap, q_c)
+                phi = _query_features(fmap, q_c, shift)
                 den_c = den[:, :, part]
                 # where den = 0 (no real key) out was clamped to 0: no gradient flows
                 inv_den = torch.where(den_c > 0, 1 / den_c, torch.zeros_like(den_c))

@@ -11,9 +11,10 @@ stays unbiased and the rows of a block are exactly orthogonal. One W per layer, 
 kernel='relu' (generalized attention): phi(x) = relu(W x) + 1e-3, same orthogonal W, no input scaling.
 
 Computed by linear.kernel_attention: chunked, features recomputed in the backward, float32 sums. The
-exponents are stabilised by a query's own max and by one max over the real keys and all features; both
-cancel between numerator and normaliser (exact, detached), as do a query's -|q'|^2/2 and the 1/sqrt(M),
-which are left out. No epsilon is added to the softmax features (it would bias the estimate). Padded
+exponents are stabilised per feature by its max over the real keys (moved onto the queries' side) and by a
+query's own max; both cancel between numerator and normaliser (exact, detached), as do a query's -|q'|^2/2
+and the 1/sqrt(M), which are left out. So every query with a real key has a normaliser of at least 1, at any
+size of the logits. No epsilon is added to the softmax features (it would bias the estimate). Padded
 keys get zero features: they enter neither sum, nor the keys' max. Training mode redraws W from torch's
 global RNG every `redraw_interval` forward calls, eval mode never; W is a buffer saved in checkpoints, the
 call count is not, so a resumed run restarts its redraw schedule.
