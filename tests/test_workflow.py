@@ -200,6 +200,15 @@ def test_an_unknown_tokenizer_names_the_model_folder(tmp_path):
             "Snakemake config's tokenizers [") in output and "'demo-bpe'" in output
 
 
+def test_a_models_dir_without_models_is_an_error_not_an_empty_report(tmp_path):
+    project = copy_project(tmp_path, ["demo"])
+    (project / "demo/empty").mkdir()
+    for where, says in (("demo/no-such-models", "no such folder"), ("demo/empty", "no model folder")):
+        done = snakemake(project, "--configfile", "config/demo.yaml", "--config", f"models_dir={where}", "-n",
+                         "--cores", "1", check=False)
+        assert done.returncode != 0 and f"models_dir {where}: {says}" in done.stdout + done.stderr
+
+
 def test_the_committed_schema_is_generated_from_the_pipeline_config():
     from effbert.pipeline_config import schema_yaml
 

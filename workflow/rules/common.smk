@@ -35,6 +35,9 @@ LRA_DIR = PIPELINE.lra.dir
 LOGS = PIPELINE.logs_dir
 
 MODEL_NAMES = PIPELINE.models or sorted(p.parent.name for p in Path(MODELS).glob(f"*/{layout.CONFIG_FILE}"))
+if not MODEL_NAMES:  # else an empty report, exit 0: a misspelt models_dir would look like success
+    raise ValueError(f"models_dir {MODELS}: " + (f"no model folder (<name>/{layout.CONFIG_FILE}) in it"
+                                                 if Path(MODELS).is_dir() else "no such folder"))
 MODEL_CONFIGS = {name: load_config(Path(MODELS) / name) for name in MODEL_NAMES}
 
 
