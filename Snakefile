@@ -5,7 +5,9 @@ from snakemake.utils import min_version, validate
 min_version("8.0")
 
 
-configfile: "config/config.yaml"
+# the config: config/config.yaml by default (profiles/default), or the one --configfile names, whole. Not a
+# configfile: directive here, which --configfile would update key by key: a config for a smaller run would get
+# config.yaml's real-scale settings wherever it left a key out.
 
 
 # the front page of `snakemake --report results/report.html` (the results it carries: workflow/rules/report.smk)

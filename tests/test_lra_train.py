@@ -360,6 +360,8 @@ def test_dag_fans_out_seeds_and_generates_pathfinder(tmp_path: Path):
     copy_project(tmp_path)
     config = yaml.safe_load((ROOT / "config" / "demo.yaml").read_text())
     config["models_dir"] = "models"
+    # the project's model folders (copied with it) name the real tokenizers: the config names them too
+    config["tokenizers"] = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())["tokenizers"]
     config["lra"] = {"dir": "lra", "tasks": ["listops", "pathfinder", "pathx"], "generate": {
         "listops": {"train": 10, "val": 2, "test": 2}, "pathfinder": {"n_images": 20, "workers": 2},
         "pathx": {"n_images": 10}}}

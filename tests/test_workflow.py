@@ -61,8 +61,8 @@ def planned(output: str) -> list[dict]:
 
 def test_lint_is_clean(tmp_path):
     for configfile in ("config/config.yaml", "config/demo.yaml"):
-        done = snakemake(copy_project(tmp_path / Path(configfile).stem, ["demo"]), "--configfile", configfile,
-                         "--lint", check=False)
+        done = snakemake(copy_project(tmp_path / Path(configfile).stem, ["demo", "models"]), "--configfile",
+                         configfile, "--lint", check=False)
         assert done.returncode == 0, f"snakemake --lint ({configfile}):\n{done.stdout[-6000:]}{done.stderr[-2000:]}"
 
 
