@@ -209,6 +209,18 @@ def test_a_models_dir_without_models_is_an_error_not_an_empty_report(tmp_path):
         assert done.returncode != 0 and f"models_dir {where}: {says}" in done.stdout + done.stderr
 
 
+def test_a_configfile_replaces_config_yaml_whole(tmp_path):
+    """--configfile names the whole config: what it leaves out is not taken from config/config.yaml (whose
+    ListOps is generated at real scale), so a demo config without lra.generate asks for the ListOps files."""
+    project = copy_project(tmp_path, ["demo"])
+    config = yaml.safe_load((project / "config/demo.yaml").read_text())
+    del config["lra"]["generate"]
+    (project / "config/mine.yaml").write_text(yaml.safe_dump(config))
+    done = snakemake(project, "--configfile", "config/mine.yaml", "-n", "-p", "--cores", "1", check=False)
+    output = done.stdout + done.stderr
+    assert done.returncode != 0 and "listops-1000/basic_train.tsv" in output and "lra-data" not in output
+
+
 def test_the_committed_schema_is_generated_from_the_pipeline_config():
     from effbert.pipeline_config import schema_yaml
 
