@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import pickle
 import subprocess
+import zlib
 
 import numpy as np
 import pytest
@@ -254,6 +255,60 @@ def test_image_binary_batch_of_wrong_size_is_named(tmp_path):
         image.read_split(tmp_path, "test")
 
 
+def _write_one_python_batch(tmp_path, labels, data=None):
+    """A python batch file of 10 images whose 'labels' (and optionally 'data') are given as they are."""
+    folder = tmp_path / "cifar-10-batches-py"
+    folder.mkdir()
+    data = np.zeros((10, 3072), np.uint8) if data is None else data
+    path = folder / "test_batch"
+    path.write_bytes(pickle.dumps({b"data": data, b"labels": labels}, protocol=2))
+    return path
+
+
+@pytest.mark.parametrize(("labels", "found"), [
+    ("abcdefghij", r"got str 'abcdefghij'"),  # numpy used to raise a ValueError traceback converting it
+    ([1.5] * 10, r"item 0 is float 1\.5"),  # used to be truncated to class 1
+    ([True] * 10, r"item 0 is bool True"),  # used to be read as class 1
+    ([1] * 9 + ["7"], r"item 9 is str '7'"),
+    ([[1]] * 10, r"item 0 is list \[1\]"),
+    ([-1] * 10, r"item 0 is int -1"),
+    ([1 << 70] * 10, r"item 0 is int 1180591620717411303424"),  # used to overflow int64 in a traceback
+    (np.full(10, 2.0), r"item 0 is float 2\.0"),
+    ([1] * 9, r"\(one per row of 'data'\), got 9"),
+])
+def test_cifar_labels_that_are_not_class_ids_are_named(tmp_path, labels, found):
+    path = _write_one_python_batch(tmp_path, labels)
+    expected = r"test_batch: key 'labels': expected a list of 10 integer class ids 0\.\.9"
+    with pytest.raises(InputError, match=rf"{expected}.*{found}"):
+        image.read_python_batch(path)
+
+
+def test_cifar_labels_as_numpy_integers_are_read(tmp_path):
+    path = _write_one_python_batch(tmp_path, np.arange(10, dtype=np.uint8))
+    assert image.read_python_batch(path)[1].tolist() == list(range(10))
+
+
+def test_cifar_batch_with_odd_data_keys_or_an_unreadable_file_is_named(tmp_path):
+    path = _write_one_python_batch(tmp_path, [0] * 2, data=[[0] * 3072, [0]])  # a ragged list, not an array
+    with pytest.raises(InputError, match=r"test_batch: key 'data': expected a uint8 \(n, 3072\) array, got list"):
+        image.read_python_batch(path)
+    path.write_bytes(pickle.dumps({1: 0, b"x": 0}, protocol=2))  # keys no sort can order
+    with pytest.raises(InputError, match=r"test_batch: expected keys 'data' and 'labels', got \['1', 'x'\]"):
+        image.read_python_batch(path)
+    # _codecs.encode naming no codec raised LookupError, not a refusal
+    path.write_bytes(b"\x80\x02c_codecs\nencode\nX\x01\x00\x00\x00aX\x03\x00\x00\x00zzz\x86R.")
+    with pytest.raises(InputError, match=r"test_batch: not a CIFAR-10 python batch: unknown encoding"):
+        image.read_python_batch(path)
+    path.unlink()
+    path.mkdir()  # a folder where the batch should be
+    with pytest.raises(InputError, match=r"test_batch: cannot read this CIFAR-10 python batch"):
+        image.read_python_batch(path)
+    (tmp_path / "cifar-10-batches-bin").mkdir()
+    (tmp_path / "cifar-10-batches-bin" / "test_batch.bin").mkdir()
+    with pytest.raises(InputError, match=r"test_batch.bin: cannot read this CIFAR-10 binary batch"):
+        image.read_binary_batch(tmp_path / "cifar-10-batches-bin" / "test_batch.bin")
+
+
 # ---------------------------------------------------------------- Pathfinder (release layout)
 
 
@@ -319,3 +374,80 @@ def test_pathfinder_fixture_metadata_conformance(shared_fixtures, tmp_path):
     assert {e.label for e in examples} == {0, 1}
     # field 6 is the contour length: 6 for the baseline
     assert {line.split()[5] for line in lines} == {"6"}
+
+
+def _one_image_folder(tmp_path, save_image):
+    """A pathfinder32 difficulty folder of one metadata line whose image is written by save_image(path)."""
+    folder = tmp_path / "pathfinder32" / "curv_contour_length_14"
+    _write_pathfinder(folder, [[1] * 10])
+    save_image(folder / "imgs" / "0" / "sample_0.png")
+    return folder
+
+
+def test_pathfinder_png_declaring_a_huge_size_is_refused_before_decoding(tmp_path):
+    # 20000 x 10000 one-bit pixels: a few kB on disk, beyond PIL's limit (DecompressionBombError, a traceback)
+    _one_image_folder(tmp_path, lambda p: Image.new("1", (20000, 10000)).save(p))
+    with pytest.raises(InputError, match=r"sample_0.png: declares a far too large image .*; named by .*0.npy line 1"):
+        pathfinder.read_split(tmp_path, "train")
+    # 12000 x 12000: only a PIL warning, so the declared size is what refuses it, without decoding it
+    _one_image_folder(tmp_path / "b", lambda p: Image.new("1", (12000, 12000)).save(p))
+    with pytest.raises(InputError, match=r"sample_0.png: expected a 32x32 image, got 12000x12000; named by .*0.npy"):
+        pathfinder.read_split(tmp_path / "b", "train")
+
+
+def test_pathfinder_png_sizes_are_checked_even_without_a_resolution(tmp_path):
+    folder = _one_image_folder(tmp_path, lambda p: Image.new("L", (300, 300)).save(p))
+    with pytest.raises(InputError, match=r"sample_0.png: expected at most 256x256 pixels .*, got 300x300"):
+        pathfinder.read_folder_split(folder, "train")
+
+
+def test_pathfinder_png_with_a_truncated_header_is_named(tmp_path):
+    def truncated_ihdr(path):
+        Image.new("L", (32, 32)).save(path)
+        data = path.read_bytes()
+        body = data[16:21]  # IHDR holds 13 bytes; 5 of them, under a valid CRC, make PIL raise ValueError
+        chunk = (5).to_bytes(4, "big") + b"IHDR" + body + zlib.crc32(b"IHDR" + body).to_bytes(4, "big")
+        path.write_bytes(data[:8] + chunk + data[33:])
+
+    _one_image_folder(tmp_path, truncated_ihdr)
+    with pytest.raises(InputError, match=r"sample_0.png: not a readable PNG"):
+        pathfinder.read_split(tmp_path, "train")
+
+
+def _npy_header(header: dict) -> bytes:
+    text = repr(header).encode()
+    text += b" " * (63 - (len(text) + 10) % 64) + b"\n"
+    return b"\x93NUMPY\x01\x00" + len(text).to_bytes(2, "little") + text
+
+
+@pytest.mark.parametrize(("body", "found"), [
+    # a header declaring terabytes: numpy's MemoryError was a traceback
+    (_npy_header({"descr": "<f8", "fortran_order": False, "shape": (10**12,)}) + b"x" * 16, "Unable to allocate"),
+    (b"\x93NUMPY\x01\x00\x10\x00{'descr': '<f8',\n", "numpy cannot read"),  # tokenize's TokenError
+    # code points beyond U+10FFFF: numpy's SystemError turning them into str
+    (_npy_header({"descr": "<U2", "fortran_order": False, "shape": (1,)}) + b"\xff" * 8, "beyond U\\+10FFFF"),
+])
+def test_pathfinder_damaged_npy_metadata_is_named(tmp_path, body, found):
+    folder = tmp_path / "pathfinder32" / "curv_contour_length_14"
+    _write_pathfinder(folder, [[1] * 10])
+    (folder / "metadata" / "0.npy").write_bytes(body)
+    with pytest.raises(InputError, match=rf"0.npy: .*{found}"):
+        pathfinder.read_split(tmp_path, "train")
+
+
+def test_pathfinder_metadata_folder_named_npy_is_named(tmp_path):
+    folder = tmp_path / "pathfinder32" / "curv_contour_length_14"
+    _write_pathfinder(folder, [[1] * 10])
+    (folder / "metadata" / "1.npy").mkdir()
+    with pytest.raises(InputError, match=r"1.npy: cannot read this metadata file"):
+        pathfinder.read_split(tmp_path, "train")
+
+
+def test_pathfinder_npy_metadata_of_whole_lines_or_bytes_keeps_every_example(tmp_path):
+    folder = tmp_path / "pathfinder32" / "curv_baseline"
+    _write_pathfinder(folder, [[1, 0, 1, 1, 0, 0, 1, 0, 1, 1]])
+    lines = (folder / "metadata" / "0.npy").read_text().splitlines()
+    np.save(folder / "metadata" / "0.npy", np.array(lines))  # 1-D: one line per item (was joined into one line)
+    assert pathfinder.read_split(tmp_path, "train", difficulty="easy").labels.tolist() == [1, 0, 1, 1, 0, 0, 1, 0]
+    np.save(folder / "metadata" / "0.npy", np.array([line.split() for line in lines], dtype="S"))  # was "b'imgs/0'"
+    assert pathfinder.read_split(tmp_path, "test", difficulty="easy").labels.tolist() == [1]

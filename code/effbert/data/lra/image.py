@@ -89,37 +89,82 @@ def _planes_to_grey(rows: np.ndarray) -> np.ndarray:
     return greyscale(rgb).astype(np.int64)
 
 
-def read_python_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
-    """One python batch -> ((n, 3072) uint8 planar pixels, (n,) int64 labels)."""
+# what unpickling a damaged or hostile file can raise (LookupError: _codecs.encode naming an unknown codec,
+# KeyError / IndexError: references to objects the pickle never made); each means "not a CIFAR-10 batch"
+_UNPICKLE_ERRORS = (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, MemoryError,
+                    LookupError, OverflowError, RecursionError)
+
+
+def _read_batch_bytes(path: Path, kind: str) -> bytes:
+    """The bytes of one batch file, or InputError: missing, unreadable (a folder...) or far beyond a batch's size."""
     try:
         size = Path(path).stat().st_size
         if size > MAX_BATCH_BYTES:
-            raise InputError(f"{path}: {size} bytes; a CIFAR-10 python batch is about 31 MB, not read")
-        obj = restricted_load(Path(path).read_bytes())
+            raise InputError(f"{path}: {size} bytes; a CIFAR-10 {kind} batch is about 31 MB, not read")
+        return Path(path).read_bytes()
     except FileNotFoundError:
-        raise InputError(f"{path}: no such CIFAR-10 python batch") from None
-    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, MemoryError) as e:
-        raise InputError(f"{path}: not a CIFAR-10 python batch: {str(e)[:200]}") from None
+        raise InputError(f"{path}: no such CIFAR-10 {kind} batch") from None
+    except OSError as e:  # a folder, no permission...: the OS's reason is the actionable part
+        raise InputError(f"{path}: cannot read this CIFAR-10 {kind} batch ({e.strerror or e})") from None
+
+
+def _batch_dict(path: Path, obj: object) -> dict:
+    """The unpickled batch as a dict with str keys ('data', 'labels'), or InputError naming what it is instead."""
     if not isinstance(obj, dict):
         raise InputError(f"{path}: expected a pickled dict with keys 'data' and 'labels', got {type(obj).__name__}")
     d = {k.decode("latin-1") if isinstance(k, bytes) else k: v for k, v in obj.items()}
     if "data" not in d or "labels" not in d:
-        raise InputError(f"{path}: expected keys 'data' and 'labels', got {sorted(d)}")
-    data = np.asarray(d["data"])
-    labels = np.asarray(d["labels"], dtype=np.int64)
-    if data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3 * PIXELS:
-        raise InputError(f"{path}: key 'data': expected a uint8 (n, {3 * PIXELS}) array, got {data.dtype} {data.shape}")
-    if labels.shape != (len(data),) or (len(labels) and not (labels.min() >= 0 and labels.max() < NUM_CLASSES)):
-        raise InputError(f"{path}: key 'labels': expected {len(data)} class ids 0..{NUM_CLASSES - 1}")
-    return data, labels
+        # str(): the keys may be of mixed types (1, 'x'), which sorted() alone cannot order
+        raise InputError(f"{path}: expected keys 'data' and 'labels', got {sorted(str(k) for k in d)}")
+    return d
+
+
+def _batch_data(path: Path, raw: object) -> np.ndarray:
+    """Key 'data': a released batch holds one uint8 (n, 3072) array; anything else is refused, not converted."""
+    if isinstance(raw, np.ndarray) and raw.dtype == np.uint8 and raw.ndim == 2 and raw.shape[1] == 3 * PIXELS:
+        return raw
+    got = f"{raw.dtype} {raw.shape}" if isinstance(raw, np.ndarray) else type(raw).__name__
+    raise InputError(f"{path}: key 'data': expected a uint8 (n, {3 * PIXELS}) array, got {got}")
+
+
+def _is_class_id(value: object) -> bool:
+    # bool is an int subclass, but True is no class id: a file of booleans is not a file of labels
+    return isinstance(value, (int, np.integer)) and not isinstance(value, bool) and 0 <= value < NUM_CLASSES
+
+
+def _batch_labels(path: Path, raw: object, n: int) -> np.ndarray:
+    """Key 'labels' as (n,) int64: a released batch holds a list of n ints 0..9.
+
+    Every item is checked as it is, before any conversion, because numpy would turn 1.5 into class 1, True into
+    class 1 and the string '7' into class 7: silently wrong labels."""
+    expected = f"{path}: key 'labels': expected a list of {n} integer class ids 0..{NUM_CLASSES - 1}"
+    if isinstance(raw, np.ndarray):
+        raw = raw.tolist()  # numpy ints become ints; floats, bools and nested rows stay what they are
+    if not isinstance(raw, (list, tuple)):
+        raise InputError(f"{expected}, got {type(raw).__name__} {raw!r:.40}")
+    if len(raw) != n:
+        raise InputError(f"{expected} (one per row of 'data'), got {len(raw)}")
+    for i, value in enumerate(raw):
+        if not _is_class_id(value):
+            raise InputError(f"{expected}; item {i} is {type(value).__name__} {value!r:.40}")
+    return np.asarray(raw, dtype=np.int64)
+
+
+def read_python_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """One python batch -> ((n, 3072) uint8 planar pixels, (n,) int64 labels)."""
+    data = _read_batch_bytes(path, "python")
+    try:
+        obj = restricted_load(data)
+    except _UNPICKLE_ERRORS as e:
+        raise InputError(f"{path}: not a CIFAR-10 python batch: {str(e)[:200]}") from None
+    d = _batch_dict(path, obj)
+    pixels = _batch_data(path, d["data"])
+    return pixels, _batch_labels(path, d["labels"], len(pixels))
 
 
 def read_binary_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
     """One binary batch (records of 1 label byte + 3072 pixel bytes) -> (planar pixels, labels)."""
-    try:
-        raw = np.fromfile(path, dtype=np.uint8)
-    except FileNotFoundError:
-        raise InputError(f"{path}: no such CIFAR-10 binary batch") from None
+    raw = np.frombuffer(_read_batch_bytes(path, "binary"), dtype=np.uint8)
     if raw.size == 0 or raw.size % RECORD:
         raise InputError(f"{path}: {raw.size} bytes is not a whole number of {RECORD}-byte CIFAR-10 records")
     records = raw.reshape(-1, RECORD)

@@ -17,6 +17,8 @@ background) is a real token and nothing is padded.
 from __future__ import annotations
 
 import io
+import tokenize
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -41,6 +43,11 @@ NUM_CLASSES = 2
 SPLIT_PERCENT = {"train": (0, 80), "dev": (80, 90), "test": (90, 100)}
 METADATA_FIELDS = 4  # at least: folder, file name, index, label
 NPY_MAGIC = b"\x93NUMPY"
+# what np.load (allow_pickle=False) raises on a damaged header or body; MemoryError: a header declaring a huge
+# shape; TokenError: numpy tokenizes old-style headers
+_NPY_ERRORS = (ValueError, OSError, MemoryError, SyntaxError, tokenize.TokenError)
+# what PIL raises on a damaged PNG besides OSError (ValueError: e.g. "Truncated IHDR chunk")
+_PNG_ERRORS = (OSError, ValueError, SyntaxError)
 
 
 @dataclass(frozen=True)
@@ -73,16 +80,44 @@ def pathfinder_dir(lra_dir: Path, resolution: int = DEFAULT_RESOLUTION, difficul
     return Path(lra_dir) / release_dir(resolution) / difficulty_name(difficulty)
 
 
+def _text(value: object) -> str:
+    """One array item as text: a bytes item (dtype S) is its decoded text, not "b'...'"."""
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
+
+
+def _beyond_unicode(rows: np.ndarray) -> bool:
+    """Whether a unicode (dtype U) array holds a code point no str can hold: a damaged .npy body."""
+    if rows.dtype.kind != "U" or rows.size == 0 or rows.dtype.itemsize == 0:
+        return False
+    native = np.ascontiguousarray(rows, dtype=rows.dtype.newbyteorder("="))
+    return int(native.view(np.uint32).max()) > 0x10FFFF
+
+
+def _npy_lines(path: Path, rows: np.ndarray) -> list[str]:
+    """Metadata lines from a .npy array: 2-D, one row of fields per line; 1-D, one whole line per item (items
+    holding spaces) or else a single row of fields. Joining 1-D lines into one row would silently keep only the
+    first example."""
+    if rows.ndim > 2:
+        raise InputError(f"{path}: a {rows.ndim}-D .npy array; expected metadata rows (2-D) or lines (1-D)")
+    if _beyond_unicode(rows):  # numpy raises SystemError, not ValueError, turning such an item into str
+        raise InputError(f"{path}: a .npy text array holding code points beyond U+10FFFF; expected metadata text")
+    if rows.ndim == 1 and any(len(_text(v).split()) > 1 for v in rows):
+        return [_text(v) for v in rows]
+    return [" ".join(_text(v) for v in row) for row in np.atleast_2d(rows)]
+
+
 def metadata_lines(path: Path) -> list[str]:
     """The lines of one metadata file: text (as released), or a real .npy array of rows (no pickle)."""
-    data = Path(path).read_bytes()
+    try:
+        data = Path(path).read_bytes()
+    except OSError as e:  # a folder named *.npy, no permission...
+        raise InputError(f"{path}: cannot read this metadata file ({e.strerror or e})") from None
     if data.startswith(NPY_MAGIC):
         try:
             rows = np.load(io.BytesIO(data), allow_pickle=False)
-        except ValueError as e:
-            raise InputError(f"{path}: a .npy file that numpy cannot read without pickle: {e}") from None
-        rows = np.atleast_2d(rows)
-        return [" ".join(str(v) for v in row) for row in rows]
+        except _NPY_ERRORS as e:
+            raise InputError(f"{path}: a .npy file that numpy cannot read without pickle: {str(e)[:200]}") from None
+        return _npy_lines(path, rows)
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as e:
@@ -123,24 +158,50 @@ def split_examples(examples: list[Example], split: str) -> list[Example]:
     return examples[percent_boundary(n, lo) : percent_boundary(n, hi)]
 
 
+def _check_declared_size(im: Image.Image, example: Example, resolution: int | None) -> None:
+    """Refuse an image whose header declares the wrong size, before its pixels are decoded (a 20000 x 10000
+    PNG is a few kB on disk and gigabytes decoded). Without a resolution, the largest Pathfinder one bounds it."""
+    width, height = im.size
+    if resolution is not None and (width, height) != (resolution, resolution):
+        expected = f"a {resolution}x{resolution} image"
+    elif resolution is None and max(width, height) > max(RESOLUTIONS):
+        expected = f"at most {max(RESOLUTIONS)}x{max(RESOLUTIONS)} pixels (the largest Pathfinder resolution)"
+    else:
+        return
+    raise InputError(
+        f"{example.image}: expected {expected}, got {width}x{height}; named by {example.source} line {example.line}"
+    )
+
+
+def _decode(im: Image.Image) -> np.ndarray:
+    """The opened image's pixels as a uint8 (height, width) grey array (RGB through greyscale, as for CIFAR)."""
+    im.load()
+    if im.mode in ("L", "P", "1", "LA", "I;16", "I"):
+        return np.asarray(im.convert("L"), dtype=np.uint8)
+    return greyscale(np.asarray(im.convert("RGB"), dtype=np.uint8))
+
+
 def read_image(example: Example, resolution: int | None = None) -> np.ndarray | None:
     """The image's pixels row by row as 1-D int64 0..255; None for an empty file (LRA drops those)."""
     path = example.image
     try:
         if path.stat().st_size == 0:
             return None
-        with Image.open(path) as im:
-            im.load()
-            if im.mode in ("L", "P", "1", "LA", "I;16", "I"):
-                pixels = np.asarray(im.convert("L"), dtype=np.uint8)
-            else:
-                pixels = greyscale(np.asarray(im.convert("RGB"), dtype=np.uint8))
+        with warnings.catch_warnings():
+            # PIL only warns below twice its pixel limit; the declared size is refused below, before decoding
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            im = Image.open(path)
+        with im:
+            _check_declared_size(im, example, resolution)
+            pixels = _decode(im)
     except FileNotFoundError:
         raise InputError(f"{example.source}: line {example.line}: image {path} does not exist") from None
-    except OSError as e:
+    except Image.DecompressionBombError as e:  # a declared size beyond PIL's limit, refused when opening
+        side = max(RESOLUTIONS)
+        raise InputError(f"{path}: declares a far too large image ({e}); expected a Pathfinder image of at most "
+                         f"{side}x{side}; named by {example.source} line {example.line}") from None
+    except _PNG_ERRORS as e:
         raise InputError(f"{path}: not a readable PNG ({e}); named by {example.source} line {example.line}") from None
-    if resolution is not None and pixels.shape != (resolution, resolution):
-        raise InputError(f"{path}: expected a {resolution}x{resolution} image, got {pixels.shape[1]}x{pixels.shape[0]}")
     return pixels.reshape(-1).astype(np.int64)
 
 
