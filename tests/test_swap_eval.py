@@ -228,3 +228,59 @@ def test_variants_of_one_mechanism_are_costed_in_one_run_beside_softmax(hf_dir: 
     assert list(costs.index) == variants and (costs["ms"] > 0).all()
     against_this_runs_softmax = costs["ms"] / measured.loc["softmax", "ms"]
     assert costs["time_vs_softmax"].to_numpy() == pytest.approx(against_this_runs_softmax.to_numpy())
+
+
+def _tiny_bert(folder: Path, max_positions: int) -> Path:
+    """A randomly initialised BERT in HuggingFace's layout whose position table has `max_positions` rows."""
+    transformers = pytest.importorskip("transformers")
+    torch.manual_seed(0)
+    config = transformers.BertConfig(vocab_size=32, hidden_size=8, num_hidden_layers=1, num_attention_heads=2,
+                                     intermediate_size=16, max_position_embeddings=max_positions)
+    transformers.BertModel(config).save_pretrained(folder)
+    letters = [chr(c) for c in range(ord("a"), ord("z") + 1)]
+    (folder / "vocab.txt").write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *letters, "."]) + "\n")
+    return folder
+
+
+def _long_documents(folder: Path) -> Path:
+    """Three documents of 200 one-letter words: 200 tokens each, past a 64-row position table."""
+    folder.mkdir()
+    doc = " ".join("abcdefghij"[i % 10] for i in range(200)) + " ."
+    (folder / "part-00000.txt").write_text("\n\n".join([doc] * 3) + "\n", encoding="utf-8")
+    return folder
+
+
+def _swap_eval_exit_2(tmp_path: Path, capsys, *extra: str) -> str:
+    bert = _tiny_bert(tmp_path / "bert", max_positions=64)
+    argv = ["swap-eval", "--from", str(bert), "--text", str(_long_documents(tmp_path / "docs")), "--passages", "2",
+            "--cost_length", "0", "--device", "cpu", "--out", str(tmp_path / "results"), *extra]
+    capsys.readouterr()  # what building the folder printed (transformers' progress bars)
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "Traceback" not in err, err
+    assert not (tmp_path / "results").exists()
+    return err
+
+
+@pytest.mark.parametrize("max_len", [None, "100", "0", "1"])  # None: the default, 512
+def test_max_len_outside_the_position_table_is_one_line(tmp_path: Path, capsys, max_len: str | None) -> None:
+    err = _swap_eval_exit_2(tmp_path, capsys, "--variants", "softmax", *(["--max_len", max_len] if max_len else []))
+    assert f"error: --max_len {max_len or 512}: expected 2 <= max_len <= 64" in err, err
+    assert "bert/config.json" in err and "max_position_embeddings" in err
+
+
+def test_misspelt_variant_option_is_blamed_on_variants(tmp_path: Path, capsys) -> None:
+    err = _swap_eval_exit_2(tmp_path, capsys, "--max_len", "64", "--variants", "nystrom:num_landmarkz=4")
+    assert "error: --variants 'nystrom:num_landmarkz=4': num_landmarkz: unknown key (nystrom attention" in err, err
+    assert "config.json" not in err
+    with pytest.raises(InputError, match=r"^--variants 'nystrom:64': '64' is not key=value"):
+        swap_eval(tmp_path / "bert", ["A town."], ["nystrom:64"], SwapSettings(max_len=64), log=lambda _: None)
+
+
+def test_adaptation_settings_are_checked_before_any_run(tmp_path: Path, capsys) -> None:
+    err = _swap_eval_exit_2(tmp_path, capsys, "--max_len", "64", "--variants", "softmax", "--adapt_steps", "1",
+                            "--adapt_len", "1")
+    assert "error: --adapt_len 1: expected at least 2" in err
+    settings = SwapSettings(max_len=64, adaptation=Adaptation(steps=1, batch_size=0))
+    with pytest.raises(InputError, match="^--adapt_batch 0: expected at least 1"):
+        swap_eval(tmp_path / "bert", ["a b c"], ["softmax"], settings, log=lambda _: None)

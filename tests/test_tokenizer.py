@@ -177,3 +177,18 @@ def test_import_roberta_vocab_json_and_merges(tmp_path):
     (tmp_path / "bad" / "merges.txt").write_text("a b c\n")
     with pytest.raises(InputError, match=r"merges.txt:1: expected two tokens"):
         import_tokenizer(tmp_path / "bad" / "vocab.json", tmp_path / "out")
+
+
+@pytest.mark.parametrize("content", [{"hello": 1}, {"a": 0, "b": 0}, {"a": "b"}, {}, [1, 2], {"version": "1.0"}])
+def test_json_that_is_neither_tokenizer_nor_vocab_is_named(tmp_path, capsys, content):
+    from effbert.cli import main
+
+    (tmp_path / "x").mkdir()
+    path = tmp_path / "x" / "tokenizer.json"
+    path.write_text(json.dumps(content))
+    with pytest.raises(InputError, match=r"tokenizer\.json: neither a tokenizer\.json .* nor a vocab\.json"):
+        import_tokenizer(path, tmp_path / "out")
+    assert main(["tokenizer", "--from", str(path), "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and str(path) in err and "merges" not in err, err
+    assert not (tmp_path / "out").exists()

@@ -166,7 +166,9 @@ AttentionConfig = Annotated[
     | FnetOptions | LinearOptions | LocalOptions | SlabLinearOptions | NormLinearOptions | BlockSoftmaxOptions,
     Field(discriminator="type"),
 ]
-ATTENTION_TYPES = tuple(options.model_fields["type"].default for options in get_args(get_args(AttentionConfig)[0]))
+_ATTENTION_OPTIONS = {options.model_fields["type"].default: options
+                      for options in get_args(get_args(AttentionConfig)[0])}
+ATTENTION_TYPES = tuple(_ATTENTION_OPTIONS)
 
 
 class LayerAttention(_Section):
@@ -468,16 +470,35 @@ class Config(_Section):
         return _task_attention(self.model.attention, getattr(self.lra, task).attention)
 
 
+def check_attention(attention: object, source: str) -> AttentionConfig:
+    """An attention given outside a config.json (a command-line option such as import-hf's --attention), checked
+    as config.json's model.attention is; errors name `source`, not a file the user did not type it in."""
+    try:
+        return _ATTENTION.validate_python(attention)
+    except ValidationError as e:
+        found = "; ".join(_describe(err, "attention").removeprefix("attention.").removeprefix("attention: ")
+                          for err in e.errors())
+        raise InputError(f"{source}: {found}") from None
+
+
 def _describe(error: dict, prefix: str = "") -> str:
-    # pydantic puts the union tag into the location (model.attention.nystrom.x): drop it
+    # pydantic puts the union tag into the location (model.attention.nystrom.x): drop it, and say which it was
     loc = [str(p) for p in error["loc"]]
     before = ["attention" if prefix else "", *loc]  # the key before each of loc's (a prefix ends in "attention")
+    kinds = [p for i, p in enumerate(loc) if before[i] == "attention" and p in ATTENTION_TYPES]
     loc = [p for i, p in enumerate(loc) if not (before[i] == "attention" and p in ATTENTION_TYPES)]
     where = ".".join(([prefix] if prefix else []) + loc) or "(top level)"
     if where == "(top level)" and error["type"] == "value_error":  # a check across sections names its own keys
         return error["msg"].removeprefix("Value error, ")
     if error["type"] == "extra_forbidden":
-        return f"{where}: unknown key"
+        if not kinds:
+            return f"{where}: unknown key"
+        options = [name for name in _ATTENTION_OPTIONS[kinds[-1]].model_fields if name != "type"]
+        return f"{where}: unknown key ({kinds[-1]} attention's options: {', '.join(options) or 'none'})"
+    if error["type"] in ("model_attributes_type", "dict_type", "model_type"):
+        return f"{where}: expected a JSON object, got {error['input']!r:.60}"
+    if error["type"] == "union_tag_not_found":
+        return f'{where}: no "type" key; expected one of {list(ATTENTION_TYPES)}'
     if error["type"] == "union_tag_invalid":
         tag = error.get("ctx", {}).get("tag")
         return f"{where}: unknown attention type {tag!r}; expected one of {list(ATTENTION_TYPES)}"

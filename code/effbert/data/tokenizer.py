@@ -161,7 +161,7 @@ def import_tokenizer(path: Path, out_dir: Path, *, lowercase: bool | None = None
     path = Path(path)
     if not path.is_file():
         raise InputError(f"{path}: tokenizer file not found")
-    if path.suffix == ".json" and _is_flat_vocab(path):
+    if path.suffix == ".json" and _json_kind(path) == "vocab":
         return _import_bpe_pair(path, Path(merges) if merges else path.parent / "merges.txt", out_dir)
     if path.suffix == ".json":
         tok = load_tokenizer(path)
@@ -182,10 +182,27 @@ def import_tokenizer(path: Path, out_dir: Path, *, lowercase: bool | None = None
     return _save(tok, out_dir, "wordpiece", {"lowercase": lowercase, "imported_from": str(path)})
 
 
-def _is_flat_vocab(path: Path) -> bool:
-    """vocab.json (a flat {token: id} object) rather than a tokenizer.json (which has a "model" key)."""
+def _json_kind(path: Path) -> Literal["tokenizer", "vocab"]:
+    """"tokenizer" for a tokenizer.json (an object with a "model" key), "vocab" for a vocab.json (a flat
+    object of token -> id whose ids are 0..n-1, each once: the rows of the model's embedding table); anything
+    else is one InputError saying the file is neither."""
     data = read_json(path)
-    return isinstance(data, dict) and "model" not in data
+    if isinstance(data, dict) and "model" in data:
+        return "tokenizer"
+    if not isinstance(data, dict):
+        held = {list: "an array", str: "a string", bool: "true or false", type(None): "null"}
+        why = f"it holds {held.get(type(data), 'a number')}, not an object"
+    elif not data:
+        why = "it holds an empty object"
+    elif bad := next(((t, i) for t, i in data.items() if type(i) is not int), None):
+        why = f'no "model" key, and {bad[0]!r} maps to {bad[1]!r}, not an integer id'
+    elif sorted(data.values()) != list(range(len(data))):
+        missing = min(set(range(len(data))) - set(data.values()))
+        why = f'no "model" key, and its ids are not 0..{len(data) - 1}, each once (no token has id {missing})'
+    else:
+        return "vocab"
+    raise InputError(f"{path}: neither a tokenizer.json (an object with a \"model\" key) nor a vocab.json (token -> "
+                     f"id, ids 0..n-1): {why}")
 
 
 def _import_bpe_pair(vocab_path: Path, merges_path: Path, out_dir: Path) -> Path:
@@ -193,9 +210,7 @@ def _import_bpe_pair(vocab_path: Path, merges_path: Path, out_dir: Path) -> Path
     encoded on its own), so a sentence's first word gets its mid-text "Ġword" tokens."""
     if not merges_path.is_file():
         raise InputError(f"{merges_path}: merges file not found (expected beside {vocab_path.name})")
-    vocab = read_json(vocab_path)
-    if not all(isinstance(t, str) and isinstance(i, int) for t, i in vocab.items()):
-        raise InputError(f"{vocab_path}: expected a JSON object of token -> integer id")
+    vocab = read_json(vocab_path)  # its shape checked by _json_kind
     merges = []
     with open(merges_path, encoding="utf-8") as f:
         for number, line in enumerate(f, 1):

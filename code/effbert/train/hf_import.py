@@ -21,7 +21,7 @@ import torch
 from safetensors.torch import load_file
 from tokenizers import Tokenizer
 
-from effbert.config import CONFIG_FILE, Config, ModelConfig, config_json, load_config, parse_config
+from effbert.config import CONFIG_FILE, Config, ModelConfig, check_attention, config_json, load_config, parse_config
 from effbert.data.tokenizer import import_tokenizer
 from effbert.errors import InputError
 from effbert.files import read_json, sha256_file, write_json
@@ -51,8 +51,6 @@ _RENAMES = [
 # tensors that are not weights of ours: a buffer of positions 0..n-1, and the tied decoder (checked apart)
 _SKIP = re.compile(r"(embeddings\.position_ids|cls\.predictions\.decoder\.(weight|bias))$")
 _HF_FILES = ("model.safetensors", "pytorch_model.bin")
-
-
 def read_hf_config(hf_dir: Path) -> dict:
     path = Path(hf_dir) / "config.json"
     try:
@@ -92,7 +90,11 @@ def read_hf_weights(hf_dir: Path) -> dict[str, torch.Tensor]:
     """model.safetensors, else pytorch_model.bin (loaded with weights_only: no code runs)."""
     hf_dir = Path(hf_dir)
     if (hf_dir / _HF_FILES[0]).is_file():
-        return load_file(hf_dir / _HF_FILES[0])
+        try:
+            return load_file(hf_dir / _HF_FILES[0])
+        except Exception as e:  # safetensors raises SafetensorError on a truncated or damaged file
+            reason = " ".join(str(e).split()) or type(e).__name__
+            raise InputError(f"{hf_dir / _HF_FILES[0]}: not a readable safetensors file ({reason})") from None
     if (hf_dir / _HF_FILES[1]).is_file():
         try:
             return torch.load(hf_dir / _HF_FILES[1], map_location="cpu", weights_only=True)
@@ -131,6 +133,7 @@ def import_hf_bert(
     model_dir: str | Path,
     *,
     attention: dict | None = None,
+    attention_source: str = "--attention",
     log: Callable[[str], None] = print,
 ) -> Path:
     """Write models/<name>/checkpoints/cp-0000.pt from a HuggingFace BERT folder; returns its path.
@@ -138,10 +141,13 @@ def import_hf_bert(
     `attention`: the mechanism as in config.json's model.attention (e.g. {"type": "nystrom"}); None takes
     the model folder's config.json when it has one, else softmax. The checkpoint's model config has BERT's
     sizes; the folder's config.json is written with them when absent, and kept (with its other sections
-    used in the checkpoint) when present. Tensors the mechanism adds keep their fresh initialisation and
+    used in the checkpoint) when present. `attention_source` names a given `attention` in errors (the CLI's
+    option). Tensors the mechanism adds keep their fresh initialisation and
     BERT tensors it has no place for go unused; both are logged.
     """
     hf_dir, model_dir = Path(hf_dir), Path(model_dir)
+    if attention is not None:
+        check_attention(attention, attention_source)  # before anything is read or locked
     with writer_lock(model_dir, "import"):
         return _import(hf_dir, model_dir, attention, log)
 

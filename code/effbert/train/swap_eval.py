@@ -43,7 +43,7 @@ import torch.nn.functional as F
 from tokenizers import Tokenizer
 
 from effbert.attention.linformer import LinformerAttention
-from effbert.config import ModelConfig
+from effbert.config import ModelConfig, check_attention
 from effbert.constants import IGNORE
 from effbert.data.glue import GlueSplit, load_split, spearman
 from effbert.data.instances import InstanceMaker
@@ -85,7 +85,7 @@ def parse_variant(text: str) -> dict:
     for item in filter(None, (part.strip() for part in rest.split(","))):
         key, sep, value = item.partition("=")
         if not sep or not key:
-            raise InputError(f"variant {text!r}: {item!r} is not key=value (e.g. nystrom:num_landmarks=64)")
+            raise InputError(f"--variants {text!r}: {item!r} is not key=value (e.g. nystrom:num_landmarks=64)")
         try:
             attention[key.strip()] = json.loads(value)
         except json.JSONDecodeError:
@@ -303,17 +303,35 @@ class SwapSettings:
     device: str = "cpu"
 
 
+def check_lengths(settings: SwapSettings, pre: Pretrained) -> None:
+    """Passages (--max_len) fit BERT's position table and hold at least [CLS] and [SEP]; adaptation windows
+    (--adapt_len, cut from those passages, so never longer) hold a token to predict after [CLS]; adaptation
+    batches (--adapt_batch) hold a passage. An InputError naming the option and the limit, before any run."""
+    limit = pre.hf["max_position_embeddings"]
+    if not 2 <= settings.max_len <= limit:
+        raise InputError(f"--max_len {settings.max_len}: expected 2 <= max_len <= {limit}, the "
+                         f"max_position_embeddings of {pre.source}/config.json")
+    adaptation = settings.adaptation
+    if adaptation is not None and adaptation.max_len < 2:
+        raise InputError(f"--adapt_len {adaptation.max_len}: expected at least 2 ([CLS] and a token to predict)")
+    if adaptation is not None and adaptation.batch_size < 1:
+        raise InputError(f"--adapt_batch {adaptation.batch_size}: expected at least 1 passage per step")
+
+
 def swap_eval(hf_dir: str | Path, texts: list[str], variants: list[str], settings: SwapSettings,
               train_texts: list[str] | None = None, log: Callable[[str], None] = print) -> list[dict]:  # fmt: skip
     """One row per (variant, stage): the measures of the module doc, zero-shot and (with settings.adaptation)
     after adaptation on `train_texts` (default: `texts`). The original (softmax) is always the first variant."""
     if not texts:
         raise InputError("swap-eval: no passages to compare on")
-    pre, device = load_pretrained(hf_dir), torch.device(settings.device)
     variants = [ORIGINAL, *(v for v in variants if v != ORIGINAL)]
     attentions = {v: parse_variant(v) for v in variants}
+    for name, attention in attentions.items():  # a misspelt option fails here, before anything is read
+        check_attention(attention, f"--variants {name!r}")
+    pre, device = load_pretrained(hf_dir), torch.device(settings.device)
     for attention in attentions.values():
-        pre.model_config(attention)  # a misspelt option fails here, before any model runs
+        pre.model_config(attention)  # what the BERT folder's config.json lacks fails here, before any model runs
+    check_lengths(settings, pre)
     sts = None if settings.sts_dir is None else sts_pairs(settings.sts_dir)  # a wrong folder fails before any run
     passages = encode(pre.tokenizer, texts, settings.max_len)
     reference = layer_states(build_swapped(pre, attentions[ORIGINAL], settings.seed).to(device), passages,
