@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import math
+import re
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +16,7 @@ import torch
 from effbert.bench.attention import COLUMNS, bench_attention
 from effbert.cli import main
 from effbert.constants import IGNORE
+from effbert.errors import InputError
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -69,14 +71,105 @@ def test_plot_is_a_png(tiny_run) -> None:
 
 
 def test_a_failing_mechanism_gets_an_error_row_and_the_run_goes_on(tmp_path) -> None:
-    # an impossible option fails inside the worker, as an unsupported length or an OOM would
-    table = bench_attention(tmp_path / "e.csv", None, device="cpu", lengths=[64], mechanisms=["nystrom"],
-                            options={"nystrom": {"num_landmarks": 0}}, repeats=1, warmup=0, threads=1)
+    # transformers' LSH YOSO cannot run on the CPU (its kernels are CUDA's; without transformers, its import fails):
+    # it fails inside the worker, as an unsupported length or an OOM would
+    table = bench_attention(tmp_path / "e.csv", None, device="cpu", lengths=[64], mechanisms=["hf-yoso"], layer=True,
+                            repeats=1, warmup=0, threads=1)
     rows = table.set_index("mechanism")
-    assert list(rows.index) == ["softmax", "nystrom"]  # softmax is added as the baseline
-    assert "num_landmarks" in rows.loc["nystrom", "error"] and pd.isna(rows.loc["nystrom", "ms"])
+    assert list(rows.index) == ["softmax", "hf-yoso"]  # softmax is added as the baseline
+    assert rows.loc["hf-yoso", "error"] != "" and pd.isna(rows.loc["hf-yoso", "ms"])
     assert rows.loc["softmax", "error"] == "" and rows.loc["softmax", "ms"] > 0
-    assert not (tmp_path / "e.png").exists()
+    assert (tmp_path / "e.csv").exists() and not (tmp_path / "e.png").exists()
+
+
+# ---- bad input: one line naming the setting, before anything is measured, nothing written ----
+
+@pytest.fixture
+def nothing_measured(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Bad input must be refused before the first measurement: reaching one fails the test."""
+    from effbert.bench import attention
+
+    def measure_all(*args, **kwargs):
+        raise AssertionError("measuring started despite bad input")
+
+    monkeypatch.setattr(attention, "_measure_all", measure_all)
+
+
+@pytest.mark.parametrize(("args", "named"), [
+    (["--options", "[1]"], "options"),
+    (["--options", '{"nystrom": 3}'], "options 'nystrom'"),
+    (["--options", '{"nystrom": {"num_landmarkz": 3}}'], "options 'nystrom': num_landmarkz: unknown key"),
+    (["--options", '{"nystrom": {"num_landmarks": 0}}'], "options 'nystrom': num_landmarks"),
+    (["--options", '{"nystrom-32": {"type": "nystrom", "num_landmarks": "32"}}'], "options 'nystrom-32' (nystrom)"),
+    (["--options", '{"naive-softmax": {"num_landmarks": 3}}'], "options 'naive-softmax'"),
+    (["--device", "gpu0"], "device 'gpu0'"),
+    (["--lengths", "64", "0"], "lengths"),
+    (["--lengths", "-64"], "lengths"),
+    (["--repeats", "0"], "repeats"),
+    (["--dtype", "float13"], "dtype 'float13'"),
+    (["--threads", "-1"], "--threads"),
+    (["--mechanisms", "nystromm"], "nystromm"),  # refused before too: kept
+])
+def test_bench_attention_refuses_bad_input_in_one_line(args: list[str], named: str, tmp_path: Path, capsys,
+                                                       nothing_measured) -> None:
+    out = tmp_path / "out"
+    defaults = ["--lengths", "64", "--mechanisms", "softmax", "--repeats", "1", "--threads", "1", "--device", "cpu"]
+    assert main(["bench", "attention", *defaults, *args, "--out", str(out / "e.csv"), "--plot",
+                 str(out / "e.png")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith("effbert bench: error: ") and named in err
+    assert "Traceback" not in err and not out.exists()
+
+
+def test_bench_attention_refuses_cuda_without_a_gpu(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys,
+                                                    nothing_measured) -> None:
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert main(["bench", "attention", "--device", "cuda", "--out", str(tmp_path / "e.csv"), "--plot",
+                 str(tmp_path / "e.png")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "device 'cuda'" in err and "is_available" in err
+    assert not list(tmp_path.iterdir())
+
+
+def test_bench_attention_names_a_bad_device_from_the_environment(monkeypatch: pytest.MonkeyPatch,
+                                                                 nothing_measured) -> None:
+    monkeypatch.setenv("EFFBERT_DEVICE", "gpu1")
+    with pytest.raises(InputError, match=r"\$EFFBERT_DEVICE\) 'gpu1'"):
+        bench_attention(None, None, lengths=[64])
+
+
+@pytest.mark.parametrize(("settings", "named"), [
+    ({"warmup": -1}, "warmup"),
+    ({"repeats": 0}, "repeats"),
+    ({"lengths": [64, 0]}, "lengths"),
+    ({"dtype": "half"}, "dtype 'half'"),  # one name per dtype: the csv's column says which ran
+    ({"options": [1]}, "options"),
+    ({"options": {"fast": {"type": "yoso", "hash_bits": 99}}}, "options 'fast' (yoso): hash_bits"),
+    ({"mechanisms": ["softmax"], "options": {"hf-nystromformer": {"num_landmarkz": 8}}},
+     "options 'hf-nystromformer' (nystrom): num_landmarkz"),  # checked even where not measured
+])
+def test_bench_attention_checks_its_settings_before_measuring(settings: dict, named: str, tmp_path: Path,
+                                                              nothing_measured) -> None:
+    """The Python API (and so bench gpu, swap-eval) gets the CLI's checks: an InputError, nothing written."""
+    settings = {"device": "cpu", "lengths": [64], "mechanisms": ["softmax", "nystrom"], **settings}
+    with pytest.raises(InputError, match=re.escape(named)):
+        bench_attention(tmp_path / "e.csv", tmp_path / "e.png", **settings)
+    assert not list(tmp_path.iterdir())
+
+
+def test_bench_attention_refuses_a_folder_as_its_csv(tmp_path: Path, capsys, nothing_measured) -> None:
+    # found only after the whole run otherwise
+    assert main(["bench", "attention", "--device", "cpu", "--out", str(tmp_path), "--plot",
+                 str(tmp_path / "e.png")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and f"out {str(tmp_path)!r}" in err
+    assert not list(tmp_path.iterdir())
+
+
+def test_a_single_token_is_a_length_too(tmp_path: Path) -> None:
+    table = bench_attention(None, None, device="cpu", lengths=[1], mechanisms=["softmax"], repeats=1, warmup=0,
+                            threads=1)
+    assert table["error"].tolist() == [""] and table["ms"].iloc[0] > 0
 
 
 def test_peers_are_whole_layers() -> None:

@@ -123,6 +123,8 @@ def _bench(a: argparse.Namespace) -> None:
 
     from effbert.train.device import set_threads
 
+    if a.threads is not None and a.threads < 0:  # 0 (or none): torch's own setting
+        raise InputError(f"--threads: expected a number of CPU threads, at least 1, got {a.threads}")
     set_threads(a.threads)
     if a.what == "gpu":
         from effbert.bench.gpu import bench_gpu
@@ -135,11 +137,11 @@ def _bench(a: argparse.Namespace) -> None:
         options = json.loads(a.options) if a.options else None
     except json.JSONDecodeError as e:
         raise InputError(f"--options: not JSON ({e.msg})") from None
-    try:
+    try:  # bench_attention checks every setting before anything runs (a failing measurement is a row)
         table = bench_attention(a.out, a.plot, device=a.device, lengths=a.lengths, mechanisms=a.mechanisms,
                                 options=options, layer=a.layer, dtype=a.dtype, repeats=a.repeats)
-    except ValueError as e:  # the settings, checked before anything runs (a failing measurement is a row)
-        raise InputError(str(e)) from None
+    except (ValueError, InputError) as e:  # one line, whatever the check
+        raise InputError(" ".join(str(e).split())) from None
     print(table.to_string(index=False))
 
 
@@ -301,14 +303,17 @@ def _add_bench_stage(sub: argparse._SubParsersAction) -> None:
     benches = s.add_subparsers(dest="what", required=True, metavar="BENCH")
     b = benches.add_parser("attention", help="forward+backward time and peak memory of every mechanism against "
                            "sequence length, torch SDPA measured in the same run")
-    b.add_argument("--lengths", type=int, nargs="+", help="default: 512..4096 on CPU, 512..16384 on a GPU")
+    b.add_argument("--lengths", type=int, nargs="+", help="sequence lengths n, positive integers (default: "
+                   "512..4096 on CPU, 512..16384 on a GPU)")
     b.add_argument("--mechanisms", nargs="+", help="default: every registered mechanism")
-    b.add_argument("--dtype", help="default: float32 on CPU, bfloat16 on a GPU")
+    b.add_argument("--dtype", help="float32, bfloat16, float16 (these two under autocast, as in training) or "
+                   "float64 (default: float32 on CPU, bfloat16 on a GPU)")
     b.add_argument("--repeats", type=int, default=EfficiencyConfig.model_fields["repeats"].default,
-                   help="timed calls per (mechanism, n); the median is kept")
+                   help="timed calls per (mechanism, n), at least 1; the median is kept")
     b.add_argument("--layer", action="store_true", help="whole self-attention layers (q/k/v/output projections "
                    "included), with transformers' Nystromformer and YOSO layers as peers (hf-nystromformer, hf-yoso)")
-    b.add_argument("--options", help='mechanism options as JSON, e.g. \'{"nystrom": {"conv_kernel": 33}}\' '
+    b.add_argument("--options", help="mechanism options as a JSON object, mechanism name -> its options as in a "
+                   'model\'s attention section, e.g. \'{"nystrom": {"conv_kernel": 33}}\' '
                    "(a peer takes the options of our mechanism of the same method); an entry under a label of "
                    'its own with a "type" is a variant, a row of its own: \'{"nystrom-32": {"type": "nystrom", '
                    '"num_landmarks": 32}}\'')

@@ -60,6 +60,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from effbert.errors import InputError
 from effbert.files import atomic_path, write_text
 from effbert.pipeline_config import NAIVE_SOFTMAX, EfficiencyConfig
 
@@ -72,6 +73,8 @@ BASELINE = "softmax"
 NAIVE = NAIVE_SOFTMAX
 REPEATS = EfficiencyConfig.model_fields["repeats"].default  # declared once, with the DAG's setting of it
 MIB = 2**20
+# bfloat16 / float16: torch.autocast with float32 parameters, as in training; float32 / float64: everything in it
+DTYPES = ("float32", "bfloat16", "float16", "float64")
 
 
 class NaiveSoftmaxAttention(nn.Module):
@@ -424,15 +427,30 @@ def bench_attention(
     ({"naive-softmax": 16384}) skips a mechanism's longer lengths. Softmax is always measured, as the
     baseline of the ratios. The table is written to `out_csv` when given.
     """
-    device = device or _default_device()
+    # every setting is checked here, before anything runs: bad input is one InputError naming it, never a table
+    # of error rows (a failing measurement, out of memory or an unsupported length, is a row)
+    device = _checked_device(device)
     cuda = torch.device(device).type == "cuda"
+    _check_settings(lengths=lengths, repeats=repeats, warmup=warmup, batch=batch, heads=heads, head_dim=head_dim,
+                    threads=threads)
     lengths = sorted(lengths or [2**i for i in range(9, 15 if cuda else 13)])
     heads = heads or (16 if cuda else 4)
     dtype = dtype or ("bfloat16" if cuda else "float32")
+    if dtype not in DTYPES:
+        raise InputError(f"dtype {dtype!r}: expected one of {', '.join(DTYPES)} (bfloat16 and float16 run under "
+                         "autocast, as in training)")
     threads = threads or torch.get_num_threads()
-    rows_of = _row_mechanisms(mechanisms, _variants(options), layer)
+    if options is not None and not isinstance(options, dict):
+        raise InputError(f"options: expected an object mapping mechanism names (or variants' labels) to objects of "
+                         f"options, e.g. {{\"nystrom\": {{\"num_landmarks\": 32}}}}; got {options!r}")
+    _check_outputs(out_csv, plot)
+    variants = _variants(options)
+    rows_of = _row_mechanisms(mechanisms, variants, layer)
+    max_seq_len = max(lengths[-1], 2)  # a model's least max_seq_len: n = 1 runs too
+    _check_options({**{label: label for label in options or {}}, **variants, **rows_of}, options, heads, head_dim,
+                   max_seq_len)
     settings = {"device": device, "dtype": dtype, "batch": batch, "heads": heads, "head_dim": head_dim,
-                "max_len": lengths[-1], "layer": layer, "repeats": repeats, "warmup": warmup, "seed": seed,
+                "max_len": max_seq_len, "layer": layer, "repeats": repeats, "warmup": warmup, "seed": seed,
                 "threads": threads, "budget_s": budget_s}  # fmt: skip
     rows = _measure_all(rows_of, lengths, settings, options, timeout_s=timeout_s, max_len=max_len,
                         total_budget_s=total_budget_s)
@@ -447,6 +465,80 @@ def bench_attention(
     return table
 
 
+def _checked_device(device: str | None) -> str:
+    """`device`, else $EFFBERT_DEVICE, else a GPU when there is one: a device this bench measures on (cpu, cuda,
+    cuda:N), and one this machine has; anything else is an InputError, checked before anything runs."""
+    where = "device"
+    if not device and os.environ.get("EFFBERT_DEVICE"):
+        device, where = os.environ["EFFBERT_DEVICE"], "device (from $EFFBERT_DEVICE)"
+    if not device:
+        return _default_device()
+    try:
+        kind = torch.device(device).type
+    except (RuntimeError, TypeError):  # torch's "Invalid device string"
+        kind = None
+    if kind not in ("cpu", "cuda"):
+        raise InputError(f"{where} {device!r}: expected cpu, cuda or cuda:N (N the GPU's index)")
+    if kind == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        index = torch.device(device).index
+        if not count:
+            raise InputError(f"{where} {device!r}: this machine has no CUDA GPU that torch can use "
+                             "(torch.cuda.is_available() is False); measure on cpu")
+        if index is not None and index >= count:
+            raise InputError(f"{where} {device!r}: this machine has {count} CUDA GPU(s), cuda:0..cuda:{count - 1}")
+    return str(device)
+
+
+def _check_settings(*, lengths: list[int] | None, repeats: int, warmup: int, batch: int, head_dim: int,
+                    heads: int | None, threads: int | None) -> None:
+    """Lengths (when given) are positive integers; repeats, batch and head_dim at least 1, warmup at least 0;
+    heads and threads at least 1 or unset (None or 0: the device's default). An InputError naming the setting
+    otherwise."""
+    def whole(x: object) -> bool:
+        return isinstance(x, int) and not isinstance(x, bool)
+
+    bad = [n for n in lengths or [] if not whole(n) or n < 1]
+    if bad:
+        raise InputError(f"lengths: expected positive integers (sequence lengths n), got {bad}")
+    least = {"repeats": (repeats, 1), "warmup": (warmup, 0), "batch": (batch, 1), "head_dim": (head_dim, 1),
+             "heads": (heads or 1, 1), "threads": (threads or 1, 1)}
+    for name, (value, at_least) in least.items():
+        if not whole(value) or value < at_least:
+            raise InputError(f"{name}: expected an integer >= {at_least}, got {value!r}")
+
+
+def _check_outputs(out_csv: Path | None, plot: Path | None) -> None:
+    """The outputs are files: a folder in their place would fail only after the whole run."""
+    for name, path, what in (("out", out_csv, "the csv"), ("plot", plot, "the png")):
+        if path is not None and Path(path).is_dir():
+            raise InputError(f"{name} {str(path)!r}: a folder; expected the path of {what}")
+
+
+def _check_options(runs: dict[str, str], options: dict[str, dict] | None, heads: int, head_dim: int,
+                   max_seq_len: int) -> None:
+    """Each row's options (`runs`: row name or options entry -> what it runs) through the validation a model's
+    config.json gets, once, before anything runs: a misspelt key or an impossible value is an InputError naming the
+    entry and the key, not a table of error rows. A peer's options are those of our mechanism of its method."""
+    for label, name in runs.items():
+        given = _options_of(label, options)
+        if name == NAIVE:
+            if given:
+                raise InputError(f"options {label!r}: {NAIVE} has no options (it is softmax written out), got "
+                                 f"{sorted(given)}")
+            continue
+        kind = PEER_OF.get(name, name)
+        of = "" if kind == label else f" ({kind})"
+        try:
+            _model_config(kind, given, heads, head_dim, max_seq_len)
+        except InputError as e:  # parse_config's lines, the first naming its source ("bench: invalid config:")
+            lines = [line.strip() for line in str(e).splitlines() if line.strip()]
+            if len(lines) > 1 and lines[0].endswith("invalid config:"):
+                lines = lines[1:]
+            problems = "; ".join(line.removeprefix("model.attention.") for line in lines)
+            raise InputError(f"options {label!r}{of}: {problems}") from None
+
+
 def _variants(options: dict[str, dict] | None) -> dict[str, str]:
     """label -> mechanism of the entries of `options` that are variants: a label of their own, the mechanism in
     "type". An entry named after a mechanism (or a peer, or naive-softmax) holds that row's own options. Anything
@@ -458,6 +550,8 @@ def _variants(options: dict[str, dict] | None) -> dict[str, str]:
         if not isinstance(given, dict):
             raise ValueError(f"options {label!r}: expected an object of options, got {given!r}")
         kind = given.get("type", label)
+        if not isinstance(kind, str):
+            raise ValueError(f"options {label!r}: \"type\" names a mechanism, one of {[*REGISTRY]}; got {kind!r}")
         if label in REGISTRY or label in PEERS or label == NAIVE:
             if kind != label:
                 raise ValueError(f"options {label!r}: a mechanism's own name holds its own options, not a variant "
