@@ -1,6 +1,7 @@
 """config.json validation: defaults, and errors that name the file and the key."""
 
 import json
+import math
 
 import pytest
 
@@ -55,6 +56,8 @@ def test_nystrom_options_and_int_for_float(tmp_path):
         ({"glue": {"batch_size": []}}, "glue.batch_size"),
         ({"glue": {"batch_size": [0]}}, "glue.batch_size.0"),
         ({"glue": {"selection": "best"}}, "glue.selection"),
+        ({"pretraining": {"lr": math.inf}}, "pretraining.lr: Input should be a finite number"),  # json's Infinity
+        ({"glue": {"lr": [math.nan]}}, "glue.lr.0: Input should be a finite number"),
     ],
 )
 def test_bad_config_names_file_and_key(tmp_path, data, expected):

@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from effbert.errors import InputError
 from effbert.train.loop import (
     Execution,
     Optimisation,
@@ -141,6 +142,27 @@ def test_bf16_training_logs_jsonl_and_tensorboard(tmp_path):
 
 
 @pytest.mark.filterwarnings(r"ignore:Detected call of `lr_scheduler.step\(\)`")  # a skipped fp16 step
+def test_a_run_whose_weights_go_nan_stops_before_saving_them():
+    """A loss that turns NaN at step 3 (a diverged run) makes the weights NaN: the run stops at its next logged or
+    checkpointed step, naming it, and no checkpoint of NaN weights is ever handed over."""
+    x, y = _regression()
+    torch.manual_seed(0)
+    model = nn.Linear(4, 1)
+    calls = []
+
+    def diverging(model, batch):
+        calls.append(1)
+        loss, metrics = _mse(model, batch)
+        return (loss * math.nan if len(calls) == 3 else loss), metrics
+
+    saved = []
+    batches = SeededBatches(lambda i: {"x": x[i], "y": y[i]}, 32, 8, 0)
+    with pytest.raises(InputError, match="training diverged by step 4: the weights hold NaN"):
+        fit(model, diverging, batches, Optimisation(steps=10, lr=0.05), report=Reporting(log_every=5),
+            on_checkpoint=lambda step, state: saved.append(step), checkpoint_every=2)
+    assert saved == [2]
+
+
 def test_fp16_with_grad_scaler_trains():
     x, y = _regression()
     torch.manual_seed(0)

@@ -31,7 +31,7 @@ from effbert.layout import CONFIG_FILE
 
 class _Section(BaseModel):
     # strict: "64" is not an int; extra=forbid: a misspelt key is an error, not a silent default
-    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True, allow_inf_nan=False)
 
 
 # ---- attention: one class per mechanism, selected by "type" ----

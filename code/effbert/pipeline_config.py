@@ -26,7 +26,7 @@ Source = Literal["wiki", "bookcorpus", "stories", "realnews"]
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
 class DocumentsSettings(_Strict):

@@ -446,6 +446,16 @@ class _Trainer:
         self.running = {}
         return record
 
+    def check_finite(self, step: int) -> None:
+        """Stop a run whose weights hold NaN or inf, at a logged step and before any checkpoint: diverged, it
+        would train on (GPU-days of nothing) and save only NaN, over its last good checkpoint's successors.
+        One sync; every rank holds the same weights, so every rank stops here together."""
+        if bool(torch.stack([p.detach().isfinite().all() for p in self.model.parameters()]).all()):
+            return
+        raise InputError(f"training diverged by step {step}: the weights hold NaN or inf, so the run stops and "
+                         "saves nothing more. Lower the learning rate (or lengthen its warmup, or clip gradients: "
+                         "grad_clip), then run again from the last checkpoint")
+
     def dev_record(self, step: int, evaluate: Evaluate) -> dict:
         with self.autocast():
             return {"step": step, "split": "dev", **run_evaluation(self.model, evaluate)}
@@ -530,6 +540,9 @@ def fit(
                 report.probe.arm()
             trainer.optimizer_step(loss_fn, next(iterator), counts)
             bar.update(1)
+            checkpointed = on_checkpoint is not None and _due(step, checkpoint_every, steps)
+            if logged or checkpointed:
+                trainer.check_finite(step)
             if logged:
                 count = log_every if step % log_every == 0 else step % log_every
                 record = trainer.train_record(step, count, clock, report.flops_per_token, peak)
@@ -537,7 +550,7 @@ def fit(
                 bar.set_postfix(_postfix(record))
             if evaluate is not None and rank == 0 and _due(step, eval_every, steps):
                 records.add(trainer.dev_record(step, evaluate))
-            if on_checkpoint is not None and _due(step, checkpoint_every, steps):
+            if checkpointed:
                 state = trainer.state(step)  # every rank takes part (RNG states are gathered)
                 if rank == 0:
                     on_checkpoint(step, state)
