@@ -106,3 +106,26 @@ def test_a_killed_writers_temporaries_are_removed(tmp_path):
     assert [p.name for p in remove_leftovers(folder)] == [".cp-0004.pt.tmp-12345"]
     assert sorted(p.name for p in folder.iterdir()) == ["cp-0002.pt"]
     assert remove_leftovers(tmp_path / "absent") == []
+
+
+def test_a_device_or_thread_count_the_machine_cannot_give_is_one_line(tmp_path, capsys, monkeypatch):
+    """--device is checked where every stage reads it (train/device.pick_device): not a device name, a GPU
+    the machine lacks, $EFFBERT_DEVICE likewise; a negative --threads too (set_threads)."""
+    from effbert.train.device import pick_device, set_threads
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    no_gpu = "this machine has no CUDA GPU"
+    for name, says in (("tpu", "expected cpu, cuda or cuda:N"), ("cuda", no_gpu), ("cuda:1", no_gpu)):
+        with pytest.raises(InputError, match=f"device '{name}': {says}"):
+            pick_device(name)
+    monkeypatch.setenv("EFFBERT_DEVICE", "bogus")
+    with pytest.raises(InputError, match=r"device \(from \$EFFBERT_DEVICE\) 'bogus'"):
+        pick_device(None)
+    assert pick_device("cpu") == torch.device("cpu")
+    with pytest.raises(InputError, match="--threads -1"):
+        set_threads(-1)
+    lra = ["lra-data", "--out", str(tmp_path / "lra"), "--task", "listops"]
+    assert main(lra + ["--train", "2", "--val", "2", "--test", "2"]) == 0
+    err = _one_line_exit_2(["lra", "--model", str(tmp_path / "m"), "--task", "listops", "--lra_dir",
+                            str(tmp_path / "lra"), "--threads", "-1"], capsys)
+    assert "--threads -1" in err

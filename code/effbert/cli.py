@@ -123,8 +123,6 @@ def _bench(a: argparse.Namespace) -> None:
 
     from effbert.train.device import set_threads
 
-    if a.threads is not None and a.threads < 0:  # 0 (or none): torch's own setting
-        raise InputError(f"--threads: expected a number of CPU threads, at least 1, got {a.threads}")
     set_threads(a.threads)
     if a.what == "gpu":
         from effbert.bench.gpu import bench_gpu

@@ -382,10 +382,10 @@ def _fatal_for_longer(error: str) -> bool:
 
 # ---- the table ----
 
-def _default_device() -> str:
+def _checked_device(device: str | None) -> str:
     from effbert.train.device import pick_device
 
-    return str(pick_device(None))
+    return str(pick_device(device))
 
 
 def bench_attention(
@@ -429,7 +429,7 @@ def bench_attention(
     """
     # every setting is checked here, before anything runs: bad input is one InputError naming it, never a table
     # of error rows (a failing measurement, out of memory or an unsupported length, is a row)
-    device = _checked_device(device)
+    device = _checked_device(device)  # a device this machine has, else one line naming it
     cuda = torch.device(device).type == "cuda"
     _check_settings(lengths=lengths, repeats=repeats, warmup=warmup, batch=batch, heads=heads, head_dim=head_dim,
                     threads=threads)
@@ -463,31 +463,6 @@ def bench_attention(
     if plot is not None:
         plot_efficiency(table, plot)
     return table
-
-
-def _checked_device(device: str | None) -> str:
-    """`device`, else $EFFBERT_DEVICE, else a GPU when there is one: a device this bench measures on (cpu, cuda,
-    cuda:N), and one this machine has; anything else is an InputError, checked before anything runs."""
-    where = "device"
-    if not device and os.environ.get("EFFBERT_DEVICE"):
-        device, where = os.environ["EFFBERT_DEVICE"], "device (from $EFFBERT_DEVICE)"
-    if not device:
-        return _default_device()
-    try:
-        kind = torch.device(device).type
-    except (RuntimeError, TypeError):  # torch's "Invalid device string"
-        kind = None
-    if kind not in ("cpu", "cuda"):
-        raise InputError(f"{where} {device!r}: expected cpu, cuda or cuda:N (N the GPU's index)")
-    if kind == "cuda":
-        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
-        index = torch.device(device).index
-        if not count:
-            raise InputError(f"{where} {device!r}: this machine has no CUDA GPU that torch can use "
-                             "(torch.cuda.is_available() is False); measure on cpu")
-        if index is not None and index >= count:
-            raise InputError(f"{where} {device!r}: this machine has {count} CUDA GPU(s), cuda:0..cuda:{count - 1}")
-    return str(device)
 
 
 def _check_settings(*, lengths: list[int] | None, repeats: int, warmup: int, batch: int, head_dim: int,

@@ -13,13 +13,33 @@ from collections.abc import Iterator
 import numpy as np
 import torch
 
+from effbert.errors import InputError
+
 
 def pick_device(name: str | None = None) -> torch.device:
-    """`name`, else $EFFBERT_DEVICE, else the GPU when there is one, else the CPU."""
-    name = name or os.environ.get("EFFBERT_DEVICE")
-    if name:
-        return torch.device(name)
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    """`name` (--device), else $EFFBERT_DEVICE, else the GPU when there is one, else the CPU. A name that is no
+    device (cpu, cuda, cuda:N, mps), or one this machine lacks, is an InputError naming where it came from."""
+    where = "device"
+    if not name and os.environ.get("EFFBERT_DEVICE"):
+        name, where = os.environ["EFFBERT_DEVICE"], "device (from $EFFBERT_DEVICE)"
+    if not name:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except (RuntimeError, TypeError):  # torch's "Invalid device string"
+        device = None
+    if device is None or device.type not in ("cpu", "cuda", "mps"):
+        raise InputError(f"{where} {name!r}: expected cpu, cuda or cuda:N (N the GPU's index), or mps")
+    if device.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if not count:
+            raise InputError(f"{where} {name!r}: this machine has no CUDA GPU that torch can use "
+                             "(torch.cuda.is_available() is False); use cpu")
+        if device.index is not None and device.index >= count:
+            raise InputError(f"{where} {name!r}: this machine has {count} CUDA GPU(s), cuda:0..cuda:{count - 1}")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise InputError(f"{where} {name!r}: this machine has no MPS device that torch can use; use cpu")
+    return device
 
 
 def seed_everything(seed: int) -> None:
@@ -29,7 +49,9 @@ def seed_everything(seed: int) -> None:
 
 
 def set_threads(threads: int | None) -> None:
-    """Snakemake gives each job `threads`; torch must not take every core on top of that."""
+    """Snakemake gives each job `threads`; torch must not take every core on top of that. None or 0: torch's own."""
+    if threads is not None and threads < 0:
+        raise InputError(f"--threads {threads}: expected a number of CPU threads, at least 1 (or 0: torch's default)")
     if threads:
         torch.set_num_threads(threads)
 
