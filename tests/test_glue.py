@@ -322,6 +322,25 @@ def test_runs_fine_tuned_from_an_earlier_checkpoint_of_the_same_pretraining_are_
         select(model_dir, "SST-2")
 
 
+def test_a_checkpoint_of_another_model_is_refused_not_filed_under_this_folder(tmp_path):
+    """A pretraining folder's GLUE runs fine-tune its own model: a checkpoint of another (here: config.json now
+    names another attention and width) is one error naming the differences; dropout may differ."""
+    from effbert.train.glue import finetune
+
+    write_demo_glue(tmp_path / "glue")
+    model_dir = _tiny_model_dir(tmp_path, tmp_path / "glue")
+    config = json.loads((model_dir / "config.json").read_text())
+    config["model"] |= {"dropout": 0.1, "hidden_size": 32, "attention": {"type": "nystrom"}}
+    (model_dir / "config.json").write_text(json.dumps(config))
+    with pytest.raises(InputError, match=r"cp-0000.pt: its weights are of another model .*model.attention.type "
+                                         r"'softmax' there, 'nystrom' here.*model.hidden_size 64 there, 32 here"):
+        finetune(model_dir, "SST-2", tmp_path / "glue", device="cpu")
+    assert not (model_dir / "glue").exists()
+    config["model"] = TINY_MODEL | {"dropout": 0.1}  # how it trains, not what it is: fine-tuned as before
+    (model_dir / "config.json").write_text(json.dumps(config))
+    assert finetune(model_dir, "SST-2", tmp_path / "glue", device="cpu")["task"] == "SST-2"
+
+
 def _run_submission(model_dir: Path, task: str, name: str) -> Path:
     """Where the grid's only run (bs32-lr0.001-seed0) writes its submission file."""
     return model_dir / "glue" / task / "bs32-lr0.001-seed0" / "submission" / name

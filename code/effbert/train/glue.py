@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from tokenizers import Tokenizer
 from torch import nn
 
-from effbert.config import GlueConfig, ModelConfig, load_config, parse_config
+from effbert.config import Config, GlueConfig, ModelConfig, load_config, parse_config
 from effbert.data.glue import GlueSplit, compute_metrics, get_task, load_split
 from effbert.data.glue_submission import write_submission
 from effbert.data.tokenizer import special_tokens
@@ -38,7 +38,7 @@ from effbert.model.task_models import SequenceClassifier
 from effbert.train.checkpoints import find_checkpoint, load_encoder_weights, read_checkpoint
 from effbert.train.device import pick_device, seed_everything
 from effbert.train.glue_protocol import GlueRun, gather, grid, run_path, task_epochs
-from effbert.train.identity import glue_run_identity
+from effbert.train.identity import glue_run_identity, weights_changes
 from effbert.train.loop import Execution, Optimisation, Reporting, SeededBatches, fit
 
 EVAL_BATCH_SIZE = 128
@@ -133,6 +133,7 @@ def finetune(model_dir: Path, task: str, glue_dir: Path, run: GlueRun | None = N
     reported = load_split(glue_dir, task, spec.report_split) if spec.report_split else None
 
     cp_path, state, model_cfg, max_len = _load_checkpoint(model_dir, glue_cfg)
+    _check_weights_belong(model_dir, cfg, cp_path, state)
     identity = glue_run_identity(cfg, task, run, state)
     tok = Tokenizer.from_str(state["tokenizer"])
     tok.enable_truncation(max_len)  # the longer text of a pair loses tokens first; specials always fit
@@ -204,6 +205,18 @@ def _load_checkpoint(model_dir: Path, glue_cfg: GlueConfig) -> tuple[Path, dict,
             f"{model_cfg.max_seq_len} (position embeddings)"
         )
     return cp_path, state, model_cfg, max_len
+
+
+def _check_weights_belong(model_dir: Path, cfg: Config, cp_path: Path, state: dict) -> None:
+    """A folder that pretrains fine-tunes its own model: a checkpoint of another (copied in, or named by
+    glue.checkpoint) would file its scores under this folder's settings."""
+    if "pretrain" not in cfg.stages:
+        return
+    found = weights_changes(state, cfg)
+    if found:
+        raise InputError(f"{cp_path}: its weights are of another model than {model_dir}/config.json's "
+                         f"({'; '.join(f'{key} {old!r} there, {new!r} here' for key, old, new in found)}); "
+                         "fine-tune them in the folder they were pretrained in")
 
 
 def _classifier(model_cfg: ModelConfig, state: dict, num_labels: int, seed: int, device: torch.device

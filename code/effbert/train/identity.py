@@ -119,6 +119,21 @@ def checkpoint_identity(state: dict) -> dict:
                                                   "tokenizer": shards.get("tokenizer_sha256"), "from_cp": None}}
 
 
+# model keys that change how a model trains, not what its weights are: a checkpoint stays of the same model
+FREE_IN_MODEL = ("model.dropout", "model.attention_dropout", "model.batchnorm_warmup", "model.batchnorm_decay_steps")
+
+
+def weights_changes(checkpoint: dict, cfg: Config) -> list[tuple[str, object, object]]:
+    """How a pretraining checkpoint's model differs from `cfg`'s in what its weights are (FREE_IN_MODEL apart): a
+    checkpoint of this folder's own run gives none. Imported or converted checkpoints have no pretraining model
+    settings to compare: none either."""
+    recorded = checkpoint_identity(checkpoint)
+    if "model" not in recorded:
+        return []
+    current = as_recorded(pretraining_settings(cfg))["model"]
+    return [change for change in changes(recorded["model"], current, "model.") if change[0] not in FREE_IN_MODEL]
+
+
 def changes(old: dict, new: dict, prefix: str = "") -> list[tuple[str, object, object]]:
     """(dotted key, old value, new value) for every leaf that differs, in key order."""
     found = []

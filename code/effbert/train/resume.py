@@ -25,12 +25,11 @@ from tqdm.auto import tqdm
 
 from effbert.errors import InputError
 from effbert.train.checkpoints import newest_resumable, read_checkpoint, set_aside
-from effbert.train.identity import as_recorded, changes, checkpoint_identity, describe_changes
+from effbert.train.identity import FREE_IN_MODEL, as_recorded, changes, checkpoint_identity, describe_changes
 
 # changes a continued run cannot absorb: the weights (or the vocabulary they index) would be another model's
 _FIXED = ("model.", "pretraining.tokenizer", "pretraining.sop", "data.tokenizer")
 # (pre_batchnorm's schedule too: its norms keep their step count and follow the new gamma from there)
-_FREE_IN_MODEL = ("model.dropout", "model.attention_dropout", "model.batchnorm_warmup", "model.batchnorm_decay_steps")
 
 
 @dataclass
@@ -45,7 +44,7 @@ class Start:
 
 
 def _blocking(found: list[tuple[str, object, object]]) -> list[str]:
-    return [key for key, _, _ in found if key.startswith(_FIXED) and key not in _FREE_IN_MODEL]
+    return [key for key, _, _ in found if key.startswith(_FIXED) and key not in FREE_IN_MODEL]
 
 
 def _stop_message(model_dir: Path, path: Path, step: int, found: list, blocked: list[str]) -> str:
