@@ -57,6 +57,9 @@ def test_nystrom_options_and_int_for_float(tmp_path):
         ({"glue": {"batch_size": [0]}}, "glue.batch_size.0"),
         ({"glue": {"selection": "best"}}, "glue.selection"),
         ({"pretraining": {"lr": math.inf}}, "pretraining.lr: Input should be a finite number"),  # json's Infinity
+        ({"glue": {"checkpoint": "banana"}}, "glue.checkpoint 'banana': expected 'last', a step number"),
+        ({"pretraining": {"steps": 1000, "checkpoint_every": 400}, "glue": {"checkpoint": "cp-0123.pt"}},
+         "glue.checkpoint 'cp-0123.pt': pretraining saves steps 400, 800, ..."),
         ({"glue": {"lr": [math.nan]}}, "glue.lr.0: Input should be a finite number"),
     ],
 )

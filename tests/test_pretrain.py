@@ -65,9 +65,14 @@ def test_shards_of_another_length_are_refused(tmp_path, shards):
     cfg = json.loads((folder / "config.json").read_text())
     cfg["model"]["max_seq_len"] = 128
     (folder / "config.json").write_text(json.dumps(cfg))
-    with pytest.raises(InputError, match="shards are 64 tokens long but model.max_seq_len is 128"):
+    with pytest.raises(InputError, match="shards are 64 tokens long but model.max_seq_len is 128 .*config.json"):
         pretrain(folder, shards, device="cpu")
     assert not (folder / "pretrain.json").exists()
+    cfg["model"] |= {"max_seq_len": 64, "vocab_size": 50}  # the patterned corpus' tokenizer has more
+    (folder / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(InputError, match=r"tiny/config.json: model.vocab_size 50 is smaller than the vocabulary "
+                                         r"of the shards' tokenizer, \d+"):
+        pretrain(folder, shards, device="cpu")
 
 
 def _train_records(folder: Path) -> list[dict]:

@@ -244,9 +244,16 @@ def test_a_shard_length_overrides_any_shard_setting_within_its_bounds():
     assert shards.for_length(512).sources == ["wiki"]
     # each outside its setting's meaning (a share below 1, a count of at least 1, a known source), or a typo
     for key, bad in (("dev_fraction", 1.0), ("masked_lm_prob", 0.0), ("short_seq_prob", 1.5), ("dupe_factor", 0),
-                     ("workers", 0), ("sources", []), ("sample_probs", {"web": 1.0}), ("seeds", 1)):
+                     ("workers", 0), ("sources", []), ("sample_probs", {"web": 1.0}), ("seeds", 1),
+                     ("sample_probs", {"wiki": 0.0}), ("sample_probs", {"wiki": 1.5})):
         with pytest.raises(ValidationError, match=key):
             ShardsConfig(sources=["wiki"], by_length={512: {key: bad}})
+    # a share for a source the set does not read: at the top and in a length's own settings
+    with pytest.raises(ValidationError, match=r"sample_probs names \['stories'\], which sources \['wiki'\]"):
+        ShardsConfig(sources=["wiki"], sample_probs={"stories": 0.3})
+    with pytest.raises(ValidationError, match=r"by_length 4096: sample_probs names \['realnews'\]"):
+        ShardsConfig(sources=["wiki"], by_length={4096: {"sources": ["wiki", "stories"], "sample_probs":
+                                                          {"stories": 0.3, "realnews": 0.3}}})
 
 
 def test_shard_settings_reach_the_command_only_when_set(tmp_path):

@@ -18,6 +18,7 @@ effbert.train.identity.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Annotated, Any, Literal, get_args
 
@@ -337,7 +338,7 @@ class GlueConfig(_Section):
     weight_decay: float = Field(0.01, ge=0.0)
     warmup_ratio: float = Field(0.1, ge=0.0, le=1.0)
     max_seq_len: int | None = Field(None, ge=2, description="null: the model's max_seq_len")
-    checkpoint: str = Field("last", description="'last', a step number, or a cp-NNNN.pt file name")
+    checkpoint: str = Field("last", description="'last', a step number, a cp-NNNN.pt file name, or a path to a .pt")
 
     _lists = field_validator("batch_size", "lr", "seeds", mode="before")(_as_list)
 
@@ -457,6 +458,8 @@ class Config(_Section):
         if "glue" in self.stages and not (pretrains or self.import_hf):
             raise ValueError("stages: 'glue' fine-tunes pretrained weights: add 'pretrain' to stages, or name a "
                              "HuggingFace BERT folder to import in import_hf")
+        if "glue" in self.stages:
+            self._glue_checkpoint_is_made(pretrains)
         for task in LRA_TASKS:
             try:
                 self.lra_attention(task)
@@ -464,6 +467,22 @@ class Config(_Section):
                 found = "; ".join(_describe(err, f"lra.{task}.attention") for err in e.errors())
                 raise ValueError(found) from None
         return self
+
+    def _glue_checkpoint_is_made(self, pretrains: bool) -> None:
+        """glue.checkpoint names a checkpoint, and (a step of this folder's pretraining) one that it saves: found
+        wrong only after pretraining, it would cost the run's time first."""
+        spec = self.glue.checkpoint
+        step = re.fullmatch(r"(?:cp-)?(\d+)(?:\.pt)?", spec)
+        if spec != "last" and not step and not spec.endswith(".pt"):
+            raise ValueError(f"glue.checkpoint {spec!r}: expected 'last', a step number, a cp-NNNN.pt file name or "
+                             "a path to a .pt checkpoint")
+        run = self.pretraining
+        if step and pretrains and "/" not in spec:
+            n = int(step.group(1))
+            if n > run.steps or (n % run.checkpoint_every and n != run.steps):
+                raise ValueError(f"glue.checkpoint {spec!r}: pretraining saves steps {run.checkpoint_every}, "
+                                 f"{2 * run.checkpoint_every}, ... (pretraining.checkpoint_every) and its last, "
+                                 f"{run.steps}; step {n} is none of them")
 
     def lra_attention(self, task: str) -> AttentionConfig:
         """The attention an LRA task trains with: model.attention, with lra.<task>.attention over it."""

@@ -77,15 +77,22 @@ class ShardSettings(ShardRecipe):
 
     workers: int = Field(1, ge=1, description="processes for tokenising and building instances; the output is "
                                              "the same for any value")
-    sample_probs: dict[Source, float] = Field(
-        default_factory=dict, description="share of a source's documents kept (default 1); Nystromformer kept "
-                                          "stories and realnews at 1/3")
+    sample_probs: dict[Source, Annotated[float, Field(gt=0, le=1)]] = Field(
+        default_factory=dict, description="share of a source's documents kept, above 0 and at most 1 (default 1); "
+                                          "Nystromformer kept stories and realnews at 1/3")
 
 
 class ShardSetSettings(ShardSettings):
     """One shard set: the settings above and the corpora its documents come from."""
 
     sources: list[Source] = Field(min_length=1, description="the sources whose documents the shards are built from")
+
+    @model_validator(mode="after")
+    def _sampled_sources_are_used(self) -> ShardSetSettings:
+        unused = sorted(set(self.sample_probs) - set(self.sources))
+        if unused:  # a share for a source the set does not read: most likely a source left out by mistake
+            raise ValueError(f"sample_probs names {unused}, which sources {self.sources} does not list")
+        return self
 
 
 def _overrides(settings: type[BaseModel], name: str, doc: str) -> type[BaseModel]:
@@ -104,6 +111,16 @@ ShardOverride = _overrides(ShardSetSettings, "ShardOverride", "Settings for one 
 
 class ShardsConfig(ShardSetSettings):
     by_length: dict[int, ShardOverride] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _each_length_samples_its_sources(self) -> ShardsConfig:
+        for length in self.by_length:
+            merged = self.for_length(length)
+            unused = sorted(set(merged.sample_probs) - set(merged.sources))
+            if unused:
+                raise ValueError(f"by_length {length}: sample_probs names {unused}, which its sources "
+                                 f"{merged.sources} does not list")
+        return self
 
     def for_length(self, length: int) -> ShardsConfig:
         """The settings of one shard length: the defaults, overridden by by_length[length]."""

@@ -67,12 +67,12 @@ def dev_metrics(model: PretrainingModel, data: ShardDataset, batch_size: int, ma
     return result
 
 
-def _check_shards(cfg: Config, shards_dir: Path, manifest: dict) -> tuple[int, str]:
+def _check_shards(cfg: Config, shards_dir: Path, manifest: dict, model_dir: Path) -> tuple[int, str]:
     """Vocabulary size and tokenizer text, after checking the shards fit this model."""
     if manifest["max_seq_len"] != cfg.model.max_seq_len:
         raise InputError(
             f"{shards_dir}/manifest.json: shards are {manifest['max_seq_len']} tokens long but "
-            f"model.max_seq_len is {cfg.model.max_seq_len}"
+            f"model.max_seq_len is {cfg.model.max_seq_len} ({model_dir}/config.json)"
         )
     tok = manifest["tokenizer"]
     tok_path = shards_dir / tok["copy"]  # the shard set's own copy, so a moved shard folder still works
@@ -80,7 +80,8 @@ def _check_shards(cfg: Config, shards_dir: Path, manifest: dict) -> tuple[int, s
         raise InputError(f"{tok_path}: the tokenizer these shards were built with is missing or changed")
     vocab = cfg.model.vocab_size or tok["vocab_size"]
     if vocab < tok["vocab_size"]:
-        raise InputError(f"model.vocab_size {vocab} is smaller than the tokenizer's {tok['vocab_size']}")
+        raise InputError(f"{model_dir}/config.json: model.vocab_size {vocab} is smaller than the vocabulary of the "
+                         f"shards' tokenizer, {tok['vocab_size']} ({tok_path}); leave it out to take the tokenizer's")
     return vocab, tok_path.read_text(encoding="utf-8")
 
 
@@ -129,7 +130,7 @@ def pretrain(model_dir: str | Path, shards_dir: str | Path, *, device: str | Non
     cfg = load_config(model_dir)
     run = cfg.pretraining
     manifest = read_manifest(shards_dir)
-    vocab_size, tokenizer_json = _check_shards(cfg, shards_dir, manifest)
+    vocab_size, tokenizer_json = _check_shards(cfg, shards_dir, manifest, model_dir)
     set_threads(threads)
     seed_everything(run.seed)
     # one pretraining per folder at a time; the job's rank 0 holds the lock for all its processes
