@@ -129,3 +129,14 @@ def test_a_device_or_thread_count_the_machine_cannot_give_is_one_line(tmp_path, 
     err = _one_line_exit_2(["lra", "--model", str(tmp_path / "m"), "--task", "listops", "--lra_dir",
                             str(tmp_path / "lra"), "--threads", "-1"], capsys)
     assert "--threads -1" in err
+
+
+def test_a_path_that_is_not_what_it_should_be_is_the_users_to_fix(tmp_path, capsys):
+    """An output folder inside a file (or any path that is a file where a folder belongs, missing, or not
+    readable): one line naming it and exit status 2, the input's fault; a full disk stays exit 1 (test_disk_full)."""
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "a.txt").write_text("Hello world. This is a sentence.\n")
+    (tmp_path / "afile").write_text("x")
+    err = _one_line_exit_2(["documents", "--source", "bookcorpus", "--input", str(tmp_path / "in"), "--out",
+                            str(tmp_path / "afile" / "out")], capsys)
+    assert str(tmp_path / "afile") in err

@@ -426,12 +426,16 @@ def main(argv: list[str] | None = None) -> int:
     except InputError as e:
         print(f"effbert {args.stage}: error: {e}", file=sys.stderr)
         return 2
-    except OSError as e:  # the machine's fault (a full disk, a file size limit, a lost mount), not the input's
+    except OSError as e:  # a path that is not what it should be (the user's to fix: 2), or the machine's fault
         where = f"{e.filename}: " if e.filename else ""
         print(f"effbert {args.stage}: error: {where}{e.strerror or e}; nothing was left half-written",
               file=sys.stderr)
-        return 1
+        return 2 if isinstance(e, _PATH_ERRORS) else 1  # else a full disk, a file size limit, a lost mount
     return 0
+
+
+# errors of a path given (a folder where a file belongs, a missing or unreadable one): the input's, exit status 2
+_PATH_ERRORS = (FileNotFoundError, IsADirectoryError, NotADirectoryError, PermissionError, FileExistsError)
 
 
 if __name__ == "__main__":
