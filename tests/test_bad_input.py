@@ -140,3 +140,11 @@ def test_a_path_that_is_not_what_it_should_be_is_the_users_to_fix(tmp_path, caps
     err = _one_line_exit_2(["documents", "--source", "bookcorpus", "--input", str(tmp_path / "in"), "--out",
                             str(tmp_path / "afile" / "out")], capsys)
     assert str(tmp_path / "afile") in err
+
+
+def test_every_problem_of_a_config_is_on_the_errors_one_line(tmp_path, capsys):
+    folder = tmp_path / "m"
+    folder.mkdir()
+    (folder / "config.json").write_text(json.dumps({"model": {"hidden_sise": 64, "dropout": 2.0}}))
+    err = _one_line_exit_2(["lra", "--model", str(folder), "--task", "listops", "--lra_dir", str(tmp_path)], capsys)
+    assert "config.json: invalid config: model.dropout" in err and "model.hidden_sise: unknown key" in err

@@ -525,13 +525,16 @@ def _describe(error: dict, prefix: str = "") -> str:
     return f"{where}: {msg} (got {error['input']!r})" if not isinstance(error["input"], dict) else f"{where}: {msg}"
 
 
+CONFIG_PROBLEMS = "; "  # between the problems of one config, all on the error's one line
+
+
 def parse_config(data: object, source: str) -> Config:
     """Validate a decoded config.json; `source` names the file in errors."""
     try:
         return Config.model_validate(data)
     except ValidationError as e:
-        lines = "\n  ".join(_describe(err) for err in e.errors())
-        raise InputError(f"{source}: invalid config:\n  {lines}") from None
+        raise InputError(f"{source}: invalid config: {CONFIG_PROBLEMS.join(_describe(err) for err in e.errors())}") \
+            from None
 
 
 def load_config(path: str | Path) -> Config:

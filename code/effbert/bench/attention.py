@@ -60,6 +60,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from effbert.config import CONFIG_PROBLEMS
 from effbert.errors import InputError
 from effbert.files import atomic_path, write_text
 from effbert.pipeline_config import NAIVE_SOFTMAX, EfficiencyConfig
@@ -506,12 +507,10 @@ def _check_options(runs: dict[str, str], options: dict[str, dict] | None, heads:
         of = "" if kind == label else f" ({kind})"
         try:
             _model_config(kind, given, heads, head_dim, max_seq_len)
-        except InputError as e:  # parse_config's lines, the first naming its source ("bench: invalid config:")
-            lines = [line.strip() for line in str(e).splitlines() if line.strip()]
-            if len(lines) > 1 and lines[0].endswith("invalid config:"):
-                lines = lines[1:]
-            problems = "; ".join(line.removeprefix("model.attention.") for line in lines)
-            raise InputError(f"options {label!r}{of}: {problems}") from None
+        except InputError as e:  # parse_config's one line: "bench: invalid config: problem; problem"
+            problems = str(e).split("invalid config: ", 1)[-1].split(CONFIG_PROBLEMS)
+            found = CONFIG_PROBLEMS.join(problem.removeprefix("model.attention.") for problem in problems)
+            raise InputError(f"options {label!r}{of}: {found}") from None
 
 
 def _variants(options: dict[str, dict] | None) -> dict[str, str]:
