@@ -262,10 +262,10 @@ def _swap_eval_exit_2(tmp_path: Path, capsys, *extra: str) -> str:
     return err
 
 
-@pytest.mark.parametrize("max_len", [None, "100", "0", "1"])  # None: the default, 512
-def test_max_len_outside_the_position_table_is_one_line(tmp_path: Path, capsys, max_len: str | None) -> None:
-    err = _swap_eval_exit_2(tmp_path, capsys, "--variants", "softmax", *(["--max_len", max_len] if max_len else []))
-    assert f"error: --max_len {max_len or 512}: expected 2 <= max_len <= 64" in err, err
+@pytest.mark.parametrize("max_len", ["100", "0", "1"])  # none given: 512, or the position table when shorter
+def test_max_len_outside_the_position_table_is_one_line(tmp_path: Path, capsys, max_len: str) -> None:
+    err = _swap_eval_exit_2(tmp_path, capsys, "--variants", "softmax", "--max_len", max_len)
+    assert f"error: --max_len {max_len}: expected 2 <= max_len <= 64" in err, err
     assert "bert/config.json" in err and "max_position_embeddings" in err
 
 
@@ -284,3 +284,13 @@ def test_adaptation_settings_are_checked_before_any_run(tmp_path: Path, capsys) 
     settings = SwapSettings(max_len=64, adaptation=Adaptation(steps=1, batch_size=0))
     with pytest.raises(InputError, match="^--adapt_batch 0: expected at least 1"):
         swap_eval(tmp_path / "bert", ["a b c"], ["softmax"], settings, log=lambda _: None)
+
+
+def test_without_max_len_passages_fit_a_short_position_table(tmp_path: Path, capsys) -> None:
+    """No --max_len: 512 tokens, or the BERT's position table when it is shorter (here 64), so the DAG's swap
+    target (which passes none) runs on such a BERT too."""
+    bert = _tiny_bert(tmp_path / "bert", max_positions=64)
+    argv = ["swap-eval", "--from", str(bert), "--text", str(_long_documents(tmp_path / "docs")), "--passages", "2",
+            "--cost_length", "0", "--device", "cpu", "--out", str(tmp_path / "results"), "--variants", "softmax"]
+    assert main(argv) == 0, capsys.readouterr().err[-2000:]
+    assert any((tmp_path / "results").iterdir())

@@ -367,7 +367,8 @@ def _add_swap_eval_stage(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--variants", nargs="+", default=SwapConfig.model_fields["variants"].default,
                    help=SwapConfig.model_fields["variants"].description)
     _add_settings(s, SwapConfig, "passages", "adapt_steps", "cost_length")
-    s.add_argument("--max_len", type=int, default=512, help="tokens per compared passage")
+    s.add_argument("--max_len", type=int, help="tokens per compared passage (default: 512, or the BERT's "
+                   "max_position_embeddings when fewer)")
     s.add_argument("--sts", type=Path, help="a GLUE folder with STS-B/dev.tsv: Spearman of embedding cosine")
     s.add_argument("--adapt_lr", type=float, help="default: train.swap_eval.Adaptation's (3e-5)")
     s.add_argument("--adapt_batch", type=int, help="passages per step (default: Adaptation's, 8)")

@@ -296,26 +296,29 @@ def adapted(pre: Pretrained, attention: dict, head: dict[str, torch.Tensor], pas
 class SwapSettings:
     """max_len: tokens per evaluated passage; sts_dir: a GLUE folder with STS-B/dev.tsv (None: no STS-B)."""
 
-    max_len: int = 512
+    max_len: int | None = None  # None: 512, or the BERT's position table when it is shorter
     adaptation: Adaptation | None = None
     sts_dir: Path | None = None
     seed: int = 0
     device: str = "cpu"
 
 
-def check_lengths(settings: SwapSettings, pre: Pretrained) -> None:
-    """Passages (--max_len) fit BERT's position table and hold at least [CLS] and [SEP]; adaptation windows
-    (--adapt_len, cut from those passages, so never longer) hold a token to predict after [CLS]; adaptation
-    batches (--adapt_batch) hold a passage. An InputError naming the option and the limit, before any run."""
+def check_lengths(settings: SwapSettings, pre: Pretrained) -> int:
+    """The passages' length: --max_len, else 512 or the BERT's position table when that is shorter. Passages fit
+    the position table and hold at least [CLS] and [SEP]; adaptation windows (--adapt_len, cut from those
+    passages, so never longer) hold a token to predict after [CLS]; adaptation batches (--adapt_batch) hold a
+    passage. An InputError naming the option and the limit, before any run."""
     limit = pre.hf["max_position_embeddings"]
-    if not 2 <= settings.max_len <= limit:
-        raise InputError(f"--max_len {settings.max_len}: expected 2 <= max_len <= {limit}, the "
+    max_len = min(512, limit) if settings.max_len is None else settings.max_len
+    if not 2 <= max_len <= limit:
+        raise InputError(f"--max_len {max_len}: expected 2 <= max_len <= {limit}, the "
                          f"max_position_embeddings of {pre.source}/config.json")
     adaptation = settings.adaptation
     if adaptation is not None and adaptation.max_len < 2:
         raise InputError(f"--adapt_len {adaptation.max_len}: expected at least 2 ([CLS] and a token to predict)")
     if adaptation is not None and adaptation.batch_size < 1:
         raise InputError(f"--adapt_batch {adaptation.batch_size}: expected at least 1 passage per step")
+    return max_len
 
 
 def swap_eval(hf_dir: str | Path, texts: list[str], variants: list[str], settings: SwapSettings,
@@ -331,15 +334,15 @@ def swap_eval(hf_dir: str | Path, texts: list[str], variants: list[str], setting
     pre, device = load_pretrained(hf_dir), torch.device(settings.device)
     for attention in attentions.values():
         pre.model_config(attention)  # what the BERT folder's config.json lacks fails here, before any model runs
-    check_lengths(settings, pre)
+    max_len = check_lengths(settings, pre)  # passages' tokens
     sts = None if settings.sts_dir is None else sts_pairs(settings.sts_dir)  # a wrong folder fails before any run
-    passages = encode(pre.tokenizer, texts, settings.max_len)
+    passages = encode(pre.tokenizer, texts, max_len)
     reference = layer_states(build_swapped(pre, attentions[ORIGINAL], settings.seed).to(device), passages,
                              settings.seed)
     rows = []
     head = None
     if settings.adaptation is not None:
-        train = encode(pre.tokenizer, train_texts or texts, settings.max_len)
+        train = encode(pre.tokenizer, train_texts or texts, max_len)
         head = fitted_head(pre, train, settings.adaptation, settings.seed, device)
     for name, attention in attentions.items():
         models = {ZERO_SHOT: build_swapped(pre, attention, settings.seed).to(device)}
@@ -350,7 +353,7 @@ def swap_eval(hf_dir: str | Path, texts: list[str], variants: list[str], setting
             row = {"variant": name, "stage": stage, "mechanism": attention["type"],
                    **compare(reference, layer_states(model, passages, settings.seed))}
             if sts is not None:
-                row["sts_spearman"] = sts_spearman(model, pre.tokenizer, sts, settings.max_len, settings.seed)
+                row["sts_spearman"] = sts_spearman(model, pre.tokenizer, sts, max_len, settings.seed)
             log(f"{name} ({stage}): pooled_cos {row['pooled_cos']:.4f}, nn_agreement {row['nn_agreement']:.3f}")
             rows.append(row)
     return rows
