@@ -48,3 +48,26 @@ def test_read_json_names_the_line_and_column_and_accepts_a_bom(tmp_path):
     path.write_bytes(b'{"a": "caf\xe9"}')  # Latin-1, not UTF-8
     with pytest.raises(InputError, match=r"a\.json: line 1"):
         read_json(path)
+
+
+def test_a_durable_write_is_on_disk_before_its_rename_and_the_rename_before_it_returns(tmp_path, monkeypatch):
+    """A checkpoint's bytes are synced before the rename makes them the final file, and the folder after it: a
+    machine that crashes in between keeps the old file or the whole new one (a rename that reached the disk
+    before the data would be a checkpoint of zeros)."""
+    import os
+    import stat
+
+    import torch
+
+    from effbert.train.checkpoints import read_checkpoint, save_checkpoint
+
+    events = []
+    real_fsync, real_replace = os.fsync, os.replace
+    monkeypatch.setattr(os, "fsync", lambda fd: events.append(
+        ("fsync dir" if stat.S_ISDIR(os.fstat(fd).st_mode) else "fsync file", os.fstat(fd).st_size)) or real_fsync(fd))
+    monkeypatch.setattr(os, "replace", lambda a, b: events.append(("rename", 0)) or real_replace(a, b))
+    path = tmp_path / "cp-0001.pt"
+    save_checkpoint(path, model={"w": torch.ones(3)}, step=1)
+    assert [name for name, _ in events] == ["fsync file", "rename", "fsync dir"]
+    assert events[0][1] == path.stat().st_size  # the whole file, synced
+    assert read_checkpoint(path)["step"] == 1

@@ -22,20 +22,36 @@ def _temporary_sibling(path: Path) -> Path:
 
 
 @contextlib.contextmanager
-def atomic_path(path: str | Path) -> Iterator[Path]:
-    """Yield a temporary path beside `path`; on success it is renamed to `path`, on error removed."""
+def atomic_path(path: str | Path, *, durable: bool = False) -> Iterator[Path]:
+    """Yield a temporary path beside `path`; on success it is renamed to `path`, on error removed.
+
+    `durable`: the file's bytes are on the disk before the rename, and the rename before returning (fsync of
+    the file, then of its folder), so that a machine that loses power or crashes leaves the old file or the
+    whole new one, never a renamed file of zeros. For what costs GPU-days to remake (checkpoints)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = _temporary_sibling(path)
     try:
         yield tmp
+        if durable:
+            _fsync(tmp)
         os.replace(tmp, path)
+        if durable:
+            _fsync(path.parent)
     except OSError as e:
         if e.filename is None:  # a failed write (a full disk: EFBIG, ENOSPC) names no file; name the output
             raise OSError(e.errno, e.strerror or str(e), str(path)) from e
         raise
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 @contextlib.contextmanager

@@ -26,7 +26,7 @@ from effbert.layout import CHECKPOINT_DIR, CHECKPOINT_PATTERN, checkpoint_name
 
 def save_checkpoint(path: Path, **content: object) -> None:
     try:
-        with atomic_path(path) as tmp:
+        with atomic_path(path, durable=True) as tmp:  # a crash of the machine leaves no checkpoint of zeros
             torch.save(content, tmp)
     except RuntimeError as e:  # torch's writer reports a failed write (a full disk) as "unexpected pos ..."
         raise OSError(errno.EIO, f"could not write the checkpoint ({str(e).splitlines()[0][:80]}); is the disk "
