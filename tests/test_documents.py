@@ -162,6 +162,59 @@ def test_missing_or_empty_inputs_are_input_errors(tmp_path):
     assert_no_output(tmp_path / "out")
 
 
+def test_a_wiki_input_without_a_single_page_is_refused_in_one_line(tmp_path, capsys):
+    """A file that is not a Wikipedia dump (here a jsonl) gives no page at all: exit 2 and one line naming it,
+    not an empty output; a dump whose pages are all skipped (a redirect, another namespace) is still a dump."""
+    news = tmp_path / "news.jsonl"
+    news.write_text(json.dumps({"text": "Not a dump. " * 50}) + "\n", encoding="utf-8")
+    argv = ["documents", "--source", "wiki", "--input", str(news), "--out", str(tmp_path / "out")]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "Traceback" not in err, err
+    assert f"{news}: no <page> element found; expected a Wikipedia XML dump (pages-articles" in err
+    assert_no_output(tmp_path / "out")
+    assert not (tmp_path / "out.work").exists()  # nothing to resume
+    # in a folder with a real dump: the file without a page is named, and nothing is written
+    folder = tmp_path / "dumps"
+    folder.mkdir()
+    write_dump(folder / "a.xml", [("Alpha Town", ALPHA)])
+    (folder / "b.xml").write_text("<html><body>a saved web page</body></html>\n", encoding="utf-8")
+    with pytest.raises(InputError, match=r"b\.xml: no <page> element found"):
+        build_documents("wiki", folder, tmp_path / "out", KEEP_ALL)
+    assert_no_output(tmp_path / "out")
+    # pages found and skipped, none an article: a dump all the same, read to no documents as before
+    redirect = tmp_path / "redirect.xml"
+    redirect.write_text(dump_xml([("Alpha", "#REDIRECT [[Alpha Town]]")]).replace(
+        "<ns>0</ns>", '<ns>0</ns>\n    <redirect title="Alpha Town" />'), encoding="utf-8")
+    stats = build_documents("wiki", redirect, tmp_path / "out", KEEP_ALL)
+    assert stats["documents"] == 0 and stats["bad_input_counts"] == {}
+
+
+def test_a_file_that_is_not_bzip2_under_a_bz2_name_reads_in_plain_words(tmp_path, capsys):
+    """Not bzip2 data: the warning gives the compressed byte and the decompressed line, and the run fails
+    naming the file (no page was found). A dump cut before its first page is damaged, not another kind of file:
+    alone it fails too (nothing was read), beside dumps that give pages it is skipped and reported
+    (test_a_damaged_part_is_counted_and_the_other_parts_kept)."""
+    fake = tmp_path / "fake.xml.bz2"
+    fake.write_bytes(dump_xml([("Alpha Town", ALPHA)]).encode())  # plain XML under a .bz2 name
+    reported = []
+    assert b"".join(checked_pages(fake, lambda *a, **k: reported.append((a, k)))) == b""
+    [((kind, error), where)] = reported
+    assert kind == "truncated" and where == {"line": 1, "byte": fake.stat().st_size}
+    assert f"(Invalid data stream) before compressed byte {fake.stat().st_size}, at decompressed line 1; " in error
+    assert "given" not in error
+    with pytest.raises(InputError, match=r"fake\.xml\.bz2: no <page> element found \(not bzip2 data: it does "
+                       r"not start with 'BZh'\); expected a Wikipedia XML dump.*reported above \(truncated\)"):
+        build_documents("wiki", fake, tmp_path / "out", KEEP_ALL)
+    assert "at decompressed line 1;" in capsys.readouterr().err
+    assert_no_output(tmp_path / "out")
+    cut = write_dump(tmp_path / "cut.xml.bz2", [("Alpha Town", ALPHA)])
+    cut.write_bytes(cut.read_bytes()[:40])  # one stream, one block: nothing of it decompresses
+    with pytest.raises(InputError, match=r"cut\.xml\.bz2: no <page> element found; .*reported above \(truncated\)"):
+        build_documents("wiki", cut, tmp_path / "out", KEEP_ALL)
+    assert_no_output(tmp_path / "out")
+
+
 def test_a_folder_of_dumps_is_read_in_name_order(tmp_path):
     folder = tmp_path / "dumps"
     folder.mkdir()
@@ -548,6 +601,21 @@ def test_a_corrupt_stream_of_a_multistream_dump_loses_only_its_own_pages(tmp_pat
     assert read_documents(tmp_path / "got") == read_documents(tmp_path / "expected")  # every page of the others
     assert stats["compressed_streams"] == {"read": 7, "damaged": 1, "pages_lost_estimate": 10}
     assert stats["bad_input_counts"]["corrupt_stream"] == 1
+
+
+def test_a_cut_in_a_later_span_of_a_multistream_dump_names_the_compressed_byte_alone(tmp_path):
+    """A span after the first counts its lines from a stream deep in the file: the message gives the compressed
+    byte, and no decompressed line that no line of the file would be."""
+    write_demo_wiki(tmp_path / "demo.xml.bz2", pages=30)
+    dump = tmp_path / "enwiki-20990101-pages-articles-multistream.xml.bz2"
+    offsets = _multistream(dump, (tmp_path / "demo.xml.bz2").read_bytes(), 10)
+    dump.write_bytes(dump.read_bytes()[: (offsets[1] + offsets[2]) // 2])  # the second page stream cut
+    reported = []
+    pages = b"".join(checked_pages(dump, lambda *a, **k: reported.append(a[1]), span=(offsets[1], offsets[2])))
+    assert pages.count(b"<page>") == 0
+    [error] = reported
+    assert f"before compressed byte {dump.stat().st_size}; the pages before it are kept" in error
+    assert "decompressed line" not in error
 
 
 def test_a_big_multistream_dump_is_cut_into_units_and_read_the_same_by_any_number_of_workers(tmp_path):

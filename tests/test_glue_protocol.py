@@ -156,3 +156,19 @@ def test_a_reported_split_is_reported_while_dev_still_selects():
     assert result["report_split"] == "test" and result["report_examples"] == 25000
     assert result["protocol"].endswith("selected on dev, scored on test")
     assert result["submission_run"] == "bs16-lr3e-05-seed1"  # the best seed on dev, as for every task
+
+
+def test_an_unknown_task_is_named_not_taken_for_a_grid_with_no_finished_runs(tmp_path):
+    """glue-select's library path (gather, and the epochs every run's identity records) refuses an unknown task
+    first: 'unknown GLUE task', not '1 run(s) of the grid have not finished'."""
+    model_dir = tmp_path / "m"
+    model_dir.mkdir()
+    _write_grid(model_dir, {"batch_size": 16, "lr": 2e-5, "seeds": [0], "epochs": 3}, "SST-2",
+                lambda run: {"accuracy": 80.0})
+    with pytest.raises(InputError, match=r"unknown GLUE task 'FOO'; expected one of \[.*'SST-2'"):
+        gather(model_dir, "FOO")
+    for epochs in (3, {"MNLI": 2}, None):
+        with pytest.raises(InputError, match="unknown GLUE task 'sst-2'"):
+            task_epochs(GlueConfig(epochs=epochs), "sst-2")
+    assert not (model_dir / "glue" / "FOO.json").exists()
+    assert gather(model_dir, "SST-2")["score"] == 80.0

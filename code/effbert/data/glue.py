@@ -4,6 +4,8 @@ The official files (as written by GLUE's download script) are tab-separated with
 stray `"` characters that a CSV reader would treat as quotes, so every line is simply split on tabs.
 Headered files are read by column name; CoLA's train/dev files have no header and get names from the
 table. MRPC's train/dev headers start with a UTF-8 byte order mark, which decoding with utf-8-sig drops.
+A test file's index column names each example's row of the leaderboard's submission file: a value that is not
+a whole number, or one that repeats, is an InputError naming the file and line.
 
 IMDB (movie-review sentiment, beside GLUE in the Nystromformer paper's Table 2) is read from the aclImdb folder
 as unpacked, the files LRA Text reads (effbert.data.lra.text.review_files: <aclImdb>/{train,test}/{neg,pos}/
@@ -185,6 +187,8 @@ def load_split(glue_dir: Path, task: str, split: str) -> GlueSplit:
 
     label_col = col[spec.label] if labelled else None
     labels = [_parse_label(spec, f[label_col], path, lineno) for lineno, f in rows] if labelled else None
+    if not labelled and id_col is not None:
+        _check_test_indices(path, names[id_col], [(lineno, f[id_col]) for lineno, f in rows])
     return GlueSplit(
         task=task,
         split=split,
@@ -193,6 +197,21 @@ def load_split(glue_dir: Path, task: str, split: str) -> GlueSplit:
         labels=labels,
         ids=[f[id_col] if id_col is not None else str(n) for n, (_, f) in enumerate(rows)],
     )
+
+
+def _check_test_indices(path: Path, column: str, indices: list[tuple[int, str]]) -> None:
+    """A test file's index column names each example in the leaderboard's submission file (data/glue_submission.py):
+    each must be a whole number, and no two the same."""
+    first_line: dict[int, int] = {}
+    for lineno, raw in indices:
+        if not (raw.isascii() and raw.isdigit()):
+            raise InputError(f"{path}: line {lineno}: {column} {raw!r} is not a whole number; expected the test "
+                             "example's index (0, 1, 2, ...)")
+        index = int(raw)
+        if index in first_line:
+            raise InputError(f"{path}: line {lineno}: {column} {raw} repeats line {first_line[index]}'s; expected "
+                             "each test example's index once")
+        first_line[index] = lineno
 
 
 DEV_EVERY = 10  # IMDB's dev set: every tenth review of each label (module docstring)

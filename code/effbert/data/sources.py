@@ -29,7 +29,10 @@ before is kept), corrupt_stream (a multistream .bz2: that stream skipped, the ne
 "compressed_streams" counts streams and estimates the pages lost), malformed_xml (a wiki page),
 extraction_failed (a wiki page wikiextractor's extractor raised on), invalid_utf8 (a text line, the rest of its
 document kept; or a jsonl record), invalid_json and not_an_article (a jsonl line), empty_file (in a folder).
-A missing input, an empty input file given alone, or a folder without input files: InputError.
+A missing input, an empty input file given alone, or a folder without input files: InputError. So is a wiki
+input in which not one <page> element is found (a jsonl, an HTML page, a file that is not bzip2 data under a
+.bz2 name): it is not a Wikipedia dump, and reading it would give nothing; pages that are found and skipped
+(redirects, other namespaces, malformed) are the dump's own and change nothing.
 """
 
 from __future__ import annotations
@@ -104,6 +107,8 @@ def build_documents(source: str, inputs: Path, out_dir: Path, settings: Document
     work = out_dir.with_name(out_dir.name + ".work")
     work.mkdir(parents=True, exist_ok=True)
     markers = _run_units(source, units, work, reading, processes)
+    if source == "wiki":
+        _refuse_inputs_without_pages(units, markers, work)
     stats = {
         "source": source,
         "inputs": [str(path) for path in files],
@@ -197,6 +202,47 @@ def plan_units(source: str, files: list[Path], chunk_bytes: int, settings: dict)
     return units
 
 
+def _refuse_inputs_without_pages(units: list[Unit], markers: list[dict], work: Path) -> None:
+    """InputError for a wiki input in which no <page> element was found, over all its units: it is not a dump.
+    A .bz2 dump cut or corrupt before its first page (reported "truncated" or "corrupt_stream") is a damaged
+    dump, skipped and reported as before, while another input gives pages; a file under a .bz2 name that is not
+    bzip2 data at all is no dump. A marker written before pages were counted has no "pages": its file is not
+    judged. When no input holds a page the work folder goes too (there is nothing to resume)."""
+    pages: dict[str, int | None] = {}
+    problems: dict[str, list[dict]] = {}
+    for unit, marker in zip(units, markers, strict=True):
+        found = marker.get("pages")
+        for index, r in enumerate(unit.ranges):
+            known = pages.get(r.path, 0)
+            pages[r.path] = None if known is None or found is None else known + found[index]
+        for bad in marker["bad_input"]:
+            problems.setdefault(bad["file"], []).append(bad)
+    empty = [path for path, count in pages.items() if count == 0]
+    damaged = {path for path in empty if not _not_bzip2(path) and any(
+        bad["kind"] in ("truncated", "corrupt_stream") for bad in problems.get(path, []))}
+    refused = [path for path in empty if path not in damaged]
+    if not refused and (not empty or any(pages.values())):
+        return
+    if len(empty) == len(pages):
+        shutil.rmtree(work, ignore_errors=True)
+    path = (refused or empty)[0]
+    also = f" (and {len(refused or empty) - 1} more such input(s))" if len(refused or empty) > 1 else ""
+    why = " (not bzip2 data: it does not start with 'BZh')" if _not_bzip2(path) else ""
+    kinds = ", ".join(sorted({bad["kind"] for bad in problems.get(path, [])}))
+    cause = f"; bad input in it was reported above ({kinds})" if kinds else ""
+    raise InputError(f"{path}: no <page> element found{why}; expected a Wikipedia XML dump (pages-articles: "
+                     f"*.xml or *.xml.bz2 of <mediawiki> with <page> elements){also}{cause}")
+
+
+def _not_bzip2(path: str) -> bool:
+    """A file under a .bz2 name that does not start as bzip2 data does ('BZh' and the block size)."""
+    if not path.endswith(".bz2"):
+        return False
+    with open(path, "rb") as f:
+        head = f.read(4)
+    return not (head[:3] == b"BZh" and head[3:4].isdigit() and head[3:4] != b"0")
+
+
 def _read_stats(out_dir: Path) -> dict | None:
     try:
         return json.loads((out_dir / "stats.json").read_text(encoding="utf-8"))
@@ -236,7 +282,8 @@ def _run_unit(job: tuple) -> dict:
     source, unit, work, settings, show_documents = job
     min_words = settings["min_words"]
     counts: dict = {"documents": 0, "words": 0, "sentences": 0, "skipped": Counter(), "bad_input": [],
-                    "bad_input_counts": Counter(), "lines": [0] * len(unit.ranges), "streams": Counter()}  # fmt: skip
+                    "bad_input_counts": Counter(), "lines": [0] * len(unit.ranges), "streams": Counter(),
+                    "pages": [0] * len(unit.ranges)}  # fmt: skip
 
     def kept_documents() -> Iterator[Document]:
         for index, r in enumerate(unit.ranges):
@@ -345,6 +392,10 @@ class _ReadContext:
                 {"range": self._index, "file": str(self.path), "line": line, "byte": byte, "kind": kind, "error": error}
             )
 
+    def found_pages(self, count: int) -> None:
+        """The <page> elements a wiki reader found in the range (data/wikidump.py read_wiki)."""
+        self._counts["pages"][self._index] = count
+
     def raw_lines(self) -> Iterator[tuple[int, int, bytes]]:
         """(line number within the range, byte offset in the file, bytes) of each line of the range; a .gz file
         whole, a truncated one up to its cut (reported)."""
@@ -430,8 +481,10 @@ def _read_realnews(context: _ReadContext) -> Iterator[Document]:
 
 
 def _read_wiki(context: _ReadContext) -> Iterator[Document]:
+    seen: Counter = Counter()
     yield from read_wiki(context.path, context.report, context.streams,
-                         (context.start, context.end), context.work)
+                         (context.start, context.end), context.work, seen)
+    context.found_pages(seen["pages"])
 
 
 READERS: dict[str, Callable[[_ReadContext], Iterator[Document]]] = {

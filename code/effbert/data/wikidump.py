@@ -46,17 +46,26 @@ _PAGE_HEAD = 4096  # bytes of a malformed page searched for its title and id
 
 
 def read_wiki(path: Path, report: Report, tally: Counter | None = None, span: tuple[int, int] | None = None,
-              index_folder: Path | None = None) -> Iterator[Document]:
+              index_folder: Path | None = None, seen: Counter | None = None) -> Iterator[Document]:
     """The dump's articles as documents, each page's text extracted in this process (data/wiki_articles.py).
     `tally` counts a .bz2's streams: read, damaged (skipped), and the pages they held. `span`: compressed
     bytes of a .bz2 after the dump's header (a multistream dump's streams that start in it, bz2_stream_cuts;
     another's pages that start in the blocks that start in it, data/bz2_blocks.py, its block index kept in
-    `index_folder`), or bytes of a plain .xml (the pages that start in it)."""
+    `index_folder`), or bytes of a plain .xml (the pages that start in it). `seen["pages"]` counts the <page>
+    elements found, well-formed or not, articles or not (a file without one is not a dump: data/sources.py)."""
     wiki_articles.prepare_extractor()
+    seen = Counter() if seen is None else seen
+
+    def counted(kind: str, error: str, line: int | None = None, byte: int | None = None) -> None:
+        if kind == "malformed_xml":  # a malformed page is a <page> found all the same
+            seen["pages"] += 1
+        report(kind, error, line=line, byte=byte)
+
     last_id = None
-    for chunk in checked_pages(path, report, tally, span, index_folder):
+    for chunk in checked_pages(path, counted, tally, span, index_folder):
         if not chunk.startswith(_OPEN):
             continue  # the dump's header, the white space between pages
+        seen["pages"] += 1
         found = wiki_articles.article(chunk)
         if found is None or found.page_id == last_id:
             continue
@@ -120,15 +129,19 @@ def checked_pages(dump: Path, report: Report, tally: Counter | None = None,
                 position, line = yield from _split_pages(buffer, line, report, final=False)
                 buffer = buffer[position:]
         except (EOFError, OSError) as e:
-            report(
-                "truncated",
-                f"truncated or corrupt compressed dump ({e}) before compressed byte {raw.tell()}, at decompressed "
-                "line given; the pages before it are kept",
-                line=line + buffer.count(b"\n"),
-                byte=raw.tell(),
-            )
+            at_line = line + buffer.count(b"\n")  # of the file only when reading from its start
+            report("truncated", f"truncated or corrupt compressed dump ({e}) "
+                   f"{_cut_position(raw.tell(), at_line if start == 0 else None)}; the pages before it are kept",
+                   line=at_line, byte=raw.tell())  # fmt: skip
             return
         yield from _split_pages(buffer, line, report, final=True)
+
+
+def _cut_position(byte: int | None, line: int | None) -> str:
+    """'before compressed byte B, at decompressed line L', each part only when it is known."""
+    parts = ([f"before compressed byte {byte}"] if byte is not None else []) + (
+        [f"at decompressed line {line}"] if line is not None else [])
+    return ", ".join(parts) or "at an unknown position"
 
 
 def _block_span_pages(dump: Path, report: Report, tally: Counter, span: tuple[int, int],

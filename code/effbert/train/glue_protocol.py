@@ -40,9 +40,10 @@ from effbert.layout import (
 
 def task_epochs(cfg: GlueConfig, task: str) -> int:
     """The config's epochs for `task`: an int for every task, a {task: epochs} entry, else the task's default."""
+    default = get_task(task).epochs  # an unknown task is refused whatever the config says
     if isinstance(cfg.epochs, int):
         return cfg.epochs
-    return (cfg.epochs or {}).get(task, get_task(task).epochs)
+    return (cfg.epochs or {}).get(task, default)
 
 
 def grid(cfg: GlueConfig) -> list[GlueRun]:
@@ -116,6 +117,7 @@ def gather(model_dir: Path, task: str, expected: dict[GlueRun, dict] | None = No
     """Select among the finished runs of the model's grid; write glue/<TASK>.json and the submission files.
 
     `expected`: each run's identity now (effbert.train.identity); a run made under another is not used."""
+    get_task(task)  # an unknown task is named as such, not as a grid with no finished runs
     model_dir = Path(model_dir)
     cfg = load_config(model_dir).glue
     paths = {run: run_path(model_dir, task, run) for run in grid(cfg)}
