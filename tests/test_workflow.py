@@ -117,6 +117,8 @@ def test_cpu_run_pretrains_without_torchrun(tmp_path):
     commands = [job["shell"] for job in planned(output) if job["rule"] == "pretrain_model"]
     demo_models = len(list((ROOT / "demo/models").glob("*/config.json")))
     assert len(commands) == demo_models and all(cmd.startswith("effbert pretrain ") for cmd in commands)
+    # appended: a refused second launch leaves the live run's log whole, a resumed run's log goes on
+    assert all(" >> demo/out/logs/pretrain/" in cmd for cmd in commands)
 
 
 def test_named_targets_plan_what_they_promise(tmp_path):

@@ -24,6 +24,8 @@ rule pretrain_model:
     resources:
         **rule_resources("pretrain_model"),
     threads: 1
+    # the log is appended to: a second launch that the folder's lock refuses must not cut the live run's log,
+    # and a resumed run's log goes on from the killed one's
     shell:
         "{params.launch} pretrain --model {params.model} --shards {params.shards}"
-        " --threads {params.threads} > {log} 2>&1"
+        " --threads {params.threads} >> {log} 2>&1"
