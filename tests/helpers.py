@@ -88,3 +88,30 @@ def minilm_model_dir() -> Path | None:
         return None
     folder = Path(spec.origin).parent / "model"
     return folder if (folder / "vocab.txt").is_file() and (folder / "tokenizer.json").is_file() else None
+
+
+def one_line_exit_2(argv: list[str], capsys) -> str:
+    """`effbert ARGV` refuses its input as the project's rule says: exit status 2, one line, no traceback; that
+    line. Output printed before the call (a library's progress bars while a test built its input) is dropped."""
+    from effbert.cli import main
+
+    capsys.readouterr()
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "Traceback" not in err, err
+    return err
+
+
+def tiny_hf_bert(folder: Path, max_positions: int = 64) -> Path:
+    """A randomly initialised BERT in HuggingFace's layout (config.json, model.safetensors, vocab.txt) whose
+    position table has `max_positions` rows."""
+    import pytest
+
+    transformers = pytest.importorskip("transformers")
+    torch.manual_seed(0)
+    config = transformers.BertConfig(vocab_size=32, hidden_size=8, num_hidden_layers=1, num_attention_heads=2,
+                                     intermediate_size=16, max_position_embeddings=max_positions)
+    transformers.BertModel(config).save_pretrained(folder)
+    letters = [chr(c) for c in range(ord("a"), ord("z") + 1)]
+    (folder / "vocab.txt").write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *letters, "."]) + "\n")
+    return folder

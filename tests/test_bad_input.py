@@ -17,6 +17,7 @@ from effbert.demo.glue import write_demo_glue
 from effbert.errors import InputError
 from effbert.files import remove_leftovers
 from effbert.train.checkpoints import read_checkpoint
+from helpers import one_line_exit_2
 
 
 class Evil:
@@ -24,13 +25,6 @@ class Evil:
 
     def __reduce__(self):
         return (print, ("ran code",))
-
-
-def _one_line_exit_2(argv: list[str], capsys) -> str:
-    assert main(argv) == 2
-    err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and "Traceback" not in err, err
-    return err
 
 
 def test_a_config_that_is_not_utf8_or_repeats_a_key(tmp_path, capsys):
@@ -45,7 +39,7 @@ def test_a_config_that_is_not_utf8_or_repeats_a_key(tmp_path, capsys):
     (folder / "config.json").write_bytes(b"\xef\xbb\xbf" + b'{"stages": ["lra"]}')  # a byte-order mark is fine
     assert load_config(folder).stages == ["lra"]
     (folder / "config.json").write_bytes(b'{"description": "\xff"}')
-    err = _one_line_exit_2(["lra", "--model", str(folder), "--task", "listops", "--gather"], capsys)
+    err = one_line_exit_2(["lra", "--model", str(folder), "--task", "listops", "--gather"], capsys)
     assert "config.json: line 1, byte 17: not UTF-8" in err
 
 
@@ -93,7 +87,7 @@ def test_a_pickle_given_as_huggingface_weights_is_refused_in_one_line(tmp_path, 
         "intermediate_size": 16, "max_position_embeddings": 16}))
     (hf / "vocab.txt").write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "a", "b", "c"]) + "\n")
     torch.save({"bert.embeddings.word_embeddings.weight": Evil()}, hf / "pytorch_model.bin")
-    err = _one_line_exit_2(["import-hf", "--from", str(hf), "--model", str(tmp_path / "m")], capsys)
+    err = one_line_exit_2(["import-hf", "--from", str(hf), "--model", str(tmp_path / "m")], capsys)
     assert "pytorch_model.bin: not a file of tensors" in err
     assert "ran code" not in capsys.readouterr().out
 
@@ -126,8 +120,8 @@ def test_a_device_or_thread_count_the_machine_cannot_give_is_one_line(tmp_path, 
         set_threads(-1)
     lra = ["lra-data", "--out", str(tmp_path / "lra"), "--task", "listops"]
     assert main(lra + ["--train", "2", "--val", "2", "--test", "2"]) == 0
-    err = _one_line_exit_2(["lra", "--model", str(tmp_path / "m"), "--task", "listops", "--lra_dir",
-                            str(tmp_path / "lra"), "--threads", "-1"], capsys)
+    err = one_line_exit_2(["lra", "--model", str(tmp_path / "m"), "--task", "listops", "--lra_dir",
+                           str(tmp_path / "lra"), "--threads", "-1"], capsys)
     assert "--threads -1" in err
 
 
@@ -137,8 +131,8 @@ def test_a_path_that_is_not_what_it_should_be_is_the_users_to_fix(tmp_path, caps
     (tmp_path / "in").mkdir()
     (tmp_path / "in" / "a.txt").write_text("Hello world. This is a sentence.\n")
     (tmp_path / "afile").write_text("x")
-    err = _one_line_exit_2(["documents", "--source", "bookcorpus", "--input", str(tmp_path / "in"), "--out",
-                            str(tmp_path / "afile" / "out")], capsys)
+    err = one_line_exit_2(["documents", "--source", "bookcorpus", "--input", str(tmp_path / "in"), "--out",
+                           str(tmp_path / "afile" / "out")], capsys)
     assert str(tmp_path / "afile") in err
 
 
@@ -146,5 +140,5 @@ def test_every_problem_of_a_config_is_on_the_errors_one_line(tmp_path, capsys):
     folder = tmp_path / "m"
     folder.mkdir()
     (folder / "config.json").write_text(json.dumps({"model": {"hidden_sise": 64, "dropout": 2.0}}))
-    err = _one_line_exit_2(["lra", "--model", str(folder), "--task", "listops", "--lra_dir", str(tmp_path)], capsys)
+    err = one_line_exit_2(["lra", "--model", str(folder), "--task", "listops", "--lra_dir", str(tmp_path)], capsys)
     assert "config.json: invalid config: model.dropout" in err and "model.hidden_sise: unknown key" in err

@@ -18,6 +18,7 @@ from effbert.data.wikidump import checked_pages
 from effbert.demo.wiki import DEMO_WIKI_NAME, STUB_EVERY, write_demo_wiki
 from effbert.errors import InputError
 from effbert.pipeline_config import DocumentsSettings
+from helpers import one_line_exit_2
 
 ROOT = Path(__file__).resolve().parents[1]
 COMMITTED_DEMO_WIKI = ROOT / "demo" / "data-preprocessing" / "wiki" / DEMO_WIKI_NAME
@@ -168,9 +169,7 @@ def test_a_wiki_input_without_a_single_page_is_refused_in_one_line(tmp_path, cap
     news = tmp_path / "news.jsonl"
     news.write_text(json.dumps({"text": "Not a dump. " * 50}) + "\n", encoding="utf-8")
     argv = ["documents", "--source", "wiki", "--input", str(news), "--out", str(tmp_path / "out")]
-    assert main(argv) == 2
-    err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and "Traceback" not in err, err
+    err = one_line_exit_2(argv, capsys)
     assert f"{news}: no <page> element found; expected a Wikipedia XML dump (pages-articles" in err
     assert_no_output(tmp_path / "out")
     assert not (tmp_path / "out.work").exists()  # nothing to resume

@@ -16,6 +16,7 @@ from effbert.errors import InputError
 from effbert.model.encoder import Encoder
 from effbert.train.checkpoints import load_encoder_weights, read_checkpoint
 from effbert.train.hf_import import convert_hf_state, hf_model_config, import_hf_bert
+from helpers import one_line_exit_2, tiny_hf_bert
 
 SENTENCES = [
     "The quick brown fox jumps over the lazy dog.",
@@ -143,42 +144,20 @@ def test_pytorch_bin_and_vocab_txt(hf_dir: Path, tmp_path: Path) -> None:
     assert _batch(from_bin)["input_ids"].tolist() == _batch(from_safetensors)["input_ids"].tolist()
 
 
-def _tiny_bert(folder: Path, max_positions: int = 64) -> Path:
-    """A randomly initialised BERT in HuggingFace's layout (config.json, model.safetensors, vocab.txt)."""
-    transformers = pytest.importorskip("transformers")
-    torch.manual_seed(0)
-    config = transformers.BertConfig(vocab_size=32, hidden_size=8, num_hidden_layers=1, num_attention_heads=2,
-                                     intermediate_size=16, max_position_embeddings=max_positions)
-    transformers.BertModel(config).save_pretrained(folder)
-    letters = [chr(c) for c in range(ord("a"), ord("z") + 1)]
-    (folder / "vocab.txt").write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *letters, "."]) + "\n")
-    return folder
-
-
-def _one_line_exit_2(argv: list[str], capsys) -> str:
-    from effbert.cli import main
-
-    capsys.readouterr()  # what building the folder printed (transformers' progress bars)
-    assert main(argv) == 2
-    err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and "Traceback" not in err, err
-    return err
-
-
 def test_truncated_safetensors_is_one_line_naming_the_file(tmp_path: Path, capsys) -> None:
-    folder = _tiny_bert(tmp_path / "bert")
+    folder = tiny_hf_bert(tmp_path / "bert")
     weights = folder / "model.safetensors"
     assert (import_hf_bert(folder, tmp_path / "whole", log=lambda _: None)).is_file()  # the folder is good
     weights.write_bytes(weights.read_bytes()[:500])  # a download cut short
-    err = _one_line_exit_2(["import-hf", "--from", str(folder), "--model", str(tmp_path / "cut")], capsys)
+    err = one_line_exit_2(["import-hf", "--from", str(folder), "--model", str(tmp_path / "cut")], capsys)
     assert f"{weights}: not a readable safetensors file" in err
     assert not (tmp_path / "cut" / "checkpoints").exists()
 
 
 def test_misspelt_attention_option_is_blamed_on_the_option(tmp_path: Path, capsys) -> None:
-    folder = _tiny_bert(tmp_path / "bert")
-    err = _one_line_exit_2(["import-hf", "--from", str(folder), "--model", str(tmp_path / "m"),
-                            "--attention", '{"type": "nystrom", "num_landmarkz": 4}'], capsys)
+    folder = tiny_hf_bert(tmp_path / "bert")
+    err = one_line_exit_2(["import-hf", "--from", str(folder), "--model", str(tmp_path / "m"),
+                           "--attention", '{"type": "nystrom", "num_landmarkz": 4}'], capsys)
     assert err.startswith("effbert import-hf: error: --attention: num_landmarkz: unknown key (nystrom attention"), err
     assert "num_landmarks" in err and "config.json" not in err  # the valid names, and not the BERT's file
     wrong = [({"num_landmarks": 4}, 'no "type"'), ({"type": "nystrm"}, "unknown attention type"),

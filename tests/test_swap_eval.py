@@ -35,6 +35,7 @@ from effbert.train.swap_eval import (
     parse_variant,
     swap_eval,
 )
+from helpers import one_line_exit_2, tiny_hf_bert
 
 DUMP = Path(__file__).resolve().parents[1] / "demo/data-preprocessing/wiki/demowiki-pages-articles.xml.bz2"
 
@@ -230,18 +231,6 @@ def test_variants_of_one_mechanism_are_costed_in_one_run_beside_softmax(hf_dir: 
     assert costs["time_vs_softmax"].to_numpy() == pytest.approx(against_this_runs_softmax.to_numpy())
 
 
-def _tiny_bert(folder: Path, max_positions: int) -> Path:
-    """A randomly initialised BERT in HuggingFace's layout whose position table has `max_positions` rows."""
-    transformers = pytest.importorskip("transformers")
-    torch.manual_seed(0)
-    config = transformers.BertConfig(vocab_size=32, hidden_size=8, num_hidden_layers=1, num_attention_heads=2,
-                                     intermediate_size=16, max_position_embeddings=max_positions)
-    transformers.BertModel(config).save_pretrained(folder)
-    letters = [chr(c) for c in range(ord("a"), ord("z") + 1)]
-    (folder / "vocab.txt").write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *letters, "."]) + "\n")
-    return folder
-
-
 def _long_documents(folder: Path) -> Path:
     """Three documents of 200 one-letter words: 200 tokens each, past a 64-row position table."""
     folder.mkdir()
@@ -251,13 +240,10 @@ def _long_documents(folder: Path) -> Path:
 
 
 def _swap_eval_exit_2(tmp_path: Path, capsys, *extra: str) -> str:
-    bert = _tiny_bert(tmp_path / "bert", max_positions=64)
+    bert = tiny_hf_bert(tmp_path / "bert", max_positions=64)
     argv = ["swap-eval", "--from", str(bert), "--text", str(_long_documents(tmp_path / "docs")), "--passages", "2",
             "--cost_length", "0", "--device", "cpu", "--out", str(tmp_path / "results"), *extra]
-    capsys.readouterr()  # what building the folder printed (transformers' progress bars)
-    assert main(argv) == 2
-    err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and "Traceback" not in err, err
+    err = one_line_exit_2(argv, capsys)
     assert not (tmp_path / "results").exists()
     return err
 
@@ -289,7 +275,7 @@ def test_adaptation_settings_are_checked_before_any_run(tmp_path: Path, capsys) 
 def test_without_max_len_passages_fit_a_short_position_table(tmp_path: Path, capsys) -> None:
     """No --max_len: 512 tokens, or the BERT's position table when it is shorter (here 64), so the DAG's swap
     target (which passes none) runs on such a BERT too."""
-    bert = _tiny_bert(tmp_path / "bert", max_positions=64)
+    bert = tiny_hf_bert(tmp_path / "bert", max_positions=64)
     argv = ["swap-eval", "--from", str(bert), "--text", str(_long_documents(tmp_path / "docs")), "--passages", "2",
             "--cost_length", "0", "--device", "cpu", "--out", str(tmp_path / "results"), "--variants", "softmax"]
     assert main(argv) == 0, capsys.readouterr().err[-2000:]
