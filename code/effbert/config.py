@@ -525,7 +525,13 @@ def _describe(error: dict, prefix: str = "") -> str:
     return f"{where}: {msg} (got {error['input']!r})" if not isinstance(error["input"], dict) else f"{where}: {msg}"
 
 
-CONFIG_PROBLEMS = "; "  # between the problems of one config, all on the error's one line
+class ConfigError(InputError):
+    """A config that does not validate: every problem on the error's one line, and as a list (`problems`, each
+    "key: what is wrong") for callers that name the config otherwise."""
+
+    def __init__(self, source: str, problems: list[str]):
+        super().__init__(f"{source}: invalid config: {'; '.join(problems)}")
+        self.problems = problems
 
 
 def parse_config(data: object, source: str) -> Config:
@@ -533,8 +539,7 @@ def parse_config(data: object, source: str) -> Config:
     try:
         return Config.model_validate(data)
     except ValidationError as e:
-        raise InputError(f"{source}: invalid config: {CONFIG_PROBLEMS.join(_describe(err) for err in e.errors())}") \
-            from None
+        raise ConfigError(source, [_describe(err) for err in e.errors()]) from None
 
 
 def load_config(path: str | Path) -> Config:

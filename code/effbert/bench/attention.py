@@ -60,7 +60,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from effbert.config import CONFIG_PROBLEMS
+from effbert.config import ConfigError
 from effbert.errors import InputError
 from effbert.files import atomic_path, write_text
 from effbert.pipeline_config import NAIVE_SOFTMAX, EfficiencyConfig
@@ -507,9 +507,8 @@ def _check_options(runs: dict[str, str], options: dict[str, dict] | None, heads:
         of = "" if kind == label else f" ({kind})"
         try:
             _model_config(kind, given, heads, head_dim, max_seq_len)
-        except InputError as e:  # parse_config's one line: "bench: invalid config: problem; problem"
-            problems = str(e).split("invalid config: ", 1)[-1].split(CONFIG_PROBLEMS)
-            found = CONFIG_PROBLEMS.join(problem.removeprefix("model.attention.") for problem in problems)
+        except ConfigError as e:  # named after the options entry, not the model config made from it
+            found = "; ".join(problem.removeprefix("model.attention.") for problem in e.problems)
             raise InputError(f"options {label!r}{of}: {found}") from None
 
 
