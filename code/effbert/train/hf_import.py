@@ -133,7 +133,6 @@ def import_hf_bert(
     model_dir: str | Path,
     *,
     attention: dict | None = None,
-    attention_source: str = "--attention",
     log: Callable[[str], None] = print,
 ) -> Path:
     """Write models/<name>/checkpoints/cp-0000.pt from a HuggingFace BERT folder; returns its path.
@@ -141,13 +140,13 @@ def import_hf_bert(
     `attention`: the mechanism as in config.json's model.attention (e.g. {"type": "nystrom"}); None takes
     the model folder's config.json when it has one, else softmax. The checkpoint's model config has BERT's
     sizes; the folder's config.json is written with them when absent, and kept (with its other sections
-    used in the checkpoint) when present. `attention_source` names a given `attention` in errors (the CLI's
-    option). Tensors the mechanism adds keep their fresh initialisation and
-    BERT tensors it has no place for go unused; both are logged.
+    used in the checkpoint) when present; a given `attention` that does not validate is an error naming it as
+    the CLI's --attention. Tensors the mechanism adds keep their fresh initialisation and BERT tensors it has
+    no place for go unused; both are logged.
     """
     hf_dir, model_dir = Path(hf_dir), Path(model_dir)
     if attention is not None:
-        check_attention(attention, attention_source)  # before anything is read or locked
+        check_attention(attention, "--attention")  # before anything is read or locked
     with writer_lock(model_dir, "import"):
         return _import(hf_dir, model_dir, attention, log)
 
