@@ -1,6 +1,6 @@
 # effbert: raw dumps -> documents -> tokenizer -> shards -> pretrain -> GLUE and LRA -> result tables.
 # Real scale: `snakemake --cores N` (config/config.yaml). The bundled tiny default: `./run demo`.
-from snakemake.utils import min_version, validate
+from snakemake.utils import min_version
 
 min_version("8.0")
 
@@ -14,9 +14,7 @@ min_version("8.0")
 report: "workflow/report/workflow.rst"
 
 
-validate(config, "workflow/schemas/config.schema.yaml", set_default=False)  # defaults: effbert.pipeline_config
-
-
+# the config and every model's config.json, validated (effbert.pipeline_config, effbert.config)
 include: "workflow/rules/common.smk"
 
 

@@ -211,6 +211,26 @@ def test_a_models_dir_without_models_is_an_error_not_an_empty_report(tmp_path):
         assert done.returncode != 0 and f"models_dir {where}: {says}" in done.stdout + done.stderr
 
 
+@pytest.mark.parametrize("where, edit, says", [
+    ("config/demo.yaml", ("dev_fraction: 0.15", "dev_fraction: 1.5"),
+     "config/demo.yaml: invalid config: shards.dev_fraction: Input should be less than 1 (got 1.5)"),
+    ("config/demo.yaml", ("seed: 0\n", "seed: 0\n  sample_size: 3\n"),
+     "config/demo.yaml: invalid config: shards.sample_size: unknown key"),
+    ("demo/models/nystrom/config.json", ('"max_seq_len": ', '"max_seq_len": "long", "x": '),
+     "demo/models/nystrom/config.json: invalid config: model.max_seq_len: Input should be a valid integer"),
+])
+def test_a_bad_config_ends_the_run_on_one_line(tmp_path, where, edit, says):
+    """A config problem is one line naming the file and the key, and exit 1: not Snakemake's traceback of the
+    Snakefile, nor the whole JSON schema of the setting."""
+    project = copy_project(tmp_path, ["demo"])
+    path = project / where
+    assert edit[0] in path.read_text()
+    path.write_text(path.read_text().replace(edit[0], edit[1], 1))
+    done = snakemake(project, "--configfile", "config/demo.yaml", "-n", "--cores", "1", check=False)
+    lines = [line for line in done.stderr.splitlines() if not line.startswith("Using workflow specific profile")]
+    assert done.returncode == 1 and len(lines) == 1 and lines[0].startswith(f"error: {says}"), done.stderr[-3000:]
+
+
 def test_a_configfile_replaces_config_yaml_whole(tmp_path):
     """--configfile names the whole config: what it leaves out is not taken from config/config.yaml (whose
     ListOps is generated at real scale), so a demo config without lra.generate asks for the ListOps files."""

@@ -525,6 +525,11 @@ def _describe(error: dict, prefix: str = "") -> str:
     return f"{where}: {msg} (got {error['input']!r})" if not isinstance(error["input"], dict) else f"{where}: {msg}"
 
 
+def problems_of(error: ValidationError) -> list[str]:
+    """A validation error's problems, each "key: what is wrong" on one line (keys dotted from the top)."""
+    return [_describe(err) for err in error.errors()]
+
+
 class ConfigError(InputError):
     """A config that does not validate: every problem on the error's one line, and as a list (`problems`, each
     "key: what is wrong") for callers that name the config otherwise."""
@@ -539,7 +544,7 @@ def parse_config(data: object, source: str) -> Config:
     try:
         return Config.model_validate(data)
     except ValidationError as e:
-        raise ConfigError(source, [_describe(err) for err in e.errors()]) from None
+        raise ConfigError(source, problems_of(e)) from None
 
 
 def load_config(path: str | Path) -> Config:

@@ -1,9 +1,9 @@
 """The Snakemake config (config/config.yaml, config/demo.yaml): one declaration per setting, with its default.
 
 The data stages' settings (documents, shards, LRA generation) are declared here once; the rules
-(workflow/rules/common.smk) read the validated config through `PipelineConfig`, the CLI builds its flags
-from these models, each stage takes its settings as one of them, and Snakemake's own validation runs on
-workflow/schemas/config.schema.yaml, which is generated from them:
+(workflow/rules/common.smk) read the config through `parse_pipeline_config`, which names every problem on one
+line, the CLI builds its flags from these models, and each stage takes its settings as one of them. For editors
+and other tools, workflow/schemas/config.schema.yaml is generated from them:
 
     python -m effbert.pipeline_config > workflow/schemas/config.schema.yaml
 
@@ -17,9 +17,9 @@ import shlex
 import sys
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, create_model, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, model_validator
 
-from effbert.config import ATTENTION_TYPES, AttentionConfig
+from effbert.config import ATTENTION_TYPES, AttentionConfig, ConfigError, problems_of
 from effbert.constants import GLUE_TASKS, LRA_TASKS
 
 Source = Literal["wiki", "bookcorpus", "stories", "realnews"]
@@ -273,8 +273,17 @@ class PipelineConfig(_Strict):
     efficiency: EfficiencyConfig = EfficiencyConfig()
 
 
+def parse_pipeline_config(data: object, source: str) -> PipelineConfig:
+    """Validate the Snakemake config, defaults filled in; a ConfigError names `source` (the config files) and
+    every problem as "key: what is wrong", all on one line."""
+    try:
+        return PipelineConfig.model_validate(data)
+    except ValidationError as e:
+        raise ConfigError(source, problems_of(e)) from None
+
+
 def schema_yaml() -> str:
-    """workflow/schemas/config.schema.yaml, as Snakemake's `validate` reads it."""
+    """workflow/schemas/config.schema.yaml: the config's JSON schema, for editors and other tools."""
     import yaml  # snakemake's dependency, needed only here
 
     schema = {"$schema": "https://json-schema.org/draft/2020-12/schema",

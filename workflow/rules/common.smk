@@ -8,13 +8,15 @@
 import functools
 import importlib
 import os
+import sys
 from pathlib import Path
 
 from effbert import layout
 from effbert.config import load_config
 from effbert.data.shard_files import MANIFEST
+from effbert.errors import InputError
 from effbert.layout import GlueRun
-from effbert.pipeline_config import PipelineConfig, ShardSettings
+from effbert.pipeline_config import ShardSettings, parse_pipeline_config
 from effbert.train.glue_protocol import grid
 from effbert.train.identity import (
     digest,
@@ -25,20 +27,37 @@ from effbert.train.identity import (
     pretraining_settings,
 )
 
-# the config with every default filled in, from the one declaration of each setting (effbert.pipeline_config)
-PIPELINE = PipelineConfig.model_validate(config)
+
+def load_settings():
+    """The Snakemake config with every default filled in (effbert.pipeline_config), the models to run and their
+    config.json, every cross-reference checked. A problem of the user's making ends the run here on one line
+    naming the file and key, not in Snakemake's traceback of this file."""
+    source = ", ".join(os.path.relpath(p) for p in workflow.configfiles) or "the Snakemake config"
+    try:
+        pipeline = parse_pipeline_config(config, source)
+        models = pipeline.models_dir
+        names = pipeline.models or sorted(p.parent.name for p in Path(models).glob(f"*/{layout.CONFIG_FILE}"))
+        if not names:  # else an empty report, exit 0: a misspelt models_dir would look like success
+            raise InputError(f"{source}: models_dir {models}: " + (
+                f"no model folder (<name>/{layout.CONFIG_FILE}) in it" if Path(models).is_dir() else "no such folder"))
+        configs = {name: load_config(Path(models) / name) for name in names}
+        for name, cfg in configs.items():
+            if "pretrain" in cfg.stages and cfg.pretraining.tokenizer not in pipeline.tokenizers:
+                raise InputError(f"{models}/{name}/{layout.CONFIG_FILE}: pretraining.tokenizer: tokenizer "
+                                 f"{cfg.pretraining.tokenizer!r} is not in the Snakemake config's tokenizers "
+                                 f"{sorted(pipeline.tokenizers)}")
+    except InputError as e:
+        sys.exit(f"error: {e}")
+    return pipeline, names, configs
+
+
+PIPELINE, MODEL_NAMES, MODEL_CONFIGS = load_settings()
 DATA = PIPELINE.data_dir
 MODELS = PIPELINE.models_dir
 RESULTS = PIPELINE.results_dir
 GLUE_DIR = PIPELINE.glue.dir
 LRA_DIR = PIPELINE.lra.dir
 LOGS = PIPELINE.logs_dir
-
-MODEL_NAMES = PIPELINE.models or sorted(p.parent.name for p in Path(MODELS).glob(f"*/{layout.CONFIG_FILE}"))
-if not MODEL_NAMES:  # else an empty report, exit 0: a misspelt models_dir would look like success
-    raise ValueError(f"models_dir {MODELS}: " + (f"no model folder (<name>/{layout.CONFIG_FILE}) in it"
-                                                 if Path(MODELS).is_dir() else "no such folder"))
-MODEL_CONFIGS = {name: load_config(Path(MODELS) / name) for name in MODEL_NAMES}
 
 
 def with_stage(stage, models=MODEL_NAMES):
