@@ -142,3 +142,16 @@ def test_every_problem_of_a_config_is_on_the_errors_one_line(tmp_path, capsys):
     (folder / "config.json").write_text(json.dumps({"model": {"hidden_sise": 64, "dropout": 2.0}}))
     err = one_line_exit_2(["lra", "--model", str(folder), "--task", "listops", "--lra_dir", str(tmp_path)], capsys)
     assert "config.json: invalid config: model.dropout" in err and "model.hidden_sise: unknown key" in err
+
+
+def test_bench_pretrain_checks_its_settings_before_building_a_model(tmp_path, capsys):
+    """Through the CLI as every other stage: one line and exit 2 for a folder as --out or a device that is not
+    one; argparse's own refusal, naming the flag, for counts below 1 (0 timed steps divided by zero at the end)
+    and a mechanism that is not registered. Nothing is built or timed first."""
+    assert "out" in one_line_exit_2(["bench", "pretrain", "--tiny", "--out", str(tmp_path)], capsys)
+    assert "device 'tpu'" in one_line_exit_2(["bench", "pretrain", "--tiny", "--device", "tpu"], capsys)
+    for flag, value in (("--steps", "0"), ("--warmup", "-1"), ("--batch-size", "two"), ("--mechanisms", "bogus")):
+        with pytest.raises(SystemExit) as stopped:
+            main(["bench", "pretrain", "--tiny", flag, value])
+        err = capsys.readouterr().err.strip().splitlines()
+        assert stopped.value.code == 2 and err[-1].startswith(f"effbert bench pretrain: error: argument {flag}"), err

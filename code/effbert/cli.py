@@ -419,18 +419,21 @@ def main(argv: list[str] | None = None) -> int:
     if argv[:2] == ["bench", "pretrain"]:  # its own flags (and --help) belong to effbert.bench.pretrain
         from effbert.bench.pretrain import main as bench_pretrain
 
-        bench_pretrain(argv[2:])
-        return 0
+        return _reported("bench pretrain", lambda: bench_pretrain(argv[2:]))
     args = build_parser().parse_args(argv)
+    return _reported(args.stage, lambda: args.run(args))
+
+
+def _reported(stage: str, run: Callable[[], object]) -> int:
+    """Run a stage; the errors a user can cause (or a machine's, for OSError) as one line, and the exit status."""
     try:
-        args.run(args)
+        run()
     except InputError as e:
-        print(f"effbert {args.stage}: error: {e}", file=sys.stderr)
+        print(f"effbert {stage}: error: {e}", file=sys.stderr)
         return 2
     except OSError as e:  # a path that is not what it should be (the user's to fix: 2), or the machine's fault
         where = f"{e.filename}: " if e.filename else ""
-        print(f"effbert {args.stage}: error: {where}{e.strerror or e}; nothing was left half-written",
-              file=sys.stderr)
+        print(f"effbert {stage}: error: {where}{e.strerror or e}; nothing was left half-written", file=sys.stderr)
         return 2 if isinstance(e, _PATH_ERRORS) else 1  # else a full disk, a file size limit, a lost mount
     return 0
 

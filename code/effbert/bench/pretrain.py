@@ -22,8 +22,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from effbert.config import ModelConfig, PretrainConfig
+from effbert.config import ATTENTION_TYPES, ModelConfig, PretrainConfig
 from effbert.constants import IGNORE
+from effbert.errors import InputError
 from effbert.files import write_json
 from effbert.model.pretraining import PretrainingModel
 from effbert.train.device import pick_device
@@ -140,14 +141,24 @@ def _repeat(batch: dict):
         yield batch
 
 
+def _positive(text: str) -> int:
+    """argparse type: a whole number of at least 1 (the loop logs every `warmup` steps; a rate needs steps)."""
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number of at least 1, got {text!r}")
+    return int(text)
+
+
 def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    """`effbert bench pretrain`: every setting is checked before the first model is built; a bad one is an
+    argparse error or an InputError (the CLI prints either on one line, exit 2)."""
+    p = argparse.ArgumentParser(prog="effbert bench pretrain", description=__doc__.split("\n")[0])
     p.add_argument("--tiny", action="store_true", help="a 2-layer, 64-wide, 64-token model (CPU smoke run)")
     p.add_argument("--device")
-    p.add_argument("--batch-size", type=int)
-    p.add_argument("--warmup", type=int, default=5)
-    p.add_argument("--steps", type=int, default=20, help="timed steps after the warmup")
-    p.add_argument("--mechanisms", nargs="+", default=["softmax", "nystrom"])
+    p.add_argument("--batch-size", type=_positive)
+    p.add_argument("--warmup", type=_positive, default=5, help="untimed steps first (at least 1)")
+    p.add_argument("--steps", type=_positive, default=20, help="timed steps after the warmup")
+    p.add_argument("--mechanisms", nargs="+", default=["softmax", "nystrom"], choices=ATTENTION_TYPES,
+                   metavar="MECHANISM", help=f"our attention types to measure: {', '.join(ATTENTION_TYPES)}")
     p.add_argument("--no-peer", action="store_true", help="skip transformers' BertForMaskedLM")
     p.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16"],
                    help=f"default: a run's ({run_default('precision')})")
@@ -157,6 +168,9 @@ def main(argv: list[str] | None = None) -> None:
                    help=f"torch.compile (default: a run's, {run_default('compile')})")
     p.add_argument("--out", help="write the rows as JSON here")
     a = p.parse_args(argv)
+    if a.out and Path(a.out).is_dir():  # found only after the whole run otherwise
+        raise InputError(f"out {a.out!r}: a folder; expected the path of the JSON file")
+    pick_device(a.device)  # an unknown or absent device, named before anything is built
     rows = bench_pretrain(tiny=a.tiny, device=a.device, batch_size=a.batch_size, warmup=a.warmup, steps=a.steps,
                           mechanisms=tuple(a.mechanisms), peer=not a.no_peer, precision=a.precision,
                           attention_fp32=a.attention_fp32, compile=a.compile, out=a.out)
