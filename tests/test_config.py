@@ -61,6 +61,10 @@ def test_nystrom_options_and_int_for_float(tmp_path):
         ({"pretraining": {"steps": 1000, "checkpoint_every": 400}, "glue": {"checkpoint": "cp-0123.pt"}},
          "glue.checkpoint 'cp-0123.pt': pretraining saves steps 400, 800, ..."),
         ({"glue": {"lr": [math.nan]}}, "glue.lr.0: Input should be a finite number"),
+        ({"pretraining": {"keep_checkpoints": 0}},
+         "pretraining.keep_checkpoints: Input should be greater than or equal to 1 (got 0)"),
+        ({"pretraining": {"keep_checkpoints": 2.5}}, "pretraining.keep_checkpoints: Input should be a valid integer"),
+        ({"pretraining": {"keep_checkpoints": "3"}}, "pretraining.keep_checkpoints: Input should be a valid integer"),
     ],
 )
 def test_bad_config_names_file_and_key(tmp_path, data, expected):
@@ -69,6 +73,12 @@ def test_bad_config_names_file_and_key(tmp_path, data, expected):
         load_config(folder)
     assert f"{folder}/config.json" in str(e.value)
     assert expected in str(e.value)
+
+
+@pytest.mark.parametrize(("pretraining", "kept"), [({}, None), ({"keep_checkpoints": None}, None),
+                                                   ({"keep_checkpoints": 3}, 3)])
+def test_keep_checkpoints_is_every_checkpoint_unless_given(tmp_path, pretraining, kept):
+    assert load_config(write(tmp_path, {"pretraining": pretraining})).pretraining.keep_checkpoints == kept
 
 
 def test_invalid_json_names_line(tmp_path):

@@ -55,7 +55,7 @@ ALTERED = {bool: lambda v: not v, int: lambda v: v + 1, float: lambda v: v * 2, 
 def test_a_pretraining_key_changes_pretraining_and_glue_unless_it_only_watches_the_run(key):
     default = getattr(PretrainConfig(), key)
     value = {"tokenizer": "other", "precision": "bf16", "schedule": "cosine", "on_change": "continue",
-             "micro_batch_size": 8, "masking": "dynamic"}.get(key)
+             "micro_batch_size": 8, "masking": "dynamic", "keep_checkpoints": 2}.get(key)
     if value is None:
         value = ALTERED[type(default)](default)
     changed = _changed(_with("pretraining", key, value))

@@ -13,7 +13,7 @@ from effbert.data.shards import build_shards
 from effbert.errors import InputError
 from effbert.locks import LOCK_FILE
 from effbert.pipeline_config import ShardRecipe
-from effbert.train.checkpoints import find_checkpoint, list_checkpoints, read_checkpoint
+from effbert.train.checkpoints import find_checkpoint, list_checkpoints, outdated_checkpoints, read_checkpoint
 from effbert.train.loop import warmup_decay
 from effbert.train.pretrain import pretrain
 from helpers import model_folder
@@ -42,6 +42,8 @@ def test_mlm_loss_falls_and_checkpoints_explain_themselves(tmp_path, shards):
         assert list((folder / "tensorboard").glob("events.out.tfevents.*"))
     assert [p.name for p in list_checkpoints(folder)] == ["cp-0075.pt", "cp-0150.pt"]
     assert find_checkpoint(folder, "last").name == "cp-0150.pt" and find_checkpoint(folder, 75).name == "cp-0075.pt"
+    # every form glue.checkpoint's check accepts as step 75 finds that step's file
+    assert {find_checkpoint(folder, spec).name for spec in ("75", "cp-75.pt", "cp-0075.pt")} == {"cp-0075.pt"}
     state = read_checkpoint(find_checkpoint(folder))
     assert state["step"] == 150 and state["config"]["model"]["hidden_size"] == 32
     tokenizer_file = shards.parent / "tok" / "tokenizer.json"
@@ -280,6 +282,105 @@ def test_runtime_keys_do_not_stop_a_resume(tmp_path, shards):
                               micro_batch_size=8)
     (folder / "config.json").write_text(json.dumps(cfg))
     assert pretrain(folder, shards, device="cpu")["resumed_from"] == 20
+
+
+def _names(*steps: int) -> list[str]:
+    return [f"cp-{step:04d}.pt" for step in steps]
+
+
+def _checkpoint_names(folder: Path) -> list[str]:
+    return [p.name for p in list_checkpoints(folder)]
+
+
+def test_keep_checkpoints_leaves_the_newest_and_those_named_elsewhere(tmp_path, shards, monkeypatch):
+    """keep_checkpoints 2: after each save (never before it) the older checkpoints go, but for the one
+    glue.checkpoint names, step 0 (weights without a run, as an import's) and the one a neighbour folder's
+    from_cp names; checkpoints/stale-*/ is not touched."""
+    import effbert.train.pretrain as stage
+
+    folder = model_folder(tmp_path, steps=12, log_every=2, eval_every=12, checkpoint_every=2, keep_checkpoints=2)
+    cfg = json.loads((folder / "config.json").read_text())
+    cfg["glue"] = {"checkpoint": "cp-0004.pt"}
+    (folder / "config.json").write_text(json.dumps(cfg))
+    (tmp_path / "next").mkdir()
+    (tmp_path / "next" / "config.json").write_text(json.dumps({"from_cp": "../tiny/checkpoints/cp-0006.pt"}))
+    checkpoints = folder / "checkpoints"
+    checkpoints.mkdir()
+    torch.save({"model": {}}, checkpoints / "cp-0000.pt")
+    stale = checkpoints / "stale-20260101T000000Z"
+    stale.mkdir()
+    (stale / "cp-0002.pt").write_bytes(b"an earlier run")
+
+    before_save = {}
+    real_save = stage.save_checkpoint
+
+    def save(path, **content):
+        before_save[content["step"]] = _checkpoint_names(folder)
+        real_save(path, **content)
+
+    monkeypatch.setattr(stage, "save_checkpoint", save)
+    pretrain(folder, shards, device="cpu", threads=1)
+    assert before_save == {2: _names(0), 4: _names(0, 2), 6: _names(0, 2, 4), 8: _names(0, 4, 6),
+                           10: _names(0, 4, 6, 8), 12: _names(0, 4, 6, 8, 10)}
+    assert _checkpoint_names(folder) == _names(0, 4, 6, 10, 12)
+    assert (stale / "cp-0002.pt").read_bytes() == b"an earlier run"
+    assert find_checkpoint(folder, cfg["glue"]["checkpoint"]).name == "cp-0004.pt"
+
+
+def test_without_keep_checkpoints_every_checkpoint_stays(tmp_path, shards):
+    folder = model_folder(tmp_path, steps=6, log_every=2, eval_every=6, checkpoint_every=2)
+    pretrain(folder, shards, device="cpu", threads=1)
+    assert _checkpoint_names(folder) == _names(2, 4, 6)
+
+
+def test_a_new_keep_checkpoints_resumes_the_run(tmp_path, shards):
+    folder = model_folder(tmp_path, steps=4, log_every=1, eval_every=4, checkpoint_every=1)
+    pretrain(folder, shards, device="cpu", threads=1)
+    (folder / "checkpoints" / "cp-0004.pt").unlink()  # as if killed before its last checkpoint
+    _edit(folder, keep_checkpoints=2)
+    assert pretrain(folder, shards, device="cpu", threads=1)["resumed_from"] == 3
+    assert _checkpoint_names(folder) == _names(3, 4)
+    before, after = (read_checkpoint(folder / "checkpoints" / name) for name in _names(3, 4))
+    assert after["identity"] == before["identity"] and after["history"] == []  # the same run, no change recorded
+    assert not list((folder / "checkpoints").glob("stale-*"))
+    _edit(folder, keep_checkpoints=None)
+    assert pretrain(folder, shards, device="cpu", threads=1)["resumed_from"] == 4
+
+
+def test_a_checkpoint_that_cannot_be_deleted_warns_and_training_goes_on(tmp_path, shards, monkeypatch, capsys):
+    import re
+
+    folder = model_folder(tmp_path, steps=6, log_every=2, eval_every=6, checkpoint_every=2, keep_checkpoints=1)
+    tried = []
+    real_unlink = Path.unlink
+
+    def unlink(self, *args, **kwargs):
+        if re.fullmatch(r"cp-\d+\.pt", self.name):  # not the temporaries of the atomic writes
+            tried.append(self.name)
+            raise PermissionError(13, "Permission denied", str(self))
+        return real_unlink(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "unlink", unlink)
+    capsys.readouterr()
+    assert pretrain(folder, shards, device="cpu", threads=1)["steps"] == 6
+    assert _checkpoint_names(folder) == _names(2, 4, 6)
+    assert tried == _names(2, 2)  # oldest first; one failure ends that save's pruning
+    warnings = [line for line in capsys.readouterr().err.splitlines() if "could not delete" in line]
+    assert len(warnings) == 2
+    assert all(line.startswith("warning: ") and "cp-0002.pt" in line and "Permission denied" in line
+               for line in warnings)
+
+
+def test_outdated_checkpoints_are_only_this_runs_older_files(tmp_path):
+    checkpoints = tmp_path / "checkpoints"
+    checkpoints.mkdir()
+    for name in ("cp-0000.pt", "cp-0002.pt", "cp-0004.pt", "cp-6.pt", "cp-0008.pt", "cp-0010.pt", "cp-0002.pt.bak"):
+        (checkpoints / name).write_bytes(b"")
+    # step 0, a name pretraining does not write, a step past the newest saved: never
+    assert [p.name for p in outdated_checkpoints(tmp_path, 1, newest=8)] == _names(2, 4)
+    assert [p.name for p in outdated_checkpoints(tmp_path, 3, newest=8)] == []
+    spared = [tmp_path / "other" / ".." / "checkpoints" / "cp-0002.pt"]
+    assert [p.name for p in outdated_checkpoints(tmp_path, 1, newest=8, spared=spared)] == _names(4)
 
 
 def test_from_cp_tiles_positions_and_lists_fresh_parameters(tmp_path, shards, capsys):

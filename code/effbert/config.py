@@ -308,6 +308,12 @@ class PretrainConfig(_Section):
     eval_every: int = Field(5000, ge=1)
     eval_batches: int = Field(50, ge=1, description="dev batches per evaluation")
     checkpoint_every: int = Field(5000, ge=1)
+    keep_checkpoints: int | None = Field(
+        None, ge=1,
+        description="after each checkpoint is saved, delete the older ones, oldest first, until the newest N are "
+        "left; the one glue.checkpoint names, step 0 (imported weights) and any that a model folder's from_cp "
+        "names are kept besides them. null: keep every checkpoint",
+    )
     seed: int = 0
     on_change: Literal["stop", "continue", "restart"] = Field(
         "stop",
@@ -339,6 +345,12 @@ class GlueConfig(_Section):
     warmup_ratio: float = Field(0.1, ge=0.0, le=1.0)
     max_seq_len: int | None = Field(None, ge=2, description="null: the model's max_seq_len")
     checkpoint: str = Field("last", description="'last', a step number, a cp-NNNN.pt file name, or a path to a .pt")
+
+    @property
+    def checkpoint_step(self) -> int | None:
+        """The pretraining step `checkpoint` names ("1000", "cp-1000.pt"); None for 'last' or a path."""
+        found = re.fullmatch(r"(?:cp-)?(\d+)(?:\.pt)?", self.checkpoint)
+        return int(found.group(1)) if found else None
 
     _lists = field_validator("batch_size", "lr", "seeds", mode="before")(_as_list)
 
@@ -471,14 +483,12 @@ class Config(_Section):
     def _glue_checkpoint_is_made(self, pretrains: bool) -> None:
         """glue.checkpoint names a checkpoint, and (a step of this folder's pretraining) one that it saves: found
         wrong only after pretraining, it would cost the run's time first."""
-        spec = self.glue.checkpoint
-        step = re.fullmatch(r"(?:cp-)?(\d+)(?:\.pt)?", spec)
-        if spec != "last" and not step and not spec.endswith(".pt"):
+        spec, n = self.glue.checkpoint, self.glue.checkpoint_step
+        if spec != "last" and n is None and not spec.endswith(".pt"):
             raise ValueError(f"glue.checkpoint {spec!r}: expected 'last', a step number, a cp-NNNN.pt file name or "
                              "a path to a .pt checkpoint")
         run = self.pretraining
-        if step and pretrains and "/" not in spec:
-            n = int(step.group(1))
+        if n is not None and pretrains:
             if n > run.steps or (n % run.checkpoint_every and n != run.steps):
                 raise ValueError(f"glue.checkpoint {spec!r}: pretraining saves steps {run.checkpoint_every}, "
                                  f"{2 * run.checkpoint_every}, ... (pretraining.checkpoint_every) and its last, "

@@ -11,9 +11,10 @@ states, data position; see effbert.train.loop), so an interrupted run resumes ex
 from __future__ import annotations
 
 import errno
+import re
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import torch
@@ -93,6 +94,31 @@ def set_aside(paths: list[Path], model_dir: str | Path, why: str = "stale") -> P
     return folder
 
 
+def outdated_checkpoints(model_dir: str | Path, keep: int, *, newest: int, spared: Iterable[Path] = ()) -> list[Path]:
+    """What pretraining.keep_checkpoints deletes once step `newest` is saved, oldest first: the checkpoints of
+    steps 1..`newest` but the `keep` newest of them, less the files in `spared`. Never step 0 (imported weights,
+    or a from_cp source put there), a step past `newest` (not this run's), nor a file but cp-NNNN.pt named as
+    pretraining names them (not checkpoints/damaged-*/ or stale-*/, which are kept on purpose)."""
+    spared = {path.resolve() for path in spared}
+    runs = []
+    for path in list_checkpoints(model_dir):  # oldest first
+        step = int(CHECKPOINT_PATTERN.search(path.name).group(1))
+        if 0 < step <= newest and path.name == checkpoint_name(step):
+            runs.append(path)
+    return [path for path in runs[:-keep] if path.resolve() not in spared]
+
+
+def checkpoint_candidates(model_dir: str | Path, spec: str | int) -> list[Path]:
+    """The files a step number, file name or path names, in the order find_checkpoint tries them. A step
+    ("100", or "cp-100.pt" as config.py's glue.checkpoint reads it) is first the file pretraining writes for it
+    (cp-0100.pt)."""
+    model_dir, spec = Path(model_dir), str(spec)
+    candidates = [Path(spec), model_dir / CHECKPOINT_DIR / spec]
+    if step := re.fullmatch(r"(?:cp-)?(\d+)(?:\.pt)?", spec):
+        candidates.insert(0, model_dir / CHECKPOINT_DIR / checkpoint_name(int(step.group(1))))
+    return candidates
+
+
 def find_checkpoint(model_dir: str | Path, spec: str | int = "last") -> Path:
     """'last' (the newest), a step number (as the seeds' --checkpoint 99), a file name, or a path."""
     model_dir = Path(model_dir)
@@ -102,9 +128,7 @@ def find_checkpoint(model_dir: str | Path, spec: str | int = "last") -> Path:
         if not found:
             raise InputError(f"{model_dir / CHECKPOINT_DIR}: no cp-NNNN.pt checkpoint; pretrain the model first")
         return found[-1]
-    candidates = [Path(spec), model_dir / CHECKPOINT_DIR / spec]
-    if spec.isdigit():
-        candidates.insert(0, model_dir / CHECKPOINT_DIR / checkpoint_name(int(spec)))
+    candidates = checkpoint_candidates(model_dir, spec)
     for candidate in candidates:
         if candidate.is_file():
             return candidate

@@ -25,9 +25,9 @@ from effbert.config import Config, parse_config
 from effbert.train.glue_protocol import GlueRun, task_epochs
 from effbert.train.lra_protocol import task_protocol
 
-# pretraining keys that change how a run is watched or split into passes, not what it computes
-RUNTIME_KEYS = ("log_every", "eval_every", "eval_batches", "checkpoint_every", "micro_batch_size", "compile",
-                "tensorboard", "on_change")
+# pretraining keys that change how a run is watched, split into passes or kept on disk, not what it computes
+RUNTIME_KEYS = ("log_every", "eval_every", "eval_batches", "checkpoint_every", "keep_checkpoints", "micro_batch_size",
+                "compile", "tensorboard", "on_change")
 
 
 def digest(identity: object) -> str:

@@ -1,8 +1,8 @@
 """Pretraining stage: a model folder's config.json + a shard set -> checkpoints and metrics.
 
-Writes models/<name>/checkpoints/cp-NNNN.pt, models/<name>/pretrain.jsonl (every logged step and
-evaluation), models/<name>/tensorboard/ (when the tensorboard package is installed) and, last,
-models/<name>/pretrain.json (the summary the report reads).
+Writes models/<name>/checkpoints/cp-NNNN.pt (every one kept unless pretraining.keep_checkpoints says how
+many), models/<name>/pretrain.jsonl (every logged step and evaluation), models/<name>/tensorboard/ (when the
+tensorboard package is installed) and, last, models/<name>/pretrain.json (the summary the report reads).
 
 Every checkpoint records the run identity it was made under (effbert.train.identity); a rerun resumes
 from the newest checkpoint when that identity is the current one, and otherwise stops, continues or
@@ -28,11 +28,18 @@ from effbert.constants import IGNORE
 from effbert.data.dynamic_masking import DynamicMasking
 from effbert.data.shard_files import ShardDataset, read_manifest, shard_set_digest, verify_shards
 from effbert.errors import InputError
-from effbert.files import remove_leftovers, sha256_file, write_json
-from effbert.layout import PRETRAIN_LOG, PRETRAIN_SUMMARY
+from effbert.files import read_json, remove_leftovers, sha256_file, write_json
+from effbert.layout import CONFIG_FILE, PRETRAIN_LOG, PRETRAIN_SUMMARY
 from effbert.locks import writer_lock
 from effbert.model.pretraining import PretrainingModel
-from effbert.train.checkpoints import CHECKPOINT_DIR, checkpoint_name, read_checkpoint, save_checkpoint
+from effbert.train.checkpoints import (
+    CHECKPOINT_DIR,
+    checkpoint_candidates,
+    checkpoint_name,
+    outdated_checkpoints,
+    read_checkpoint,
+    save_checkpoint,
+)
 from effbert.train.device import end_distributed, init_distributed, rank_zero_first, seed_everything, set_threads
 from effbert.train.identity import checkpoint_identity, digest, pretraining_settings
 from effbert.train.initialise import initialise_from
@@ -172,6 +179,8 @@ def _pretrain(model_dir: Path, shards_dir: Path, cfg: Config, manifest: dict, vo
                        "manifest_sha256": manifest_sha256},
             "identity": identity, "history": begin.history,
         })
+        # only once the new file is durably there; fit calls this on rank 0 alone, so one process deletes
+        _prune(model_dir, cfg, step)
 
     def evaluate(m: torch.nn.Module) -> dict[str, float]:
         return dev_metrics(m, dev_data, run.micro_batch_size or run.batch_size, run.eval_batches, dev)
@@ -209,6 +218,47 @@ def _pretrain(model_dir: Path, shards_dir: Path, cfg: Config, manifest: dict, vo
                        identity, begin.history, world, dev)
     write_json(model_dir / PRETRAIN_SUMMARY, summary)
     return summary
+
+
+def _prune(model_dir: Path, cfg: Config, step: int) -> None:
+    """pretraining.keep_checkpoints: delete the checkpoints it no longer keeps, now that step `step`'s is saved. A
+    file that cannot be deleted is one warning and the run goes on (disk space is not worth a GPU-weeks run); the
+    next checkpoint tries again."""
+    keep = cfg.pretraining.keep_checkpoints
+    if keep is None:  # the default: nothing is ever deleted unless asked
+        return
+    for path in outdated_checkpoints(model_dir, keep, newest=step, spared=_spared(model_dir, cfg)):
+        try:
+            path.unlink(missing_ok=True)
+        except OSError as e:  # the files after it would most likely fail alike: one line per checkpoint is enough
+            tqdm.write(f"warning: {path}: could not delete this old checkpoint ({e.strerror or e}); training goes "
+                       "on, and the next checkpoint tries again (pretraining.keep_checkpoints)", file=sys.stderr)
+            return
+
+
+def _spared(model_dir: Path, cfg: Config) -> list[Path]:
+    """Checkpoints that pruning keeps: the one GLUE fine-tunes (glue.checkpoint), and any that a from_cp of this
+    folder or of a model folder beside it starts from (the DAG runs such a folder after this one)."""
+    glue = cfg.glue
+    spared = [] if glue.checkpoint == "last" else checkpoint_candidates(model_dir, glue.checkpoint)
+    if cfg.from_cp:
+        spared.append(_from_cp_source(model_dir, cfg.from_cp))
+    return spared + _from_cp_of_neighbours(model_dir)
+
+
+def _from_cp_of_neighbours(model_dir: Path) -> list[Path]:
+    """The from_cp files of the model folders beside `model_dir`, read as plain JSON: a neighbour's config that
+    does not validate is its own run's error, never a reason to stop this one."""
+    found = []
+    for path in sorted(model_dir.parent.glob(f"*/{CONFIG_FILE}")):
+        try:
+            data = read_json(path)
+        except (OSError, InputError):
+            continue
+        from_cp = data.get("from_cp") if isinstance(data, dict) else None
+        if isinstance(from_cp, str) and from_cp:
+            found.append(_from_cp_source(path.parent, from_cp))
+    return found
 
 
 def _start_from(model: torch.nn.Module, model_dir: Path, source: Path, rank: int) -> None:
