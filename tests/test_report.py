@@ -72,11 +72,13 @@ def test_tables_put_published_numbers_beside_ours(tmp_path):
                                             "SOP acc": 80.0, "MLM loss": 2.5, "train tokens": 1000,
                                             "seconds": 3.0, "demo scale": False}]
     ny_glue, sm_glue = table_rows(markdown["glue"])
-    # the wide GLUE table averages each model's own tasks; the published average is over the same tasks
-    assert (ny_glue["SST-2"], ny_glue["SST-2 (published)"], ny_glue["average"]) == ("90.50", "91.40", "77.17")
-    assert ny_glue["average (published)"] == f"{(91.4 + 80.9 + 82.2) / 3:.2f}"
+    # the wide GLUE table averages the tasks shown, MNLI once (the mean of matched and mismatched)
+    assert (ny_glue["SST-2"], ny_glue["SST-2 (published)"]) == ("90.50", "91.40")
+    assert ny_glue["average"] == f"{(90.5 + (70.0 + 71.0) / 2) / 2:.2f}"
+    assert ny_glue["average (published)"] == f"{(91.4 + (80.9 + 82.2) / 2) / 2:.2f}"
     assert ny_glue["GLUE"] == "-"  # not the GLUE score until all nine tasks have run
-    assert sm_glue["MNLI"] == sm_glue["MNLI (published)"] == "-"  # the softmax model ran no MNLI
+    assert sm_glue["MNLI-m"] == sm_glue["MNLI-m (published)"] == "-"  # the softmax model ran no MNLI
+    assert sm_glue["average"] == sm_glue["average (published)"] == "-"  # so no average over fewer tasks
     for name in ("pretrain", "glue", "lra"):
         assert (tmp_path / f"results/{name}.md").read_text().startswith(f"# {name}\n")
 
@@ -105,3 +107,73 @@ def test_seed_spread_and_the_official_glue_score(tmp_path):
     selected = {r["task"]: r for r in table_rows(markdown["glue"], first=1)}
     assert selected["MRPC"]["GLUE part"] == "62.50" and selected["MRPC"]["per seed"] == "0: 61.5, 1: 62.0, 2: 62.5"
     assert table_rows(markdown["lra"])[0]["listops"] == "36.00 ± 1.25"
+
+
+def _lra(**accuracy: float) -> dict[str, dict]:
+    return {task: {"accuracy": value} for task, value in accuracy.items()}
+
+
+def test_an_lra_average_is_over_the_same_tasks_for_every_model(tmp_path):
+    from effbert.report.published import LRA_ANCHORS
+
+    full = {"pathfinder": 70.0, "image": 40.0, "listops": 37.0, "retrieval": 79.0, "text": 65.0, "pathx": 50.0}
+    short = {task: full[task] + 1.0 for task in ("listops", "text", "retrieval", "image")}  # no Pathfinder
+    a = model(tmp_path, "a", "softmax", lra=_lra(**full))
+    b = model(tmp_path, "b", "softmax", lra=_lra(**short))
+    markdown = write_report([a, b], tmp_path / "results")
+
+    rows = {row["model"]: row for row in table_rows(markdown["lra"])}
+    # LRA Table 3's order (not the alphabet), Path-X after it
+    tasks = [c for c in rows["a"] if c in full]
+    assert tasks == ["listops", "text", "retrieval", "image", "pathfinder", "pathx"]
+    # Table 3's five tasks; Path-X is outside the average
+    table3 = [full[t] for t in ("listops", "text", "retrieval", "image", "pathfinder")]
+    assert rows["a"]["average"] == f"{sum(table3) / 5:.2f}"
+    paper = next(a.scores for a in LRA_ANCHORS if a.name == "softmax")
+    assert all(rows["a"][f"{t} (published)"] == f"{paper[t]:.2f}" for t in tasks[:5])  # the paper's setup
+    assert rows["a"]["average (published)"] == f"{sum(paper[t] for t in tasks[:5]) / 5:.2f}"
+    # b lacks Pathfinder: an average over four tasks would sit in the same column as a's over five
+    assert rows["b"]["pathfinder"] == "-"
+    assert rows["b"]["average"] == rows["b"]["average (published)"] == "-"
+    assert "average: the mean over listops, text, retrieval, image, pathfinder (5 tasks)" in markdown["lra"]
+    assert list(dict.fromkeys(pd.read_csv(tmp_path / "results/lra.csv").task)) == tasks  # the tidy rows too
+
+
+def test_the_demo_lra_average_is_over_its_one_configured_task(tmp_path):
+    # the tasks a report averages are the ones its table shows: the demo runs only ListOps
+    a = model(tmp_path, "a", "softmax", lra=_lra(listops=30.0))
+    b = model(tmp_path, "b", "nystrom", lra=_lra(listops=28.5))
+    markdown = write_report([a, b], tmp_path / "results")
+    assert [row["average"] for row in table_rows(markdown["lra"])] == ["30.00", "28.50"]
+    assert "average: the mean over listops (1 task)" in markdown["lra"]
+
+
+def test_the_glue_average_leaves_out_imdb_and_counts_mnli_once(tmp_path):
+    def accuracy(score: float) -> dict:
+        return {"metric": "accuracy", "score": score}
+
+    mnli = {"metric": "accuracy_matched", "score": 80.0,
+            "metrics": {"accuracy_matched": 80.0, "accuracy_mismatched": 83.0}}
+    glue = {"QNLI": accuracy(88.0), "SST-2": accuracy(91.0), "MRPC": {"metric": "f1", "score": 87.0},
+            "MNLI": mnli, "IMDB": accuracy(93.0)}
+    ny = model(tmp_path, "ny", PAPER_NYSTROM, glue=glue)
+    no_mrpc = model(tmp_path, "no-mrpc", PAPER_NYSTROM, glue={k: v for k, v in glue.items() if k != "MRPC"})
+    markdown = write_report([ny, no_mrpc], tmp_path / "results")
+
+    rows = {row["model"]: row for row in table_rows(markdown["glue"])}
+    # the leaderboard's order (not the alphabet); MNLI's score is the matched accuracy and its header says so
+    shown = [c for c in rows["ny"] if c in ("SST-2", "MRPC", "MNLI", "MNLI-m", "MNLI-mm", "QNLI", "IMDB")]
+    assert shown == ["SST-2", "MRPC", "MNLI-m", "MNLI-mm", "QNLI", "IMDB"]
+    assert (rows["ny"]["MNLI-m"], rows["ny"]["MNLI-mm"]) == ("80.00", "83.00")
+    # four GLUE tasks, MNLI's part the mean of m and mm; IMDB (not GLUE, test accuracy) left out
+    assert rows["ny"]["average"] == f"{(91.0 + 87.0 + (80.0 + 83.0) / 2 + 88.0) / 4:.2f}"
+    # the Nystromformer paper's Table 2 numbers, averaged the same way
+    assert rows["ny"]["average (published)"] == f"{(91.4 + 88.1 + (80.9 + 82.2) / 2 + 88.7) / 4:.2f}"
+    assert rows["no-mrpc"]["average"] == rows["no-mrpc"]["average (published)"] == "-"
+    assert "average: the mean over SST-2, MRPC, (MNLI-m + MNLI-mm) / 2, QNLI (4 tasks)" in markdown["glue"]
+    glue_csv = pd.read_csv(tmp_path / "results/glue.csv")
+    assert set(glue_csv[glue_csv.model == "ny"].task) == {"SST-2", "MRPC", "MNLI-m", "MNLI-mm", "QNLI", "IMDB"}
+    assert glue_csv[(glue_csv.model == "ny") & (glue_csv.task == "MNLI-m")].published.item() == 80.9
+    # the selected runs stay per task (MNLI's run gives both columns), in the same order
+    selected = [row["task"] for row in table_rows(markdown["glue"], first=1) if row["model"] == "ny"]
+    assert selected == ["SST-2", "MRPC", "MNLI", "QNLI", "IMDB"]

@@ -114,6 +114,67 @@ def test_the_run_as_saved_wins_over_the_config():
     assert found.reason.endswith("num_landmarks 32 (paper 64), steps 100 (paper 5000)")
 
 
+PAPER_PRETRAIN = {"attention": "nystrom", "steps": 500000}  # pretrain.json of the paper's full budget (0.5M steps)
+
+
+def _fine_tuned_from(folder, checkpoint: str, task: str = "MRPC") -> dict:
+    """A model folder's GLUE selection for `task` (glue/<TASK>.json, as effbert.train.glue_protocol writes it) over
+    two seeds' runs, each recording the checkpoint it fine-tuned (as effbert.train.glue writes it)."""
+    for seed in (0, 1):
+        write_json(folder / "glue" / task / f"bs32-lr3e-05-seed{seed}.json",
+                   {"task": task, "run": f"bs32-lr3e-05-seed{seed}", "metric": "f1", "score": 80.0,
+                    "checkpoint": checkpoint})
+    return {"task": task, "metric": "f1", "score": 80.0,
+            "selected": {"batch_size": 32, "lr": 3e-05, "epochs": 3, "seeds": [0, 1]},
+            "submission_run": "bs32-lr3e-05-seed0"}
+
+
+def test_glue_compares_the_pretraining_of_the_checkpoint_it_fine_tuned(tmp_path):
+    """pretrain.json says the full BERT-base budget, but the GLUE runs fine-tuned an early checkpoint: the result
+    stands on 1000 steps of pretraining, a demo-scale run with no published number, whatever config.json's
+    glue.checkpoint says now ('last')."""
+    cfg = parse_config({"model": {"attention": NYSTROM_64}}, "config.json")
+    result = _fine_tuned_from(tmp_path, "checkpoints/cp-1000.pt")
+    found = compare("glue", "MRPC", glue_setup(cfg, PAPER_PRETRAIN, result=result, model_dir=tmp_path))
+    assert found.published is None and found.source is None and found.demo
+    assert found.reason == (f"demo scale ({1000 / 500000:.2%} of the published training budget); differs from "
+                            f"{published.GLUE_SOURCE}: Nystromformer: pretraining steps 1000 (paper 500000)")
+    # one run's own result names its checkpoint too
+    run = {"checkpoint": "checkpoints/cp-1000.pt"}
+    assert glue_setup(cfg, PAPER_PRETRAIN, result=run)["pretraining.steps"] == 1000
+
+
+def test_glue_fine_tuned_from_the_full_budget_still_matches(tmp_path):
+    cfg = parse_config({"model": {"attention": NYSTROM_64}}, "config.json")
+    result = _fine_tuned_from(tmp_path, "checkpoints/cp-500000.pt")
+    found = compare("glue", "MRPC", glue_setup(cfg, PAPER_PRETRAIN, result=result, model_dir=tmp_path))
+    assert (found.published, found.reason, found.demo) == (88.1, None, False)
+    assert found.source == f"{published.GLUE_SOURCE}: Nystromformer"
+
+
+def test_a_glue_result_that_records_no_checkpoint_falls_back_to_the_config(tmp_path):
+    """Older results name no checkpoint (or their runs are gone): glue.checkpoint's step where it names one, else
+    pretraining's last step (pretrain.json's)."""
+    early = parse_config({"model": {"attention": NYSTROM_64}, "glue": {"checkpoint": "cp-5000.pt"}}, "config.json")
+    found = compare("glue", "MRPC", glue_setup(early, PAPER_PRETRAIN))  # as tables.py called it before
+    assert found.published is None and found.demo and found.reason.endswith("pretraining steps 5000 (paper 500000)")
+    bare = {"task": "MRPC", "metric": "f1", "score": 80.0, "selected": {"seeds": [0, 1]}}
+    assert glue_setup(early, PAPER_PRETRAIN, result=bare, model_dir=tmp_path)["pretraining.steps"] == 5000
+    last = parse_config({"model": {"attention": NYSTROM_64}}, "config.json")
+    assert glue_setup(last, PAPER_PRETRAIN, result=bare, model_dir=tmp_path)["pretraining.steps"] == 500000
+    assert glue_setup(last, {"steps": 800})["pretraining.steps"] == 800
+
+
+def test_imported_weights_stay_imported_whatever_checkpoint_glue_read(tmp_path):
+    imported = parse_config({"stages": ["glue"], "import_hf": "bert-base-uncased",
+                             "model": {"attention": {"type": "softmax"}}}, "config.json")
+    result = _fine_tuned_from(tmp_path, "checkpoints/cp-0000.pt", "SST-2")
+    setup = glue_setup(imported, result=result, model_dir=tmp_path)
+    assert "pretraining.steps" not in setup
+    found = compare("glue", "SST-2", setup)
+    assert "pretraining imported from bert-base-uncased (paper MLM+SOP)" in found.reason and not found.demo
+
+
 def test_the_original_lra_table_anchors_a_run_at_its_setup():
     """The LRA paper's rows stand beside a run at its JAX setup (ListOps: 6 layers, width 512, 8 heads, FFN 2048,
     batch 32, 5000 steps, CLS pooling, rsqrt decay); every model failed Path-X, so there it is a FAIL."""

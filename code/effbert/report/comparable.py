@@ -9,6 +9,9 @@ anchor names is the same in our setup (`compare`); otherwise the reason names wh
 Demo scale: a run whose training budget (steps x batch x sequence length: the task's for LRA, pretraining's
 for GLUE) is under DEMO_SHARE of the published setup's is a smoke test of the pipeline, not a measurement; it
 never gets a published value and its rows are marked.
+
+GLUE's pretraining steps are those of the checkpoint the result was fine-tuned from (glue.checkpoint may name an
+early one: "cp-1000.pt" of a 500k-step run is 1000 steps of pretraining, not 500k), as the runs recorded it.
 """
 
 from __future__ import annotations
@@ -16,8 +19,11 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass
+from pathlib import Path
 
 from effbert.config import Config, ModelConfig
+from effbert.files import read_json
+from effbert.layout import CHECKPOINT_PATTERN, GlueRun, glue_run_path
 from effbert.report.published import ANCHORS, GLUE_TABLE2_SETUP, LRA_PROTOCOL_KEYS, Anchor
 from effbert.train.lra_protocol import POOLING, PROTOCOLS, SCHEDULE, task_protocol
 
@@ -63,19 +69,54 @@ def _schedule(model: ModelConfig) -> dict[str, object]:
             "layer_attention": [a.model_dump(mode="json") for a in model.layer_attentions()]}
 
 
-def glue_setup(cfg: Config, pretrain_summary: dict | None = None) -> dict[str, object]:
-    """What a model's GLUE results stand on: its shape, attention and pretraining (steps as run, where recorded)."""
+def glue_setup(cfg: Config, pretrain_summary: dict | None = None, *, result: dict | None = None,
+               model_dir: str | Path | None = None) -> dict[str, object]:
+    """What a model's GLUE results stand on: its shape, attention and pretraining, whose steps are those of the
+    checkpoint `result` (a GLUE result: a run's, or glue/<TASK>.json's selection, whose runs are read from
+    `model_dir`) was fine-tuned from (`glue_checkpoint_step`)."""
     setup = _attention(cfg.model.attention.model_dump()) | _schedule(cfg.model)
     setup |= {f"model.{key}": getattr(cfg.model, key) for key in GLUE_MODEL_KEYS}
-    if cfg.import_hf:
+    if cfg.import_hf:  # imported weights (cp-0000.pt): no pretraining here, so no budget and no demo scale
         setup["pretraining"] = f"imported from {cfg.import_hf}"
     elif "pretrain" in cfg.stages:
         p = cfg.pretraining
         objective = "MLM+SOP" if p.sop else "MLM"
         setup["pretraining"] = objective if cfg.from_cp is None else f"{objective}, continued from {cfg.from_cp}"
         setup["pretraining.batch_size"] = p.batch_size
-        setup["pretraining.steps"] = (pretrain_summary or {}).get("steps", p.steps)
+        setup["pretraining.steps"] = glue_checkpoint_step(cfg, pretrain_summary, result, model_dir)
     return setup
+
+
+def glue_checkpoint_step(cfg: Config, pretrain_summary: dict | None = None, result: dict | None = None,
+                         model_dir: str | Path | None = None) -> int:
+    """The pretraining step of the checkpoint a GLUE result was fine-tuned from: first as the result's runs
+    recorded it (what ran, whatever config.json says now); a result that records none (no result given, or
+    files from before runs named their checkpoint, or a checkpoint not named cp-NNNN.pt) falls back to the step
+    glue.checkpoint names, else pretraining's last step (pretrain.json's, else the config's: glue.checkpoint
+    'last' fine-tunes the end of pretraining)."""
+    recorded = _recorded_steps(result or {}, model_dir)
+    if recorded:
+        return min(recorded)  # the runs of one selection share a checkpoint; if not, the least pretrained counts
+    if cfg.glue.checkpoint_step is not None:
+        return cfg.glue.checkpoint_step
+    return (pretrain_summary or {}).get("steps", cfg.pretraining.steps)
+
+
+def _recorded_steps(result: dict, model_dir: str | Path | None) -> list[int]:
+    """The checkpoint steps a GLUE result's runs recorded: a run's result names its checkpoint itself
+    (effbert.train.glue: "checkpoints/cp-1000.pt"); a selection (effbert.train.glue_protocol) does not, so its
+    selected grid point's runs are read from `model_dir`. Runs missing or naming no cp-NNNN.pt give nothing."""
+    selected = result.get("selected") or {}
+    if "checkpoint" in result:
+        runs = [result]
+    elif model_dir is not None and "task" in result and {"batch_size", "lr", "seeds"} <= set(selected):
+        names = [GlueRun(selected["batch_size"], selected["lr"], seed).name for seed in selected["seeds"]]
+        paths = [glue_run_path(model_dir, result["task"], name) for name in names]
+        runs = [read_json(path) for path in paths if path.is_file()]
+    else:
+        runs = []
+    found = [CHECKPOINT_PATTERN.search(str(run.get("checkpoint") or "")) for run in runs]
+    return [int(m.group(1)) for m in found if m]
 
 
 def _reference(benchmark: str, task: str) -> dict[str, object] | None:

@@ -4,7 +4,8 @@ The CSVs are tidy (one row per model and task) for plotting; the Markdown tables
 per model, with a published number beside ours only where our run matches the paper's setup
 (effbert.report.comparable); elsewhere the cell says n/a and a numbered note under the table says
 why. A score aggregated over seeds shows its spread: "88.10 ± 0.40" is the mean (or the config's
-aggregate) ± the standard deviation over the seeds (ddof 1).
+aggregate) ± the standard deviation over the seeds (ddof 1). A wide table's `average` is over one set of tasks for
+every row (`average_parts`): a model lacking one of them gets "-", never an average over fewer tasks.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from pathlib import Path
 import pandas as pd
 
 from effbert.config import load_config
-from effbert.constants import GLUE_SCORE_TASKS
+from effbert.constants import GLUE_SCORE_TASKS, GLUE_TASKS, LRA_TASKS
 from effbert.data.glue import glue_score
 from effbert.files import read_json, write_text
 from effbert.layout import GLUE_DIR, LRA_DIR, PRETRAIN_SUMMARY, REPORT_TABLES, report_table
@@ -59,7 +60,8 @@ def _task_rows(model_dirs: list[Path], folder: str, score_key: str, benchmark: s
         for path in sorted((d / folder).glob("*.json")):
             r = read_json(path)
             seeds = len(r.get("seeds") or r.get("selected", {}).get("seeds") or [None])
-            setup = glue_setup(cfg, summary) if benchmark == "glue" else lra_setup(cfg, path.stem, r)
+            setup = (glue_setup(cfg, summary, result=r, model_dir=d) if benchmark == "glue"
+                     else lra_setup(cfg, path.stem, r))
             found = [(path.stem, r.get("metric", score_key), r[score_key], r.get(f"{score_key}_std"))]
             for column, (task, key) in (extra or {}).items():
                 if task == path.stem and key in r.get("metrics", {}):
@@ -93,35 +95,79 @@ def _published_cell(row: pd.Series | None, notes: dict[str, int]) -> str:
     return f"n/a [{notes[row['not comparable']]}]" if isinstance(row["not comparable"], str) else "-"
 
 
-def wide(tidy: pd.DataFrame) -> pd.DataFrame:
-    """One row per model (cells as text); each task's score, then the published number whose setup it matches
-    ("n/a [k]": none; note k of `reason_notes` says why).
+# The `average` column: one part per task of the benchmark's averaged set, each the mean of the task's columns.
+# LRA: the five tasks of the Nystromformer paper's Table 3 (Path-X is in neither its average nor the LRA paper's,
+# where every model failed it). GLUE: the nine tasks of the GLUE score, MNLI counted once as the mean of its
+# matched and mismatched accuracy (as the GLUE score counts it); IMDB (test accuracy) and AX are not GLUE tasks.
+AVERAGED: dict[str, tuple[tuple[str, ...], ...]] = {
+    "lra": tuple((task,) for task in LRA_TASKS if task != "pathx"),
+    "glue": tuple(("MNLI-m", "MNLI-mm") if task == "MNLI" else (task,) for task in GLUE_SCORE_TASKS),
+}
 
-    `average` is the mean of the model's own scores over the tasks shown; `average (published)` the mean of
-    the published numbers over the same tasks, where every one of them has one. `demo scale`: yes when any of
-    the model's results is demo-scale (effbert.report.comparable)."""
+
+def average_parts(benchmark: str, columns: list[str]) -> list[tuple[str, ...]]:
+    """The parts the `average` column is the mean of: the benchmark's averaged tasks (AVERAGED) among the task
+    columns the table shows, each as the columns that make up the task's part.
+
+    The set is fixed per table, not per model, so a model lacking any of them gets no average rather than one over
+    fewer tasks beside the others' in the same column. The columns shown are the tasks some model has a result for:
+    after a pipeline run, the configured tasks (config/*.yaml glue.tasks, lra.tasks; every model with the stage has
+    them all), which lets the demo's one or two tasks have an average. A result file left by a task since removed
+    from the config adds its column too (the report is not told the task list), and then only the models that
+    have it get an average: never a wrong one."""
+    shown = [tuple(c for c in part if c in columns) for part in AVERAGED.get(benchmark, ())]
+    return [part for part in shown if part]
+
+
+def _average(values: list[list[float | None]]) -> str:
+    """The mean over parts of each part's mean; "-" when any value is missing."""
+    if not values or any(v is None or pd.isna(v) for part in values for v in part):
+        return "-"
+    return f"{sum(sum(part) / len(part) for part in values) / len(values):.2f}"
+
+
+def wide(tidy: pd.DataFrame, benchmark: str) -> pd.DataFrame:
+    """One row per model (cells as text); each task's score, then the published number whose setup it matches
+    ("n/a [k]": none; note k of `reason_notes` says why). Task columns come in the order of the tidy rows.
+
+    `average` is the mean of the model's scores over the parts of `average_parts` (MNLI: the mean of MNLI-m and
+    MNLI-mm); "-" for a model that lacks any of those columns, so that every number in the column is over the same
+    tasks. `average (published)`: the same mean of the published numbers, where every one of them is there. `demo
+    scale`: yes when any of the model's results is demo-scale (effbert.report.comparable)."""
     if tidy.empty:
         return pd.DataFrame(columns=["model", "attention"])
     keys = ["model", "attention"]
     notes = reason_notes(tidy)
-    scores = tidy.pivot_table(index=keys, columns="task", values="score", sort=False)
+    tasks = list(dict.fromkeys(tidy.task))  # the tidy rows' order (GLUE's, LRA Table 3's), not the alphabet
+    scores = tidy.pivot_table(index=keys, columns="task", values="score", sort=False).reindex(columns=tasks)
     cells = tidy.assign(cell=[_cell(r.score, r.std, r.seeds) for r in tidy.itertuples()])
-    text = cells.pivot(index=keys, columns="task", values="cell").reindex(index=scores.index, columns=scores.columns)
+    text = cells.pivot(index=keys, columns="task", values="cell").reindex(index=scores.index, columns=tasks)
     rows = {(r["model"], r["task"]): r for _, r in tidy.iterrows()}
     out = pd.DataFrame(index=scores.index)
     models = scores.index.get_level_values("model")
     out["demo scale"] = ["yes" if tidy[tidy.model == m]["demo scale"].any() else "no" for m in models]
-    for task in scores.columns:
+    for task in tasks:
         out[task] = text[task].fillna("-")
         out[f"{task} (published)"] = [_published_cell(rows.get((m, task)), notes) for m in models]
-    out["average"] = [f"{v:.2f}" for v in scores.mean(axis=1)]
-    averages = []
-    for m, (_, row) in zip(models, scores.iterrows(), strict=True):
-        values = [rows[(m, task)]["published"] for task in row.dropna().index]
-        known = all(v is not None and not pd.isna(v) for v in values)
-        averages.append(f"{sum(values) / len(values):.2f}" if values and known else "-")
-    out["average (published)"] = averages
+    parts = average_parts(benchmark, tasks)
+    out["average"] = [_average([[scores.loc[key, c] for c in part] for part in parts]) for key in scores.index]
+    out["average (published)"] = [
+        _average([[rows[(m, c)]["published"] if (m, c) in rows else None for c in part] for part in parts])
+        for m in models]
     return out.reset_index()
+
+
+def average_note(benchmark: str, tidy: pd.DataFrame) -> str:
+    """The line under a wide table that names the tasks its `average` column is over."""
+    if tidy.empty:
+        return ""
+    parts = average_parts(benchmark, list(dict.fromkeys(tidy.task)))
+    if not parts:
+        return "\naverage: none of the tasks shown is one the benchmark averages.\n"
+    names = ", ".join(f"({' + '.join(part)}) / {len(part)}" if len(part) > 1 else part[0] for part in parts)
+    count = f"{len(parts)} task" + ("s" if len(parts) > 1 else "")
+    return (f"\naverage: the mean over {names} ({count}); - where a model lacks any of them, so that"
+            " every average is over the same tasks.\n")
 
 
 def notes_markdown(tidy: pd.DataFrame) -> str:
@@ -132,17 +178,22 @@ def notes_markdown(tidy: pd.DataFrame) -> str:
     return "\nNo published value beside ours:\n\n" + "".join(f"[{i}] {reason}\n" for reason, i in notes.items())
 
 
-GLUE_ORDER = [*GLUE_SCORE_TASKS[:6], "MNLI-mm", *GLUE_SCORE_TASKS[6:]]  # the leaderboard's column order
+# The GLUE table's task columns in the leaderboard's order (effbert.constants), MNLI as its two columns: MNLI.json's
+# score is the matched accuracy, so its column says so beside MNLI-mm (the published tables name them the same).
+GLUE_COLUMNS = tuple(c for task in GLUE_TASKS for c in (("MNLI-m", "MNLI-mm") if task == "MNLI" else (task,)))
+MNLI_COLUMNS = {"MNLI": "MNLI-m"}  # task file -> the column its score goes to, where the two differ
 
 
-def _glue_order(tidy: pd.DataFrame) -> pd.DataFrame:
-    rank = {task: i for i, task in enumerate(GLUE_ORDER)}
+def _in_order(tidy: pd.DataFrame, order: tuple[str, ...]) -> pd.DataFrame:
+    """The rows sorted by task in `order` (a task outside it after, as they came): wide() keeps that order."""
+    rank = {task: i for i, task in enumerate(order)}
     return tidy.sort_values("task", key=lambda tasks: tasks.map(lambda t: rank.get(t, len(rank))), kind="stable")
 
 
 def glue_table(model_dirs: list[Path]) -> pd.DataFrame:
-    return _glue_order(_task_rows(model_dirs, GLUE_DIR, "score", "glue",
-                                  extra={"MNLI-mm": ("MNLI", "accuracy_mismatched")}))
+    # the published numbers are looked up under the task file's name (MNLI) before the row takes its column's
+    tidy = _task_rows(model_dirs, GLUE_DIR, "score", "glue", extra={"MNLI-mm": ("MNLI", "accuracy_mismatched")})
+    return _in_order(tidy.assign(task=tidy.task.replace(MNLI_COLUMNS)), GLUE_COLUMNS)
 
 
 def glue_selection(model_dirs: list[Path]) -> pd.DataFrame:
@@ -162,8 +213,9 @@ def glue_selection(model_dirs: list[Path]) -> pd.DataFrame:
                 "per seed": ", ".join(f"{seed}: {v:.1f}" for seed, v in per_seed.items()) or None,
                 "protocol": r.get("protocol", "one run"),
             })
-    return _glue_order(pd.DataFrame(rows, columns=["model", "task", "metric", "GLUE part", "batch", "lr", "epochs",
-                                                   "per seed", "protocol"])).sort_values("model", kind="stable")
+    table = pd.DataFrame(rows, columns=["model", "task", "metric", "GLUE part", "batch", "lr", "epochs", "per seed",
+                                        "protocol"])
+    return _in_order(table, GLUE_TASKS).sort_values("model", kind="stable")
 
 
 def _glue_scores(selection: pd.DataFrame) -> dict[str, str]:
@@ -177,7 +229,7 @@ def _glue_scores(selection: pd.DataFrame) -> dict[str, str]:
 
 
 def lra_table(model_dirs: list[Path]) -> pd.DataFrame:
-    return _task_rows(model_dirs, LRA_DIR, "accuracy", "lra")
+    return _in_order(_task_rows(model_dirs, LRA_DIR, "accuracy", "lra"), LRA_TASKS)  # Table 3's order, then Path-X
 
 
 def _markdown(table: pd.DataFrame, verbatim: tuple[str, ...] = ()) -> str:
@@ -197,10 +249,16 @@ NOTES = {
     "glue": ("Dev-set official metric (x100) per task: the aggregate over seeds (± their standard deviation) at"
              " the grid point whose seeds scored best on dev (selection and score both on dev, as the papers'"
              " dev tables). GLUE: the official score, the mean of the nine tasks' parts (a task with two metrics"
-             " counts with their mean), shown once all nine have run; average: the mean over the tasks shown."
+             " counts with their mean), shown once all nine have run. MNLI-m, MNLI-mm: matched, mismatched accuracy."
+             " average: not the GLUE score but the mean of the GLUE tasks' columns shown (MNLI once, the mean of"
+             " MNLI-m and MNLI-mm; IMDB left out), only for a model that has every one of them (else -), so that"
+             " all averages are over the same tasks."
              " IMDB (not part of GLUE): test accuracy, the point chosen on a dev set held out of train."
              f" {_PUBLISHED} Source: {published.GLUE_SOURCE}."),
-    "lra": ("Test accuracy (%) of the best-dev checkpoint; mean ± standard deviation over seeds."
+    "lra": ("Test accuracy (%) of the best-dev checkpoint; mean ± standard deviation over seeds. average: the mean"
+            " over the tasks of the paper's Table 3 (listops, text, retrieval, image, pathfinder; not Path-X) that"
+            " the table shows, only for a model that has every one of them (else -), so that all averages are"
+            " over the same tasks; with all five shown it is Table 3's average."
             f" {_PUBLISHED} Sources: {published.LRA_SOURCE}; {published.LRA_ORIGINAL_SOURCE}."),
 }
 
@@ -216,14 +274,14 @@ def write_report(model_dirs: list[Path], out_dir: Path) -> dict[str, str]:
         if name == "pretrain":
             text = _markdown(table.assign(**{"demo scale": table["demo scale"].map({True: "yes", False: "no"})}))
         else:
-            shown = wide(table)
+            shown = wide(table, name)
+            below = average_note(name, table) + notes_markdown(table)
             if name == "glue" and not shown.empty:
                 selection = glue_selection(model_dirs)
                 shown.insert(len(shown.columns) - 1, "GLUE", shown.model.map(_glue_scores(selection)).fillna("-"))
-                text = (_markdown(shown) + notes_markdown(table) + "\nSelected runs:\n\n"
-                        + _markdown(selection, verbatim=("lr",)))
+                text = _markdown(shown) + below + "\nSelected runs:\n\n" + _markdown(selection, verbatim=("lr",))
             else:
-                text = _markdown(shown) + notes_markdown(table)
+                text = _markdown(shown) + below
         markdown[name] = f"{NOTES[name]}\n\n{text}"
         write_text(report_table(out_dir, name, "csv"), table.to_csv(index=False))
         write_text(report_table(out_dir, name, "md"), f"# {name}\n\n{markdown[name]}")
