@@ -177,3 +177,28 @@ def test_the_glue_average_leaves_out_imdb_and_counts_mnli_once(tmp_path):
     # the selected runs stay per task (MNLI's run gives both columns), in the same order
     selected = [row["task"] for row in table_rows(markdown["glue"], first=1) if row["model"] == "ny"]
     assert selected == ["SST-2", "MRPC", "MNLI", "QNLI", "IMDB"]
+
+
+def test_the_report_reads_only_the_tasks_it_is_given(tmp_path):
+    """The pipeline names its configured tasks (`effbert report --glue-tasks ... --lra-tasks ...`): a result left
+    by a task since dropped from the config is no column, no selected run and no part of an average; without
+    the flags (by hand) every result file is read."""
+    from effbert.cli import main
+
+    a = model(tmp_path, "a", "softmax", glue={"SST-2": {"metric": "accuracy", "score": 90.0},
+                                              "RTE": {"metric": "accuracy", "score": 60.0}},
+              lra=_lra(listops=37.0, text=64.0))
+    b = model(tmp_path, "b", "softmax", glue={"SST-2": {"metric": "accuracy", "score": 88.0}},
+              lra=_lra(listops=36.0))
+    out = tmp_path / "results"
+    assert main(["report", "--models", str(a), str(b), "--out", str(out), "--glue-tasks", "SST-2", "CoLA",
+                 "--lra-tasks", "listops"]) == 0
+    glue, lra = (pd.read_csv(out / f"{name}.csv") for name in ("glue", "lra"))
+    assert sorted(glue.task.unique()) == ["SST-2"] and sorted(lra.task.unique()) == ["listops"]
+    glue_md = (out / "glue.md").read_text()
+    assert {row["model"]: row["average"] for row in table_rows(glue_md)} == {"a": "90.00", "b": "88.00"}
+    assert [row["task"] for row in table_rows(glue_md, first=1)] == ["SST-2", "SST-2"]  # the selected runs
+    assert main(["report", "--models", str(a), str(b), "--out", str(out)]) == 0
+    assert sorted(pd.read_csv(out / "glue.csv").task.unique()) == ["RTE", "SST-2"]
+    averages = {row["model"]: row["average"] for row in table_rows((out / "lra.md").read_text())}
+    assert averages == {"a": "50.50", "b": "-"}  # text is back: a has both tasks, b lacks one

@@ -112,7 +112,7 @@ def _lra(a: argparse.Namespace) -> None:
 def _report(a: argparse.Namespace) -> None:
     from effbert.report.tables import write_report
 
-    tables = write_report(a.models, a.out)
+    tables = write_report(a.models, a.out, glue_tasks=a.glue_tasks, lra_tasks=a.lra_tasks)
     if a.print:
         for name, markdown in tables.items():
             print(f"\n## {name}\n\n{markdown}")
@@ -292,6 +292,9 @@ def _add_report_stage(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--models", required=True, type=Path, nargs="+", help="model folders")
     s.add_argument("--out", type=Path, default=Path("results"))
     s.add_argument("--print", action="store_true", help="print the Markdown tables")
+    for benchmark in ("glue", "lra"):  # the pipeline passes its config's: a dropped task's old result is no row
+        s.add_argument(f"--{benchmark}-tasks", nargs="*", metavar="TASK",
+                       help=f"only these {benchmark.upper()} tasks' results (default: every result file)")
 
 
 def _add_bench_stage(sub: argparse._SubParsersAction) -> None:

@@ -10,6 +10,7 @@ every row (`average_parts`): a model lacking one of them gets "-", never an aver
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from pathlib import Path
 
 import pandas as pd
@@ -40,12 +41,20 @@ def pretrain_table(model_dirs: list[Path]) -> pd.DataFrame:
                                        "train tokens", "seconds", "demo scale"])
 
 
+def _result_files(model_dir: Path, folder: str, tasks: Collection[str] | None) -> list[Path]:
+    """<model>/<folder>/<task>.json of the tasks asked for (None: every file there). The pipeline asks for the
+    configured ones (glue.tasks, lra.tasks): a result left by a task since dropped from the config is not a row
+    of today's tables, nor a column that no other model has."""
+    files = sorted((model_dir / folder).glob("*.json"))
+    return files if tasks is None else [path for path in files if path.stem in tasks]
+
+
 TASK_COLUMNS = ["model", "attention", "task", "metric", "score", "std", "seeds", "published", "published source",
                 "not comparable", "demo scale"]
 
 
 def _task_rows(model_dirs: list[Path], folder: str, score_key: str, benchmark: str,
-               extra: dict[str, tuple[str, str]] | None = None) -> pd.DataFrame:
+               extra: dict[str, tuple[str, str]] | None = None, tasks: Collection[str] | None = None) -> pd.DataFrame:
     """Tidy rows (TASK_COLUMNS) from <model>/<folder>/<task>.json, each with the published value its setup matches.
 
     `extra` maps a second table column to (task file, metric key), e.g. MNLI-mm from MNLI.json's metrics.
@@ -57,7 +66,7 @@ def _task_rows(model_dirs: list[Path], folder: str, score_key: str, benchmark: s
     for d in model_dirs:
         cfg = load_config(d)
         summary = read_json(d / PRETRAIN_SUMMARY) if (d / PRETRAIN_SUMMARY).is_file() else None
-        for path in sorted((d / folder).glob("*.json")):
+        for path in _result_files(d, folder, tasks):
             r = read_json(path)
             seeds = len(r.get("seeds") or r.get("selected", {}).get("seeds") or [None])
             setup = (glue_setup(cfg, summary, result=r, model_dir=d) if benchmark == "glue"
@@ -190,18 +199,19 @@ def _in_order(tidy: pd.DataFrame, order: tuple[str, ...]) -> pd.DataFrame:
     return tidy.sort_values("task", key=lambda tasks: tasks.map(lambda t: rank.get(t, len(rank))), kind="stable")
 
 
-def glue_table(model_dirs: list[Path]) -> pd.DataFrame:
+def glue_table(model_dirs: list[Path], tasks: Collection[str] | None = None) -> pd.DataFrame:
     # the published numbers are looked up under the task file's name (MNLI) before the row takes its column's
-    tidy = _task_rows(model_dirs, GLUE_DIR, "score", "glue", extra={"MNLI-mm": ("MNLI", "accuracy_mismatched")})
+    tidy = _task_rows(model_dirs, GLUE_DIR, "score", "glue", extra={"MNLI-mm": ("MNLI", "accuracy_mismatched")},
+                      tasks=tasks)
     return _in_order(tidy.assign(task=tidy.task.replace(MNLI_COLUMNS)), GLUE_COLUMNS)
 
 
-def glue_selection(model_dirs: list[Path]) -> pd.DataFrame:
+def glue_selection(model_dirs: list[Path], tasks: Collection[str] | None = None) -> pd.DataFrame:
     """Which runs stand behind each GLUE score: the protocol, the selected point, the per-seed scores,
     and each task's part of the GLUE score."""
     rows = []
     for d in model_dirs:
-        for path in sorted((d / GLUE_DIR).glob("*.json")):
+        for path in _result_files(d, GLUE_DIR, tasks):
             r = read_json(path)
             chosen = r.get("selected", {})
             per_seed = r.get("per_seed", {})
@@ -228,8 +238,9 @@ def _glue_scores(selection: pd.DataFrame) -> dict[str, str]:
     return out
 
 
-def lra_table(model_dirs: list[Path]) -> pd.DataFrame:
-    return _in_order(_task_rows(model_dirs, LRA_DIR, "accuracy", "lra"), LRA_TASKS)  # Table 3's order, then Path-X
+def lra_table(model_dirs: list[Path], tasks: Collection[str] | None = None) -> pd.DataFrame:
+    # Table 3's order, then Path-X
+    return _in_order(_task_rows(model_dirs, LRA_DIR, "accuracy", "lra", tasks=tasks), LRA_TASKS)
 
 
 def _markdown(table: pd.DataFrame, verbatim: tuple[str, ...] = ()) -> str:
@@ -263,11 +274,13 @@ NOTES = {
 }
 
 
-def write_report(model_dirs: list[Path], out_dir: Path) -> dict[str, str]:
+def write_report(model_dirs: list[Path], out_dir: Path, *, glue_tasks: Collection[str] | None = None,
+                 lra_tasks: Collection[str] | None = None) -> dict[str, str]:
     """Write the tables, then their HTML pages and the plots drawn from them (effbert.report.html_page, plots);
-    returns name -> Markdown."""
+    returns name -> Markdown. glue_tasks, lra_tasks: the tasks whose results are read (None: every result file)."""
     model_dirs = [Path(d) for d in model_dirs]
-    tidy = {"pretrain": pretrain_table(model_dirs), "glue": glue_table(model_dirs), "lra": lra_table(model_dirs)}
+    tidy = {"pretrain": pretrain_table(model_dirs), "glue": glue_table(model_dirs, glue_tasks),
+            "lra": lra_table(model_dirs, lra_tasks)}
     assert tuple(tidy) == REPORT_TABLES
     markdown = {}
     for name, table in tidy.items():
@@ -277,7 +290,7 @@ def write_report(model_dirs: list[Path], out_dir: Path) -> dict[str, str]:
             shown = wide(table, name)
             below = average_note(name, table) + notes_markdown(table)
             if name == "glue" and not shown.empty:
-                selection = glue_selection(model_dirs)
+                selection = glue_selection(model_dirs, glue_tasks)
                 shown.insert(len(shown.columns) - 1, "GLUE", shown.model.map(_glue_scores(selection)).fillna("-"))
                 text = _markdown(shown) + below + "\nSelected runs:\n\n" + _markdown(selection, verbatim=("lr",))
             else:
