@@ -202,3 +202,35 @@ def test_the_report_reads_only_the_tasks_it_is_given(tmp_path):
     assert sorted(pd.read_csv(out / "glue.csv").task.unique()) == ["RTE", "SST-2"]
     averages = {row["model"]: row["average"] for row in table_rows((out / "lra.md").read_text())}
     assert averages == {"a": "50.50", "b": "-"}  # text is back: a has both tasks, b lacks one
+
+
+def test_published_glue_numbers_are_also_set_beside_ours_at_the_papers_point(tmp_path):
+    """Our cell is the best grid point chosen on dev and scored on dev; the paper fine-tuned at batch 32, lr 3e-5
+    (MRPC: a searched grid). So each published number is also set beside our score at that point: the mean over
+    the seeds of the runs there, read from their files; a model whose grid lacks the point gets "-"."""
+    pre = {"attention": "nystrom", "steps": 500000, "mlm_accuracy": 41.5, "sop_accuracy": 80.0, "mlm_loss": 2.5,
+           "train_tokens": 1000, "seconds": 3.0}
+    grid = {"batch_size": [16, 32], "lr": [2e-5, 3e-5], "seeds": [0, 1]}
+    config = {"model": {"attention": PAPER_NYSTROM}, "glue": grid}
+    selected = {"batch_size": 16, "lr": 2e-5, "epochs": 3, "seeds": [0, 1]}
+    glue = {"SST-2": {"metric": "accuracy", "score": 92.0, "selection": "mean", "selected": selected},
+            "MRPC": {"metric": "f1", "score": 89.0, "selection": "mean", "selected": selected}}
+    ny = model(tmp_path, "ny", PAPER_NYSTROM, pretrain=pre, glue=glue, config=config)
+    at_point = {0: 90.5, 1: 91.5}  # SST-2 accuracy of the two seeds at batch 32, lr 3e-5
+    for seed, accuracy in at_point.items():
+        write_json(ny / "glue" / "SST-2" / f"bs32-lr3e-05-seed{seed}.json", {"metrics": {"accuracy": accuracy}})
+    narrow = model(tmp_path, "narrow", PAPER_NYSTROM, pretrain=pre, glue={"SST-2": glue["SST-2"]},
+                   config={**config, "glue": {**grid, "batch_size": [16]}})
+    for seed in (0, 1):  # a leftover of an earlier grid: not the config's, so not read
+        write_json(narrow / "glue" / "SST-2" / f"bs32-lr3e-05-seed{seed}.json", {"metrics": {"accuracy": 50.0}})
+    markdown = write_report([ny, narrow], tmp_path / "results")
+
+    rows = {(r["model"], r["task"]): r for r in table_rows(markdown["glue"], first=2)}
+    sst2 = rows[("ny", "SST-2")]
+    ours = sum(at_point.values()) / 2
+    assert (sst2["fine-tuning"], sst2["ours"], sst2["published"]) == ("batch 32, lr 3e-05", f"{ours:.2f}", "91.40")
+    assert (sst2["difference"], sst2["ours (selected point)"]) == (f"{ours - 91.4:.2f}", "92.00")
+    mrpc = rows[("ny", "MRPC")]  # the paper searched MRPC's grid too: our selected point is the like for like
+    assert (mrpc["fine-tuning"], mrpc["ours"], mrpc["published"]) == ("best of the grid, as the paper's", "89.00",
+                                                                     "88.10")
+    assert rows[("narrow", "SST-2")]["ours"] == rows[("narrow", "SST-2")]["difference"] == "-"
