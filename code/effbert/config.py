@@ -18,7 +18,6 @@ effbert.train.identity.
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 from typing import Annotated, Any, Literal, get_args
 
@@ -27,7 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError,
 from effbert.constants import GLUE_TASKS, LRA_TASKS
 from effbert.errors import InputError
 from effbert.files import read_json
-from effbert.layout import CONFIG_FILE
+from effbert.layout import CONFIG_FILE, named_step
 
 
 class _Section(BaseModel):
@@ -349,8 +348,7 @@ class GlueConfig(_Section):
     @property
     def checkpoint_step(self) -> int | None:
         """The pretraining step `checkpoint` names ("1000", "cp-1000.pt"); None for 'last' or a path."""
-        found = re.fullmatch(r"(?:cp-)?(\d+)(?:\.pt)?", self.checkpoint)
-        return int(found.group(1)) if found else None
+        return named_step(self.checkpoint)
 
     _lists = field_validator("batch_size", "lr", "seeds", mode="before")(_as_list)
 

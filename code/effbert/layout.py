@@ -45,6 +45,12 @@ def checkpoint_name(step: int) -> str:
     return f"cp-{step:04d}.pt"
 
 
+def named_step(spec: str) -> int | None:
+    """The pretraining step a checkpoint spec names ("75", "cp-75.pt", "cp-0075.pt"); None for 'last' or a path."""
+    found = re.fullmatch(r"(?:cp-)?(\d+)(?:\.pt)?", spec)
+    return int(found.group(1)) if found else None
+
+
 def imported_checkpoint(model_dir: str | Path) -> Path:
     """Where the import stage puts a model folder's weights (the checkpoint of step 0)."""
     return Path(model_dir) / CHECKPOINT_DIR / checkpoint_name(0)

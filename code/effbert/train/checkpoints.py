@@ -11,7 +11,6 @@ states, data position; see effbert.train.loop), so an interrupted run resumes ex
 from __future__ import annotations
 
 import errno
-import re
 import sys
 import time
 from collections.abc import Callable, Iterable
@@ -22,7 +21,7 @@ from torch import nn
 
 from effbert.errors import InputError
 from effbert.files import atomic_path
-from effbert.layout import CHECKPOINT_DIR, CHECKPOINT_PATTERN, checkpoint_name
+from effbert.layout import CHECKPOINT_DIR, CHECKPOINT_PATTERN, checkpoint_name, named_step
 
 
 def save_checkpoint(path: Path, **content: object) -> None:
@@ -114,8 +113,8 @@ def checkpoint_candidates(model_dir: str | Path, spec: str | int) -> list[Path]:
     (cp-0100.pt)."""
     model_dir, spec = Path(model_dir), str(spec)
     candidates = [Path(spec), model_dir / CHECKPOINT_DIR / spec]
-    if step := re.fullmatch(r"(?:cp-)?(\d+)(?:\.pt)?", spec):
-        candidates.insert(0, model_dir / CHECKPOINT_DIR / checkpoint_name(int(step.group(1))))
+    if (step := named_step(spec)) is not None:
+        candidates.insert(0, model_dir / CHECKPOINT_DIR / checkpoint_name(step))
     return candidates
 
 
